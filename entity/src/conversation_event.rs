@@ -1,0 +1,21 @@
+//! The durable change log: one row per change to a conversation, numbered by the conversation's
+//! sequence. Subscriptions replay from it when a client resumes with a cursor.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "conversation_events")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub conversation_id: i64,
+    pub seq: i64,
+    /// `CREATED`, `EDITED` or `DELETED`.
+    pub kind: String,
+    pub message_id: i64,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,7 @@
+//! Palaver's tables as sea-orm entities: one module per table, nothing else.
+pub mod auth_token;
+pub mod conversation;
+pub mod conversation_event;
+pub mod member;
+pub mod message;
+pub mod user;

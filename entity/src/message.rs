@@ -1,0 +1,28 @@
+//! A message in a conversation. Deleting one is soft: the row stays, its content is hidden.
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub conversation_id: i64,
+    /// The conversation's sequence number at which this message was created.
+    pub seq: i64,
+    pub sender_id: Option<i64>,
+    /// `TEXT`, `IMAGE`, `VIDEO`, `AUDIO`, `DOCUMENT`, `ARCHIVE`, `FILE` or `SYSTEM`.
+    pub kind: String,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub body: Option<String>,
+    pub reply_to_id: Option<i64>,
+    pub client_message_id: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub edited_at: Option<DateTimeUtc>,
+    pub deleted_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,14 @@
+//! Schema migrations. Append-only: never edit a migration that has landed; add a new one.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_init;
+
+/// Every migration, in order; the server runs the pending ones at start.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_init::Migration)]
+    }
+}

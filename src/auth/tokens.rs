@@ -1,0 +1,70 @@
+//! Opaque bearer tokens: random, shown to the client once, stored only as a SHA-256 hash, expiring
+//! and revocable.
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{Duration, Utc};
+use entity::auth_token;
+use rand::RngCore;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sha2::{Digest, Sha256};
+
+use super::Viewer;
+use crate::error::AppResult;
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Issues a new token for a user; returns the token text, which is never stored.
+pub async fn issue(db: &impl ConnectionTrait, user_id: i64, ttl_secs: u64) -> AppResult<String> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("pvt_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let now = Utc::now();
+    let ttl = Duration::seconds(
+        i64::try_from(ttl_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .min(10 * 365 * 24 * 3600),
+    );
+    auth_token::ActiveModel {
+        user_id: Set(user_id),
+        token_hash: Set(digest(&token)),
+        created_at: Set(now),
+        expires_at: Set(now + ttl),
+        revoked_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(token)
+}
+
+/// The viewer a token stands for, if it is known, unexpired and not revoked.
+pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option<Viewer>> {
+    if token.len() > 256 {
+        return Ok(None);
+    }
+    let found = auth_token::Entity::find()
+        .filter(auth_token::Column::TokenHash.eq(digest(token)))
+        .filter(auth_token::Column::RevokedAt.is_null())
+        .filter(auth_token::Column::ExpiresAt.gt(Utc::now()))
+        .one(db)
+        .await?;
+    Ok(found.map(|t| Viewer {
+        user_id: t.user_id,
+        token_id: t.id,
+    }))
+}
+
+/// Revokes one token.
+pub async fn revoke(db: &impl ConnectionTrait, token_id: i64) -> AppResult<()> {
+    auth_token::Entity::update_many()
+        .col_expr(
+            auth_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(auth_token::Column::Id.eq(token_id))
+        .filter(auth_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The domain: rules and queries for users, conversations, messages and read markers. Nothing here
+//! knows about GraphQL; the transport layer calls in with parsed values.
+pub mod conversations;
+pub mod messages;
+pub mod pagination;
+pub mod users;

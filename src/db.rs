@@ -1,0 +1,87 @@
+//! Database connection: SQLite tuned for a chat workload, or PostgreSQL; migrations run on connect.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use migration::MigratorTrait;
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+
+/// Connects and runs pending migrations. A SQLite file's folder is created if missing.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    if let Some(path) = sqlite_path(url)
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10))
+        .map_sqlx_sqlite_opts(|opts| {
+            // WAL lets readers run beside the writer; NORMAL sync is durable across application
+            // crashes (an OS crash may lose the last transactions, never corrupt the file).
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    if url.starts_with("postgres") {
+        options.max_connections(20);
+    } else {
+        options.max_connections(8);
+    }
+    let db = Database::connect(options).await?;
+    migration::Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Counts every statement the connection runs, for `/metrics` and the statement-count tests.
+pub fn count_statements(db: &mut DatabaseConnection, counter: Arc<AtomicU64>) {
+    db.set_metric_callback(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
+/// IMMEDIATE`), so two writers queue on the busy timeout instead of failing to upgrade a read lock.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+    } else {
+        db.begin().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_path_is_taken_from_the_url() {
+        assert_eq!(
+            sqlite_path("sqlite://data/palaver.db?mode=rwc"),
+            Some("data/palaver.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://localhost/test"), None);
+    }
+}

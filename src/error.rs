@@ -1,0 +1,124 @@
+//! The one error type of the server, and the only place that maps errors to `extensions.code`.
+use sea_orm::DbErr;
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    ResyncRequired(String),
+    #[error("internal server error")]
+    Database(#[from] DbErr),
+    #[error("internal server error")]
+    Internal(String),
+}
+
+/// Shorthand for results in the domain and transport layers.
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    /// The machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::BadInput(_) => "BAD_USER_INPUT",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            AppError::ResyncRequired(_) => "RESYNC_REQUIRED",
+            AppError::Database(_) | AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The HTTP status for routes outside GraphQL (file downloads).
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadInput(_) | AppError::ResyncRequired(_) => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Shorthand for a NOT_FOUND about a kind of thing.
+    pub fn not_found(what: &str) -> Self {
+        AppError::NotFound(format!("{what} not found"))
+    }
+
+    /// Shorthand for BAD_USER_INPUT.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        AppError::BadInput(message.into())
+    }
+
+    fn log_if_internal(&self) {
+        match self {
+            AppError::Database(err) => tracing::error!(error = %err, "database error"),
+            AppError::Internal(err) => tracing::error!(error = %err, "internal error"),
+            _ => {}
+        }
+    }
+}
+
+/// Gives a GraphQL error its `extensions.code`. Errors raised by our code carry an [`AppError`] as
+/// their source (async-graphql keeps it when `?` converts); internal ones are logged here and reach
+/// the client only as "internal server error". Anything else was raised by async-graphql itself
+/// while parsing, validating or coercing the request, which is the client's to fix.
+pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
+    let code = match error.source::<AppError>() {
+        Some(app) => {
+            app.log_if_internal();
+            app.code()
+        }
+        None if error
+            .extensions
+            .as_ref()
+            .is_some_and(|ext| ext.get("code").is_some()) =>
+        {
+            return;
+        }
+        None if error.message.contains("too complex")
+            || error.message.contains("nested too deep") =>
+        {
+            "QUERY_TOO_COMPLEX"
+        }
+        None => "BAD_USER_INPUT",
+    };
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+}
+
+impl axum::response::IntoResponse for AppError {
+    fn into_response(self) -> axum::response::Response {
+        self.log_if_internal();
+        let body = serde_json::json!({
+            "errors": [{ "message": self.to_string(), "extensions": { "code": self.code() } }]
+        });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// Whether a database error is a unique-constraint violation (a lost race with a concurrent insert).
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}

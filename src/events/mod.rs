@@ -1,0 +1,135 @@
+//! What subscribers are told, and the bus that carries it: an in-process broadcast, fed either
+//! directly or, with `REDIS_URL`, through Redis pub/sub so every instance sees every event.
+mod redis_bus;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use entity::message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may fall behind before it must catch up from the database.
+const LOCAL_CAPACITY: usize = 4096;
+
+/// A change to a message, as recorded in the conversation's change log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageChange {
+    Created,
+    Edited,
+    Deleted,
+}
+
+impl MessageChange {
+    /// The name stored in the change log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageChange::Created => "CREATED",
+            MessageChange::Edited => "EDITED",
+            MessageChange::Deleted => "DELETED",
+        }
+    }
+
+    /// Parses a name from the change log.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "CREATED" => Some(MessageChange::Created),
+            "EDITED" => Some(MessageChange::Edited),
+            "DELETED" => Some(MessageChange::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// Something that happened in a conversation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Event {
+    /// A message was created, edited or deleted; `event_id` is its row in the change log.
+    Message {
+        event_id: i64,
+        change: MessageChange,
+        message: message::Model,
+    },
+    Typing {
+        conversation_id: i64,
+        user_id: i64,
+        is_typing: bool,
+    },
+    ReadReceipt {
+        conversation_id: i64,
+        user_id: i64,
+        up_to_seq: i64,
+        up_to_message_id: Option<i64>,
+        read_at: DateTime<Utc>,
+    },
+}
+
+impl Event {
+    /// The conversation the event belongs to.
+    pub fn conversation_id(&self) -> i64 {
+        match self {
+            Event::Message { message, .. } => message.conversation_id,
+            Event::Typing {
+                conversation_id, ..
+            }
+            | Event::ReadReceipt {
+                conversation_id, ..
+            } => *conversation_id,
+        }
+    }
+}
+
+/// An event with the users allowed to receive it (the conversation's members when it committed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub recipients: Vec<i64>,
+    pub event: Event,
+}
+
+impl Envelope {
+    /// Whether `user_id` may see this event.
+    pub fn is_for(&self, user_id: i64) -> bool {
+        self.recipients.contains(&user_id)
+    }
+}
+
+/// Publishes events (after their transaction commits) and hands out receivers.
+#[derive(Clone)]
+pub struct EventBus {
+    local: broadcast::Sender<Arc<Envelope>>,
+    redis: Option<redis_bus::RedisPublisher>,
+}
+
+impl EventBus {
+    /// Starts the bus: in-process only, or bridged through Redis when a URL is given.
+    pub async fn start(redis_url: Option<&str>, channel: &str) -> anyhow::Result<Self> {
+        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        let redis = match redis_url {
+            Some(url) => Some(redis_bus::start(url, channel, local.clone()).await?),
+            None => None,
+        };
+        Ok(Self { local, redis })
+    }
+
+    /// Sends an event to every subscriber, on this instance and (with Redis) on the others.
+    pub async fn publish(&self, envelope: Envelope) {
+        match &self.redis {
+            Some(redis) => {
+                if let Err(err) = redis.publish(&envelope).await {
+                    // Delivery on this instance still happens; other instances' subscribers
+                    // catch up from the database when they resume with a cursor.
+                    tracing::warn!(error = %err, "redis publish failed; delivering locally only");
+                    let _ = self.local.send(Arc::new(envelope));
+                }
+            }
+            None => {
+                let _ = self.local.send(Arc::new(envelope));
+            }
+        }
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.local.subscribe()
+    }
+}

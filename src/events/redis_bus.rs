@@ -1,0 +1,91 @@
+//! The Redis bridge: events are PUBLISHed as JSON on one channel; a background task on every
+//! instance SUBSCRIBEs to it and feeds the local broadcast, reconnecting by itself.
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::broadcast;
+
+use super::Envelope;
+
+/// The publishing half of the bridge.
+#[derive(Clone)]
+pub struct RedisPublisher {
+    conn: ConnectionManager,
+    channel: Arc<str>,
+}
+
+impl RedisPublisher {
+    /// Publishes one event.
+    pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<()> {
+        let payload = serde_json::to_string(envelope)?;
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(&*self.channel)
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Connects to Redis and starts the subscriber task.
+pub async fn start(
+    url: &str,
+    channel: &str,
+    local: broadcast::Sender<Arc<Envelope>>,
+) -> anyhow::Result<RedisPublisher> {
+    let client = redis::Client::open(url)?;
+    let conn = ConnectionManager::new(client.clone()).await?;
+    let channel: Arc<str> = Arc::from(channel);
+    // Subscribe before returning, so that nothing published after start-up is missed.
+    let pubsub = subscribe(&client, &channel).await?;
+    tokio::spawn(forward(client, channel.clone(), pubsub, local));
+    Ok(RedisPublisher { conn, channel })
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+async fn forward(
+    client: redis::Client,
+    channel: Arc<str>,
+    mut pubsub: redis::aio::PubSub,
+    local: broadcast::Sender<Arc<Envelope>>,
+) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<Envelope>(&payload) {
+                    Ok(envelope) => {
+                        let _ = local.send(Arc::new(envelope));
+                    }
+                    Err(err) => tracing::warn!(error = %err, "undecodable event on redis"),
+                }
+            }
+        }
+        tracing::warn!("redis subscription lost; reconnecting");
+        let mut delay = Duration::from_millis(100);
+        pubsub = loop {
+            tokio::time::sleep(delay).await;
+            match subscribe(&client, &channel).await {
+                Ok(p) => break p,
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis reconnect failed");
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!("redis subscription restored");
+    }
+}

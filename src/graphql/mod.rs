@@ -1,0 +1,71 @@
+//! The GraphQL transport: schema assembly, the Query / Mutation / Subscription roots, object types
+//! and DataLoaders. Resolvers parse their arguments and call into `chat`.
+mod errors;
+mod loaders;
+mod mutation;
+mod query;
+mod subscription;
+mod types;
+
+use async_graphql::{Context, Schema};
+
+pub use loaders::Loaders;
+use mutation::MutationRoot;
+use query::QueryRoot;
+use subscription::SubscriptionRoot;
+
+use crate::{
+    AppState,
+    auth::{Auth, Viewer},
+    error::AppResult,
+};
+
+/// The executable schema.
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// How deep a query may nest before it is refused.
+pub const MAX_DEPTH: usize = 16;
+/// How many fields a query may select in all before it is refused.
+pub const MAX_COMPLEXITY: usize = 2_000;
+
+/// Builds the schema around the server's state.
+pub fn build_schema(state: AppState) -> AppSchema {
+    let loaders = Loaders::new(&state.db);
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .extension(errors::ErrorCodes)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .limit_directives(8)
+        .data(loaders)
+        .data(state)
+        .finish()
+}
+
+/// The SDL that `palaver schema` prints and `schema.graphql` holds.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .finish()
+        .sdl()
+}
+
+/// Shorthands for what every resolver needs from its context.
+pub(crate) trait ContextExt {
+    fn state(&self) -> &AppState;
+    fn loaders(&self) -> &Loaders;
+    fn viewer(&self) -> AppResult<Viewer>;
+}
+
+impl ContextExt for Context<'_> {
+    fn state(&self) -> &AppState {
+        self.data_unchecked::<AppState>()
+    }
+
+    fn loaders(&self) -> &Loaders {
+        self.data_unchecked::<Loaders>()
+    }
+
+    fn viewer(&self) -> AppResult<Viewer> {
+        self.data_opt::<Auth>().unwrap_or(&Auth::Anonymous).viewer()
+    }
+}

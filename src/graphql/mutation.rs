@@ -1,0 +1,154 @@
+//! Write operations.
+use async_graphql::{Context, ID, InputObject, Object, Result};
+
+use super::{
+    ContextExt,
+    types::{AuthPayload, Conversation, Message},
+};
+use crate::{
+    auth::tokens,
+    chat::{
+        conversations,
+        messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
+        users,
+    },
+    error::AppError,
+    ids::{self, Kind},
+};
+
+pub struct MutationRoot;
+
+/// A new account.
+#[derive(InputObject)]
+pub struct RegisterInput {
+    /// 3–32 letters, digits, `_`, `.` or `-`; unique regardless of case.
+    pub username: String,
+    /// At least 8 characters, mixing letters with digits or symbols.
+    pub password: String,
+    /// Defaults to the username.
+    pub display_name: Option<String>,
+}
+
+/// A message to send: to a conversation (`conversationId`) or to a user (`recipientId`, which
+/// starts the direct conversation on first use). Exactly one of the two.
+#[derive(InputObject)]
+pub struct SendMessageInput {
+    pub conversation_id: Option<ID>,
+    pub recipient_id: Option<ID>,
+    pub body: Option<String>,
+    pub reply_to_id: Option<ID>,
+    /// Makes the send idempotent: a retry with the same id returns the first message.
+    pub client_message_id: Option<String>,
+}
+
+#[Object]
+impl MutationRoot {
+    /// Creates an account and signs it in.
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
+        let state = ctx.state();
+        let (user, token) = users::register(
+            &state.db,
+            &input.username,
+            &input.password,
+            input.display_name.as_deref(),
+            state.config.token_ttl_secs,
+        )
+        .await?;
+        Ok(AuthPayload { token, user })
+    }
+
+    /// Signs in with a username and password.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Result<AuthPayload> {
+        let state = ctx.state();
+        let (user, token) =
+            users::login(&state.db, &username, &password, state.config.token_ttl_secs).await?;
+        Ok(AuthPayload { token, user })
+    }
+
+    /// Revokes the token this request was made with.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        tokens::revoke(&ctx.state().db, viewer.token_id).await?;
+        Ok(true)
+    }
+
+    /// Sends a message.
+    async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let target = match (&input.conversation_id, &input.recipient_id) {
+            (Some(id), None) => Target::Conversation(ids::decode(Kind::Conversation, id)?),
+            (None, Some(id)) => Target::User(ids::decode(Kind::User, id)?),
+            _ => {
+                return Err(AppError::bad_input(
+                    "give exactly one of `conversationId` and `recipientId`",
+                )
+                .into());
+            }
+        };
+        let body = MessageBody::parse(
+            input.body.as_deref().unwrap_or_default(),
+            state.config.max_message_chars,
+        )?;
+        let new = NewMessage {
+            target,
+            body,
+            reply_to_id: ids::decode_opt(Kind::Message, input.reply_to_id.as_ref())?,
+            client_message_id: input
+                .client_message_id
+                .as_deref()
+                .map(ClientMessageId::parse)
+                .transpose()?,
+        };
+        Ok(Message(messages::send(state, viewer, new).await?))
+    }
+
+    /// Replaces the body of one's own message.
+    async fn edit_message(&self, ctx: &Context<'_>, id: ID, body: String) -> Result<Message> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let id = ids::decode(Kind::Message, &id)?;
+        let body = MessageBody::parse(&body, state.config.max_message_chars)?;
+        Ok(Message(messages::edit(state, viewer, id, body).await?))
+    }
+
+    /// Deletes one's own message (soft: it stays in history with its content hidden).
+    async fn delete_message(&self, ctx: &Context<'_>, id: ID) -> Result<Message> {
+        let viewer = ctx.viewer()?;
+        let id = ids::decode(Kind::Message, &id)?;
+        Ok(Message(messages::delete(ctx.state(), viewer, id).await?))
+    }
+
+    /// Marks the conversation read up to a message, or entirely. Never moves the marker back.
+    async fn mark_read(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        up_to_message_id: Option<ID>,
+    ) -> Result<Conversation> {
+        let viewer = ctx.viewer()?;
+        let id = ids::decode(Kind::Conversation, &conversation_id)?;
+        let up_to = ids::decode_opt(Kind::Message, up_to_message_id.as_ref())?;
+        Ok(Conversation(
+            conversations::mark_read(ctx.state(), viewer, id, up_to).await?,
+        ))
+    }
+
+    /// Tells the other members that the viewer is (or stopped) typing.
+    async fn set_typing(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        is_typing: bool,
+    ) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let id = ids::decode(Kind::Conversation, &conversation_id)?;
+        conversations::set_typing(ctx.state(), viewer, id, is_typing).await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,200 @@
+//! Live streams. Each subscriber reads the shared event bus and keeps only what its user may see;
+//! `messageEvents` also replays from the durable change log, so a client that resumes with a cursor
+//! (or falls behind the bus) misses nothing and sees nothing twice.
+use std::collections::HashSet;
+
+use async_graphql::{Context, ID, Result, Subscription};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{
+    ContextExt,
+    types::{MessageEvent, ReadReceiptEvent, TypingEvent},
+};
+use crate::{
+    AppState,
+    chat::{conversations, messages},
+    events::{Envelope, Event, MessageChange},
+    ids::{self, CursorKind, Kind},
+};
+
+/// How many logged changes one replay query reads.
+const REPLAY_BATCH: u64 = 500;
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Messages created, edited and deleted, in one conversation or in all of the viewer's. Pass
+    /// the `cursor` of the last event you saw as `since` to first receive everything after it.
+    async fn message_events(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Option<ID>,
+        since: Option<String>,
+    ) -> Result<impl Stream<Item = MessageEvent> + use<>> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state().clone();
+        let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
+        let since = since
+            .map(|c| ids::decode_cursor(CursorKind::Event, &c, 1).map(|v| v[0]))
+            .transpose()?;
+        if let Some(id) = conversation {
+            conversations::require_member(&state.db, id, viewer.user_id).await?;
+        }
+        // Listen before reading the log, so nothing falls between replay and live.
+        let mut live = state.bus.subscribe();
+        let start = match since {
+            Some(cursor) => cursor,
+            None => messages::latest_event_id(&state.db).await?,
+        };
+        let user_id = viewer.user_id;
+        Ok(async_stream::stream! {
+            // Events already delivered by a replay, which the live feed may carry again.
+            let mut replayed: HashSet<i64> = HashSet::new();
+            let mut last = start;
+            let mut replay_from = since;
+            loop {
+                if let Some(after) = replay_from.take() {
+                    let mut after = after;
+                    loop {
+                        let batch = match messages::events_after(
+                            &state.db, user_id, conversation, after, REPLAY_BATCH,
+                        )
+                        .await
+                        {
+                            Ok(batch) => batch,
+                            Err(err) => {
+                                tracing::error!(error = %err, "replay failed; ending subscription");
+                                return;
+                            }
+                        };
+                        let full = batch.len() as u64 == REPLAY_BATCH;
+                        for (event, message) in batch {
+                            after = event.id;
+                            last = last.max(event.id);
+                            let Some(change) = MessageChange::parse(&event.kind) else { continue };
+                            if replayed.insert(event.id) {
+                                yield MessageEvent { event_id: event.id, kind: change.into(), message };
+                            }
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                }
+                match live.recv().await {
+                    Ok(envelope) => {
+                        if !envelope.is_for(user_id) {
+                            continue;
+                        }
+                        let Event::Message { event_id, change, message } = &envelope.event else {
+                            continue;
+                        };
+                        if conversation.is_some_and(|c| c != message.conversation_id)
+                            || replayed.contains(event_id)
+                        {
+                            continue;
+                        }
+                        last = last.max(*event_id);
+                        yield MessageEvent {
+                            event_id: *event_id,
+                            kind: (*change).into(),
+                            message: message.clone(),
+                        };
+                    }
+                    // Fell behind the bus: catch up from the log, then carry on live.
+                    Err(RecvError::Lagged(_)) => replay_from = Some(last),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
+    /// Typing indicators from the other members of one conversation or of all the viewer's.
+    async fn typing(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Option<ID>,
+    ) -> Result<impl Stream<Item = TypingEvent> + use<>> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state().clone();
+        let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
+        if let Some(id) = conversation {
+            conversations::require_member(&state.db, id, viewer.user_id).await?;
+        }
+        let user_id = viewer.user_id;
+        Ok(live(&state, move |envelope| match envelope.event {
+            Event::Typing {
+                conversation_id,
+                user_id: typist,
+                is_typing,
+            } if envelope.is_for(user_id)
+                && typist != user_id
+                && conversation.is_none_or(|c| c == conversation_id) =>
+            {
+                Some(TypingEvent {
+                    conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                    user_id: typist,
+                    is_typing,
+                })
+            }
+            _ => None,
+        }))
+    }
+
+    /// Read markers moving, in one conversation or in all of the viewer's (the viewer's own too,
+    /// so that their other devices can clear unread badges).
+    async fn read_receipts(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Option<ID>,
+    ) -> Result<impl Stream<Item = ReadReceiptEvent> + use<>> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state().clone();
+        let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
+        if let Some(id) = conversation {
+            conversations::require_member(&state.db, id, viewer.user_id).await?;
+        }
+        let user_id = viewer.user_id;
+        Ok(live(&state, move |envelope| match envelope.event {
+            Event::ReadReceipt {
+                conversation_id,
+                user_id: reader,
+                up_to_message_id,
+                read_at,
+                ..
+            } if envelope.is_for(user_id) && conversation.is_none_or(|c| c == conversation_id) => {
+                Some(ReadReceiptEvent {
+                    conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                    user_id: reader,
+                    up_to_message_id: up_to_message_id.map(|id| ids::encode(Kind::Message, id)),
+                    read_at,
+                })
+            }
+            _ => None,
+        }))
+    }
+}
+
+/// A live-only stream of the bus events that `pick` keeps. Ephemeral events (typing, receipts) are
+/// not replayed: a subscriber that falls behind skips what it missed.
+fn live<T, F>(state: &AppState, pick: F) -> impl Stream<Item = T> + use<T, F>
+where
+    F: Fn(&Envelope) -> Option<T> + Send + 'static,
+{
+    let mut receiver = state.bus.subscribe();
+    async_stream::stream! {
+        loop {
+            match receiver.recv().await {
+                Ok(envelope) => {
+                    if let Some(item) = pick(&envelope) {
+                        yield item;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The GraphQL object types, thin wrappers over entity rows that resolve their links through the
+//! DataLoaders.
+use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::{conversation, member, message, user};
+
+use super::{ContextExt, loaders::load_error};
+use crate::{
+    error::AppError,
+    events::MessageChange,
+    ids::{self, CursorKind, Kind},
+};
+
+/// A person who can chat.
+pub struct User(pub user::Model);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ids::encode(Kind::User, self.0.id)
+    }
+
+    /// Unique, case-insensitively.
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// Loads a user by row id.
+pub async fn load_user(ctx: &Context<'_>, id: i64) -> Result<Option<User>> {
+    Ok(ctx
+        .loaders()
+        .users
+        .load_one(id)
+        .await
+        .map_err(load_error)?
+        .map(User))
+}
+
+/// Whether a conversation is between two people or a room.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConversationKind {
+    Direct,
+    Room,
+}
+
+impl ConversationKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Direct => crate::chat::conversations::DIRECT,
+            ConversationKind::Room => crate::chat::conversations::ROOM,
+        }
+    }
+}
+
+/// A member's role in a conversation.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MemberRole {
+    Owner,
+    Admin,
+    Member,
+}
+
+/// A direct conversation or a room, as seen by the viewer.
+pub struct Conversation(pub conversation::Model);
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Conversation, self.0.id)
+    }
+
+    async fn kind(&self) -> ConversationKind {
+        if self.0.kind == crate::chat::conversations::ROOM {
+            ConversationKind::Room
+        } else {
+            ConversationKind::Direct
+        }
+    }
+
+    /// The room's name; null for direct conversations (see `title`).
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    async fn topic(&self) -> Option<&str> {
+        self.0.topic.as_deref()
+    }
+
+    /// What to show as the conversation's heading: the room's name, or for a direct conversation
+    /// the other person's display name.
+    async fn title(&self, ctx: &Context<'_>) -> Result<String> {
+        if let Some(name) = &self.0.name {
+            return Ok(name.clone());
+        }
+        let viewer = ctx.viewer()?;
+        let members = self.members_rows(ctx).await?;
+        let other = members
+            .iter()
+            .map(|m| m.user_id)
+            .find(|id| *id != viewer.user_id);
+        Ok(match other {
+            Some(id) => load_user(ctx, id)
+                .await?
+                .map(|u| u.0.display_name)
+                .unwrap_or_default(),
+            None => String::new(),
+        })
+    }
+
+    async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Member>> {
+        Ok(self
+            .members_rows(ctx)
+            .await?
+            .iter()
+            .cloned()
+            .map(Member)
+            .collect())
+    }
+
+    /// The most recent message (possibly deleted: then its body is hidden).
+    async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        match self.0.last_message_id {
+            Some(id) => load_message(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Messages from others that the viewer has not read (deleted ones do not count).
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let viewer = ctx.viewer()?;
+        Ok(ctx
+            .loaders()
+            .unread
+            .load_one((viewer.user_id, self.0.id))
+            .await
+            .map_err(load_error)?
+            .unwrap_or(0))
+    }
+
+    async fn last_activity_at(&self) -> DateTime<Utc> {
+        self.0.last_activity_at
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+impl Conversation {
+    async fn members_rows(&self, ctx: &Context<'_>) -> Result<std::sync::Arc<Vec<member::Model>>> {
+        Ok(ctx
+            .loaders()
+            .members
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?
+            .unwrap_or_default())
+    }
+}
+
+/// A user's place in a conversation.
+pub struct Member(pub member::Model);
+
+#[Object]
+impl Member {
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
+        load_user(ctx, self.0.user_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("user").into())
+    }
+
+    async fn role(&self) -> MemberRole {
+        match self.0.role.as_str() {
+            "OWNER" => MemberRole::Owner,
+            "ADMIN" => MemberRole::Admin,
+            _ => MemberRole::Member,
+        }
+    }
+
+    /// When the member last moved their read marker.
+    async fn last_read_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_read_at
+    }
+
+    async fn joined_at(&self) -> DateTime<Utc> {
+        self.0.joined_at
+    }
+}
+
+/// What a message carries.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MessageKind {
+    Text,
+    Image,
+    Video,
+    Audio,
+    Document,
+    Archive,
+    File,
+    /// Written by the server (membership changes and the like); has no sender.
+    System,
+}
+
+/// A message. Once deleted, its body is null and `deletedAt` is set.
+pub struct Message(pub message::Model);
+
+/// Loads a message by row id.
+pub async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>> {
+    Ok(ctx
+        .loaders()
+        .messages
+        .load_one(id)
+        .await
+        .map_err(load_error)?
+        .map(Message))
+}
+
+#[Object]
+impl Message {
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Message, self.0.id)
+    }
+
+    async fn conversation(&self, ctx: &Context<'_>) -> Result<Conversation> {
+        ctx.loaders()
+            .conversations
+            .load_one(self.0.conversation_id)
+            .await
+            .map_err(load_error)?
+            .map(Conversation)
+            .ok_or_else(|| AppError::not_found("conversation").into())
+    }
+
+    /// Null for system messages.
+    async fn sender(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.0.sender_id {
+            Some(id) => load_user(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn kind(&self) -> MessageKind {
+        match self.0.kind.as_str() {
+            "IMAGE" => MessageKind::Image,
+            "VIDEO" => MessageKind::Video,
+            "AUDIO" => MessageKind::Audio,
+            "DOCUMENT" => MessageKind::Document,
+            "ARCHIVE" => MessageKind::Archive,
+            "FILE" => MessageKind::File,
+            "SYSTEM" => MessageKind::System,
+            _ => MessageKind::Text,
+        }
+    }
+
+    /// Null once the message is deleted.
+    async fn body(&self) -> Option<&str> {
+        if self.0.deleted_at.is_some() {
+            None
+        } else {
+            self.0.body.as_deref()
+        }
+    }
+
+    /// The message this one answers, if any.
+    async fn reply_to(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        match self.0.reply_to_id {
+            Some(id) => load_message(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The sender's own id for the send, shown to the sender only.
+    async fn client_message_id(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        let viewer = ctx.viewer()?;
+        Ok(if self.0.sender_id == Some(viewer.user_id) {
+            self.0.client_message_id.as_deref()
+        } else {
+            None
+        })
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn edited_at(&self) -> Option<DateTime<Utc>> {
+        self.0.edited_at
+    }
+
+    async fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deleted_at
+    }
+
+    /// Members other than the sender whose read marker has reached this message.
+    async fn read_by(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        let readers: Vec<i64> = self.readers(ctx).await?;
+        let users = ctx
+            .loaders()
+            .users
+            .load_many(readers.iter().copied())
+            .await
+            .map_err(load_error)?;
+        Ok(readers
+            .iter()
+            .filter_map(|id| users.get(id).cloned().map(User))
+            .collect())
+    }
+
+    /// For the viewer's own message: whether every other member has read it. For anyone else's:
+    /// whether the viewer has.
+    async fn is_read(&self, ctx: &Context<'_>) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let members = ctx
+            .loaders()
+            .members
+            .load_one(self.0.conversation_id)
+            .await
+            .map_err(load_error)?
+            .unwrap_or_default();
+        let reached = |m: &member::Model| m.last_read_seq >= self.0.seq;
+        Ok(if self.0.sender_id == Some(viewer.user_id) {
+            members
+                .iter()
+                .filter(|m| m.user_id != viewer.user_id)
+                .all(reached)
+        } else {
+            members
+                .iter()
+                .find(|m| m.user_id == viewer.user_id)
+                .is_some_and(reached)
+        })
+    }
+}
+
+impl Message {
+    async fn readers(&self, ctx: &Context<'_>) -> Result<Vec<i64>> {
+        let members = ctx
+            .loaders()
+            .members
+            .load_one(self.0.conversation_id)
+            .await
+            .map_err(load_error)?
+            .unwrap_or_default();
+        Ok(members
+            .iter()
+            .filter(|m| Some(m.user_id) != self.0.sender_id && m.last_read_seq >= self.0.seq)
+            .map(|m| m.user_id)
+            .collect())
+    }
+}
+
+/// What happened to a message.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MessageEventKind {
+    Created,
+    Edited,
+    Deleted,
+}
+
+impl From<MessageChange> for MessageEventKind {
+    fn from(change: MessageChange) -> Self {
+        match change {
+            MessageChange::Created => MessageEventKind::Created,
+            MessageChange::Edited => MessageEventKind::Edited,
+            MessageChange::Deleted => MessageEventKind::Deleted,
+        }
+    }
+}
+
+/// A message was created, edited or deleted.
+pub struct MessageEvent {
+    pub event_id: i64,
+    pub kind: MessageEventKind,
+    pub message: message::Model,
+}
+
+#[Object]
+impl MessageEvent {
+    async fn kind(&self) -> MessageEventKind {
+        self.kind
+    }
+
+    /// Pass as `since` when resubscribing to receive everything after this event.
+    async fn cursor(&self) -> String {
+        ids::cursor(CursorKind::Event, &[self.event_id])
+    }
+
+    async fn message(&self) -> Message {
+        Message(self.message.clone())
+    }
+}
+
+/// Someone started or stopped typing.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct TypingEvent {
+    pub conversation_id: ID,
+    #[graphql(skip)]
+    pub user_id: i64,
+    pub is_typing: bool,
+}
+
+#[ComplexObject]
+impl TypingEvent {
+    async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        load_user(ctx, self.user_id).await
+    }
+}
+
+/// Someone's read marker moved.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct ReadReceiptEvent {
+    pub conversation_id: ID,
+    #[graphql(skip)]
+    pub user_id: i64,
+    /// The newest message now read (null if the conversation has no messages).
+    pub up_to_message_id: Option<ID>,
+    pub read_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl ReadReceiptEvent {
+    async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        load_user(ctx, self.user_id).await
+    }
+}
+
+/// A new session: the bearer token and who it is for.
+pub struct AuthPayload {
+    pub token: String,
+    pub user: user::Model,
+}
+
+#[Object]
+impl AuthPayload {
+    /// Send as `Authorization: Bearer <token>`. Shown once; the server keeps only its hash.
+    async fn token(&self) -> &str {
+        &self.token
+    }
+
+    async fn user(&self) -> User {
+        User(self.user.clone())
+    }
+}

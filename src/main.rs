@@ -1,0 +1,40 @@
+use clap::{Parser, Subcommand};
+use palaver::config::Config;
+
+/// Palaver: a real-time chat backend served as a GraphQL API with subscriptions.
+#[derive(Parser)]
+#[command(name = "palaver", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Run pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) and exit.
+    Schema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    palaver::telemetry::init();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = palaver::Application::build(cli.config).await?;
+            app.run_until_stopped(palaver::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            palaver::db::connect(&cli.config.database_url).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Schema => print!("{}", palaver::graphql::sdl()),
+    }
+    Ok(())
+}

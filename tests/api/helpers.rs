@@ -1,0 +1,348 @@
+//! The test harness: `spawn_app()`, a GraphQL-over-HTTP client and a graphql-transport-ws client.
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use palaver::{Application, Config};
+use serde_json::{Value, json};
+use tokio::{net::TcpStream, sync::oneshot};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message as WsMessage, client::IntoClientRequest, http::HeaderValue},
+};
+
+/// How long a test waits for something that should arrive.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test watches for something that should not arrive.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub token: String,
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A database of the test's own: a fresh PostgreSQL database when `PALAVER_TEST_DATABASE_URL` is
+/// set, otherwise a fresh SQLite file.
+async fn fresh_database_url() -> String {
+    match std::env::var("PALAVER_TEST_DATABASE_URL") {
+        Ok(base) if base.starts_with("postgres") => {
+            use sea_orm::ConnectionTrait;
+            let name = unique("palaver_test_");
+            let admin = sea_orm::Database::connect(&base)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a test database");
+            admin.close().await.ok();
+            let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+            format!("{prefix}/{name}")
+        }
+        _ => {
+            let path = std::env::temp_dir().join(format!("{}.db", unique("palaver-test-")));
+            format!("sqlite://{}?mode=rwc", path.display())
+        }
+    }
+}
+
+/// Configuration for a test server: port 0, its own database, its own event channel.
+pub async fn test_config() -> Config {
+    let mut config = Config::embedded_defaults();
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.database_url = fresh_database_url().await;
+    config.redis_url = std::env::var("PALAVER_TEST_REDIS_URL").ok();
+    config.redis_channel = unique("palaver-test:");
+    config.storage_url = "memory://".into();
+    config
+}
+
+/// Starts the server with the test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_config().await).await
+}
+
+/// Starts the server with a given configuration.
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        palaver::telemetry::init();
+    }
+    let app = Application::build(config).await.expect("server builds");
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Posts a GraphQL request and returns the whole JSON response.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        response.json().await.expect("JSON response")
+    }
+
+    /// Posts a GraphQL request that must succeed; returns `data`.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self.gql(Some(token), query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response}"
+        );
+        response["data"].clone()
+    }
+
+    /// Registers a user with a unique name.
+    pub async fn user(&self, prefix: &str) -> TestUser {
+        let username = unique(prefix);
+        let response = self
+            .gql(
+                None,
+                "mutation($u: String!) { register(input: {username: $u, password: \"s3cret-pass\"}) { token user { id } } }",
+                json!({ "u": username }),
+            )
+            .await;
+        let payload = &response["data"]["register"];
+        assert!(payload.is_object(), "register failed: {response}");
+        TestUser {
+            id: payload["user"]["id"].as_str().unwrap().into(),
+            token: payload["token"].as_str().unwrap().into(),
+            username,
+        }
+    }
+
+    /// Sends a text message to a conversation; returns the message.
+    pub async fn send(&self, from: &TestUser, conversation_id: &str, body: &str) -> Value {
+        self.data(
+            &from.token,
+            "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id body conversation { id } } }",
+            json!({ "c": conversation_id, "b": body }),
+        )
+        .await["sendMessage"]
+            .clone()
+    }
+
+    /// Starts (or reuses) the direct conversation between two users; returns its id.
+    pub async fn direct(&self, a: &TestUser, b: &TestUser) -> String {
+        let data = self
+            .data(
+                &a.token,
+                "mutation($r: ID!) { sendMessage(input: {recipientId: $r, body: \"hello\"}) { conversation { id } } }",
+                json!({ "r": b.id }),
+            )
+            .await;
+        data["sendMessage"]["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The number of SQL statements the server has run so far.
+    pub async fn statements(&self) -> u64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("palaver_db_statements_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("statement counter in /metrics")
+    }
+
+    /// Opens a graphql-transport-ws connection, authenticated with `token` if given.
+    pub async fn ws(&self, token: Option<&str>) -> WsClient {
+        let payload = match token {
+            Some(t) => json!({ "authorization": format!("Bearer {t}") }),
+            None => json!({}),
+        };
+        let mut ws = self.ws_raw("graphql-transport-ws").await;
+        ws.send_json(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        let ack = ws.next_json().await.expect("a reply to connection_init");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        ws
+    }
+
+    /// Opens a WebSocket speaking the given subprotocol, without initialising it.
+    pub async fn ws_raw(&self, protocol: &str) -> WsClient {
+        let mut request = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        WsClient {
+            stream,
+            pending: Default::default(),
+        }
+    }
+}
+
+/// A WebSocket client that speaks graphql-transport-ws (or legacy graphql-ws) as JSON frames.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames of other operations read while waiting for one operation's frame.
+    pending: std::collections::VecDeque<Value>,
+}
+
+/// What reading the socket produced.
+#[derive(Debug)]
+pub enum Frame {
+    Json(Value),
+    /// The close code and reason, if the server sent a close frame.
+    Closed(Option<(u16, String)>),
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        self.stream
+            .send(WsMessage::Text(value.to_string().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next frame, answering pings along the way; None on timeout.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
+            match msg {
+                None => return Some(Frame::Closed(None)),
+                Some(Err(_)) => return Some(Frame::Closed(None)),
+                Some(Ok(WsMessage::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON frame");
+                    if value["type"] == "ping" {
+                        self.send_json(json!({ "type": "pong" })).await;
+                        continue;
+                    }
+                    return Some(Frame::Json(value));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Some(Frame::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next JSON frame within the wait, or None.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        match self.next_frame(WAIT).await? {
+            Frame::Json(v) => Some(v),
+            Frame::Closed(_) => None,
+        }
+    }
+
+    /// Starts an operation with the given id.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send_json(json!({
+            "id": id, "type": "subscribe",
+            "payload": { "query": query, "variables": variables }
+        }))
+        .await;
+    }
+
+    /// The payload of the next `next` message for operation `id`; panics on anything else.
+    pub async fn next_payload(&mut self, id: &str) -> Value {
+        let frame = match self.pending.iter().position(|f| f["id"] == id) {
+            Some(i) => self.pending.remove(i).unwrap(),
+            None => loop {
+                let frame = self.next_json().await.expect("an event in time");
+                if frame["id"] == id {
+                    break frame;
+                }
+                self.pending.push_back(frame);
+            },
+        };
+        assert_eq!(frame["type"], "next", "unexpected frame {frame}");
+        frame["payload"].clone()
+    }
+
+    /// The data of the next event for operation `id`, which must carry no errors.
+    pub async fn next_data(&mut self, id: &str) -> Value {
+        let payload = self.next_payload(id).await;
+        assert!(
+            payload.get("errors").is_none(),
+            "errors in event: {payload}"
+        );
+        payload["data"].clone()
+    }
+
+    /// The `extensions.code` of the error that ends operation `id`.
+    pub async fn next_error_code(&mut self, id: &str) -> String {
+        let payload = self.next_payload(id).await;
+        payload["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error, got {payload}"))
+            .to_owned()
+    }
+
+    /// Asserts that `connection_init` was refused: the socket closes with a reason naming the code.
+    pub async fn expect_refused_init(&mut self) {
+        match self.next_frame(WAIT).await {
+            Some(Frame::Closed(Some((code, reason)))) => {
+                assert_eq!(code, 1002);
+                assert!(reason.starts_with("UNAUTHENTICATED"), "{reason}");
+            }
+            other => panic!("expected the socket to close, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for a short while.
+    pub async fn expect_silence(&mut self) {
+        assert!(self.pending.is_empty(), "unread frames: {:?}", self.pending);
+        if let Some(frame) = self.next_frame(QUIET).await {
+            panic!("expected nothing, got {frame:?}");
+        }
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}

@@ -1,0 +1,14 @@
+//! Black-box tests: each starts the real server on a free port with its own database and talks to
+//! it as clients do, over HTTP and WebSocket. Set `PALAVER_TEST_DATABASE_URL` (a PostgreSQL URL)
+//! and `PALAVER_TEST_REDIS_URL` to run the same tests against PostgreSQL and Redis.
+mod helpers;
+
+mod auth;
+mod authorization;
+mod bad_input;
+mod batching;
+mod conversations;
+mod messages;
+mod pagination;
+mod schema;
+mod subscriptions;

@@ -1,0 +1,173 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+const SEND_TO_USER: &str = "mutation($r: ID!, $b: String!) { sendMessage(input: {recipientId: $r, body: $b}) { id conversation { id kind } } }";
+const EDIT: &str =
+    "mutation($id: ID!, $b: String!) { editMessage(id: $id, body: $b) { id body editedAt } }";
+const DELETE: &str = "mutation($id: ID!) { deleteMessage(id: $id) { id body deletedAt } }";
+const PAGE: &str = "query($c: ID!) { messages(conversationId: $c) { edges { node { id body editedAt deletedAt replyTo { id body } sender { id } } } } }";
+
+#[tokio::test]
+async fn the_first_messages_of_two_users_share_one_direct_conversation_even_when_simultaneous() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let (a, b) = tokio::join!(
+        app.data(
+            &alice.token,
+            SEND_TO_USER,
+            json!({ "r": bob.id, "b": "hi bob" })
+        ),
+        app.data(
+            &bob.token,
+            SEND_TO_USER,
+            json!({ "r": alice.id, "b": "hi alice" })
+        ),
+    );
+    let conversation = a["sendMessage"]["conversation"]["id"].clone();
+    assert_eq!(conversation, b["sendMessage"]["conversation"]["id"]);
+    assert_eq!(a["sendMessage"]["conversation"]["kind"], "DIRECT");
+
+    for user in [&alice, &bob] {
+        let list = app
+            .data(
+                &user.token,
+                "{ conversations { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        let edges = list["conversations"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0]["node"]["id"], conversation);
+    }
+    let direct = app
+        .data(
+            &alice.token,
+            "query($u: ID!) { directConversation(userId: $u) { id title } }",
+            json!({ "u": bob.id }),
+        )
+        .await;
+    assert_eq!(direct["directConversation"]["id"], conversation);
+    assert_eq!(direct["directConversation"]["title"], bob.username);
+}
+
+#[tokio::test]
+async fn a_reply_names_the_message_it_answers() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let question = app.send(&alice, &conversation, "lunch?").await;
+    let reply = app
+        .data(
+            &bob.token,
+            "mutation($c: ID!, $r: ID!) { sendMessage(input: {conversationId: $c, body: \"yes\", replyToId: $r}) { replyTo { id body } } }",
+            json!({ "c": conversation, "r": question["id"] }),
+        )
+        .await;
+    assert_eq!(reply["sendMessage"]["replyTo"]["id"], question["id"]);
+    assert_eq!(reply["sendMessage"]["replyTo"]["body"], "lunch?");
+
+    // A reply to a message of another conversation is refused.
+    let carol = app.user("carol").await;
+    let elsewhere = app.direct(&alice, &carol).await;
+    let foreign = app.send(&alice, &elsewhere, "psst").await;
+    let refused = app
+        .gql(
+            Some(&bob.token),
+            "mutation($c: ID!, $r: ID!) { sendMessage(input: {conversationId: $c, body: \"?\", replyToId: $r}) { id } }",
+            json!({ "c": conversation, "r": foreign["id"] }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_sender_can_edit_and_soft_delete_a_message() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let message = app.send(&alice, &conversation, "helo").await;
+
+    let edited = app
+        .data(
+            &alice.token,
+            EDIT,
+            json!({ "id": message["id"], "b": "hello" }),
+        )
+        .await;
+    assert_eq!(edited["editMessage"]["body"], "hello");
+    assert!(edited["editMessage"]["editedAt"].is_string());
+
+    let deleted = app
+        .data(&alice.token, DELETE, json!({ "id": message["id"] }))
+        .await;
+    assert!(deleted["deleteMessage"]["body"].is_null());
+    assert!(deleted["deleteMessage"]["deletedAt"].is_string());
+
+    // The row stays in history as a tombstone, for both participants.
+    for user in [&alice, &bob] {
+        let page = app
+            .data(&user.token, PAGE, json!({ "c": conversation }))
+            .await;
+        let edges = page["messages"]["edges"].as_array().unwrap();
+        let node = edges
+            .iter()
+            .map(|e| &e["node"])
+            .find(|n| n["id"] == message["id"])
+            .expect("deleted message still listed");
+        assert!(node["body"].is_null());
+        assert!(node["deletedAt"].is_string());
+    }
+
+    // A deleted message cannot be edited back to life; deleting again changes nothing.
+    let refused = app
+        .gql(
+            Some(&alice.token),
+            EDIT,
+            json!({ "id": message["id"], "b": "back" }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"));
+    let again = app
+        .data(&alice.token, DELETE, json!({ "id": message["id"] }))
+        .await;
+    assert_eq!(
+        again["deleteMessage"]["deletedAt"],
+        deleted["deleteMessage"]["deletedAt"]
+    );
+}
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_client_message_id_returns_the_first_message() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let send = "mutation($c: ID!, $k: String!) { sendMessage(input: {conversationId: $c, body: \"once\", clientMessageId: $k}) { id clientMessageId } }";
+    let vars = json!({ "c": conversation, "k": "retry-1" });
+    let (first, second, third) = tokio::join!(
+        app.data(&alice.token, send, vars.clone()),
+        app.data(&alice.token, send, vars.clone()),
+        app.data(&alice.token, send, vars.clone()),
+    );
+    let id = &first["sendMessage"]["id"];
+    assert_eq!(&second["sendMessage"]["id"], id);
+    assert_eq!(&third["sendMessage"]["id"], id);
+    assert_eq!(first["sendMessage"]["clientMessageId"], "retry-1");
+
+    let page = app
+        .data(&bob.token, PAGE, json!({ "c": conversation }))
+        .await;
+    let onces = page["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["id"] == *id)
+        .count();
+    assert_eq!(onces, 1);
+    // Two messages in all: the greeting and one "once".
+    assert_eq!(page["messages"]["edges"].as_array().unwrap().len(), 2);
+}

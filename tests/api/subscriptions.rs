@@ -1,0 +1,237 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+const EVENTS: &str = "subscription($c: ID, $s: String) { messageEvents(conversationId: $c, since: $s) { kind cursor message { id body deletedAt sender { id } } } }";
+const TYPING: &str =
+    "subscription($c: ID) { typing(conversationId: $c) { conversationId isTyping user { id } } }";
+const RECEIPTS: &str = "subscription($c: ID) { readReceipts(conversationId: $c) { conversationId upToMessageId user { id } } }";
+
+#[tokio::test]
+async fn a_live_subscriber_receives_created_edited_and_deleted_in_order() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe("one", EVENTS, json!({ "c": conversation }))
+        .await;
+    bob_ws.subscribe("all", EVENTS, json!({})).await;
+    // Give the subscriptions a moment to register before acting.
+    tokio::time::sleep(QUIET).await;
+
+    let message = app.send(&alice, &conversation, "hi").await;
+    app.data(
+        &alice.token,
+        "mutation($id: ID!) { editMessage(id: $id, body: \"hi!\") { id } }",
+        json!({ "id": message["id"] }),
+    )
+    .await;
+    app.data(
+        &alice.token,
+        "mutation($id: ID!) { deleteMessage(id: $id) { id } }",
+        json!({ "id": message["id"] }),
+    )
+    .await;
+
+    for id in ["one", "all"] {
+        let created = bob_ws.next_data(id).await;
+        let edited = bob_ws.next_data(id).await;
+        let deleted = bob_ws.next_data(id).await;
+        assert_eq!(created["messageEvents"]["kind"], "CREATED");
+        assert_eq!(created["messageEvents"]["message"]["id"], message["id"]);
+        assert_eq!(
+            created["messageEvents"]["message"]["sender"]["id"],
+            alice.id
+        );
+        assert_eq!(edited["messageEvents"]["kind"], "EDITED");
+        assert_eq!(edited["messageEvents"]["message"]["body"], "hi!");
+        assert_eq!(deleted["messageEvents"]["kind"], "DELETED");
+        assert!(deleted["messageEvents"]["message"]["body"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn an_outsider_receives_nothing_and_cannot_subscribe_to_the_conversation() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let eve = app.user("eve").await;
+    let conversation = app.direct(&alice, &bob).await;
+
+    let mut eve_ws = app.ws(Some(&eve.token)).await;
+    eve_ws.subscribe("mine", EVENTS, json!({})).await;
+    eve_ws.subscribe("typing", TYPING, json!({})).await;
+    eve_ws.subscribe("receipts", RECEIPTS, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+    app.send(&alice, &conversation, "secret").await;
+    app.data(
+        &alice.token,
+        "mutation($c: ID!) { setTyping(conversationId: $c, isTyping: true) }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    eve_ws.expect_silence().await;
+
+    for (id, query) in [("a", EVENTS), ("b", TYPING), ("c", RECEIPTS)] {
+        eve_ws
+            .subscribe(id, query, json!({ "c": conversation }))
+            .await;
+        assert_eq!(eve_ws.next_error_code(id).await, "NOT_FOUND");
+    }
+}
+
+#[tokio::test]
+async fn typing_reaches_the_other_participant_but_not_the_typist() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    let mut alice_ws = app.ws(Some(&alice.token)).await;
+    bob_ws
+        .subscribe("t", TYPING, json!({ "c": conversation }))
+        .await;
+    alice_ws.subscribe("t", TYPING, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+
+    for typing in [true, false] {
+        let set = app
+            .data(
+                &alice.token,
+                "mutation($c: ID!, $t: Boolean!) { setTyping(conversationId: $c, isTyping: $t) }",
+                json!({ "c": conversation, "t": typing }),
+            )
+            .await;
+        assert_eq!(set["setTyping"], true);
+        let event = bob_ws.next_data("t").await;
+        assert_eq!(event["typing"]["isTyping"], typing);
+        assert_eq!(event["typing"]["user"]["id"], alice.id);
+        assert_eq!(event["typing"]["conversationId"], conversation);
+    }
+    alice_ws.expect_silence().await;
+}
+
+#[tokio::test]
+async fn read_receipts_reach_the_other_participant() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let message = app.send(&alice, &conversation, "read me").await;
+    let mut alice_ws = app.ws(Some(&alice.token)).await;
+    alice_ws
+        .subscribe("r", RECEIPTS, json!({ "c": conversation }))
+        .await;
+    tokio::time::sleep(QUIET).await;
+
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    let receipt = alice_ws.next_data("r").await;
+    assert_eq!(receipt["readReceipts"]["user"]["id"], bob.id);
+    assert_eq!(receipt["readReceipts"]["upToMessageId"], message["id"]);
+    // Marking read again moves nothing and tells no one.
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    alice_ws.expect_silence().await;
+}
+
+#[tokio::test]
+async fn resuming_with_a_cursor_replays_what_was_missed_then_continues_live() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("s", EVENTS, json!({ "c": conversation }))
+        .await;
+    tokio::time::sleep(QUIET).await;
+    let first = app.send(&alice, &conversation, "one").await;
+    let seen = ws.next_data("s").await;
+    let cursor = seen["messageEvents"]["cursor"].as_str().unwrap().to_owned();
+    drop(ws);
+
+    // While bob is away: two sends, an edit and a delete.
+    let two = app.send(&alice, &conversation, "two").await;
+    app.send(&alice, &conversation, "three").await;
+    app.data(
+        &alice.token,
+        "mutation($id: ID!) { editMessage(id: $id, body: \"TWO\") { id } }",
+        json!({ "id": two["id"] }),
+    )
+    .await;
+    app.data(
+        &alice.token,
+        "mutation($id: ID!) { deleteMessage(id: $id) { id } }",
+        json!({ "id": first["id"] }),
+    )
+    .await;
+
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("s", EVENTS, json!({ "c": conversation, "s": cursor }))
+        .await;
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let event = ws.next_data("s").await;
+        kinds.push(event["messageEvents"]["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds, ["CREATED", "CREATED", "EDITED", "DELETED"]);
+    // Then live, with nothing repeated.
+    app.send(&alice, &conversation, "four").await;
+    let live = ws.next_data("s").await;
+    assert_eq!(live["messageEvents"]["message"]["body"], "four");
+    ws.expect_silence().await;
+}
+
+#[tokio::test]
+async fn queries_and_mutations_work_over_the_websocket_and_the_legacy_protocol() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let mut ws = app.ws(Some(&alice.token)).await;
+    ws.subscribe("q", "{ me { id } }", json!({})).await;
+    assert_eq!(ws.next_data("q").await["me"]["id"], alice.id);
+    ws.subscribe(
+        "m",
+        "mutation($r: ID!) { sendMessage(input: {recipientId: $r, body: \"over ws\"}) { body } }",
+        json!({ "r": bob.id }),
+    )
+    .await;
+    assert_eq!(ws.next_data("m").await["sendMessage"]["body"], "over ws");
+
+    // The legacy subscriptions-transport-ws protocol ("graphql-ws").
+    let mut legacy = app.ws_raw("graphql-ws").await;
+    legacy
+        .send_json(json!({ "type": "connection_init", "payload": { "token": bob.token } }))
+        .await;
+    assert_eq!(legacy.next_json().await.unwrap()["type"], "connection_ack");
+    legacy
+        .send_json(json!({ "id": "1", "type": "start", "payload": { "query": "{ me { id } }" } }))
+        .await;
+    let mut data = None;
+    while let Some(frame) = legacy.next_json().await {
+        if frame["type"] == "data" {
+            data = Some(frame);
+            break;
+        }
+    }
+    let data = data.expect("a data frame");
+    assert_eq!(data["payload"]["data"]["me"]["id"], bob.id);
+}
