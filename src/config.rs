@@ -40,6 +40,11 @@ pub struct Config {
     /// Lifetime of a bearer token issued by `register` or `login`, in seconds.
     #[arg(long, env = "PALAVER_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub token_ttl_secs: u64,
+
+    /// How long after a user's last connection closes before they are shown offline, in
+    /// milliseconds (absorbs quick reconnects).
+    #[arg(long, env = "PALAVER_PRESENCE_GRACE_MS", default_value_t = 3000)]
+    pub presence_grace_ms: u64,
 }
 
 impl Config {

@@ -16,6 +16,11 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     ResyncRequired(String),
     #[error("internal server error")]
@@ -37,6 +42,7 @@ impl AppError {
             AppError::BadInput(_) => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::ResyncRequired(_) => "RESYNC_REQUIRED",
             AppError::Database(_) | AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
@@ -52,6 +58,7 @@ impl AppError {
             AppError::BadInput(_) | AppError::ResyncRequired(_) => StatusCode::BAD_REQUEST,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,9 +87,16 @@ impl AppError {
 /// the client only as "internal server error". Anything else was raised by async-graphql itself
 /// while parsing, validating or coercing the request, which is the client's to fix.
 pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
+    let mut retry_after = None;
     let code = match error.source::<AppError>() {
         Some(app) => {
             app.log_if_internal();
+            if let AppError::RateLimited {
+                retry_after_secs, ..
+            } = app
+            {
+                retry_after = Some(*retry_after_secs);
+            }
             app.code()
         }
         None if error
@@ -99,10 +113,11 @@ pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
         }
         None => "BAD_USER_INPUT",
     };
-    error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    extensions.set("code", code);
+    if let Some(secs) = retry_after {
+        extensions.set("retryAfter", secs);
+    }
 }
 
 impl axum::response::IntoResponse for AppError {

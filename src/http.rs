@@ -1,6 +1,9 @@
 //! The HTTP surface: `/graphql` (POST to execute, GET for GraphiQL), `/graphql/ws` for
 //! subscriptions, `/healthz` and `/metrics`.
-use std::sync::atomic::Ordering;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{
@@ -20,6 +23,7 @@ use tower_http::trace::TraceLayer;
 use crate::{
     AppState,
     auth::{self, Auth},
+    chat::typing::ConnectionId,
     error::AppError,
     graphql::{AppSchema, build_schema},
 };
@@ -114,11 +118,16 @@ async fn websocket(
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            let db = state.app.db.clone();
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
+            let app = state.app.clone();
+            let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+            // Who this socket turned out to be, once `connection_init` is accepted.
+            let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
+            let on_init = {
+                let app = app.clone();
+                let signed_in = signed_in.clone();
+                move |payload: serde_json::Value| async move {
                     let auth = match auth::token_from_init_payload(&payload) {
-                        Some(token) => auth::authenticate(&db, Some(&token)).await?,
+                        Some(token) => auth::authenticate(&app.db, Some(&token)).await?,
                         None => header_auth,
                     };
                     if let Auth::Invalid = auth {
@@ -128,13 +137,35 @@ async fn websocket(
                             "UNAUTHENTICATED: the token is invalid, expired or revoked",
                         ));
                     }
+                    if let Auth::User(viewer) = auth {
+                        *lock(&signed_in) = Some(viewer.user_id);
+                        app.presence.connected(&app, viewer.user_id).await;
+                    }
                     let mut data = async_graphql::Data::default();
                     data.insert(auth);
+                    data.insert(connection);
                     Ok(data)
-                })
+                }
+            };
+            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .on_connection_init(on_init)
                 .serve()
-                .await
+                .await;
+            app.typing.connection_closed(&app, connection).await;
+            let user = *lock(&signed_in);
+            if let Some(user_id) = user {
+                app.presence.disconnected(&app, user_id);
+            }
         })
+}
+
+/// Numbers WebSocket connections, so that state tied to one can be undone when it closes.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

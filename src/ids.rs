@@ -12,6 +12,7 @@ pub enum Kind {
     User,
     Conversation,
     Message,
+    Notification,
 }
 
 impl Kind {
@@ -20,6 +21,7 @@ impl Kind {
             Kind::User => "usr_",
             Kind::Conversation => "cnv_",
             Kind::Message => "msg_",
+            Kind::Notification => "ntf_",
         }
     }
 
@@ -28,6 +30,7 @@ impl Kind {
             Kind::User => "user",
             Kind::Conversation => "conversation",
             Kind::Message => "message",
+            Kind::Notification => "notification",
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// SQL statements executed since start; exported on `/metrics`.
     pub statements: Arc<AtomicU64>,
+    pub typing: chat::typing::Typing,
+    pub presence: chat::presence::Presence,
 }
 
 /// A built server, bound to its address, ready to run.
@@ -51,9 +53,14 @@ impl Application {
         let state = AppState {
             db,
             bus,
+            presence: chat::presence::Presence::new(std::time::Duration::from_millis(
+                config.presence_grace_ms,
+            )),
             config: Arc::new(config),
             statements,
+            typing: Default::default(),
         };
+        chat::typing::Typing::spawn_sweeper(state.clone());
         let router = http::router(state);
         Ok(Self { listener, router })
     }

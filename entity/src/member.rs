@@ -14,6 +14,9 @@ pub struct Model {
     pub last_read_seq: i64,
     pub last_read_at: Option<DateTimeUtc>,
     pub joined_at: DateTimeUtc,
+    /// Muted members get no MESSAGE or FILE notifications from this conversation (mentions and
+    /// replies still reach them).
+    pub muted: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,8 @@ pub struct Model {
     pub password_hash: String,
     pub is_admin: bool,
     pub created_at: DateTimeUtc,
+    /// When the user's last live connection closed.
+    pub last_seen_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -111,6 +111,7 @@ pub async fn get_or_create_direct(
             last_read_seq: Set(0),
             last_read_at: Set(None),
             joined_at: Set(now),
+            muted: Set(false),
         }))
         .exec(&txn)
         .await?;
@@ -300,6 +301,9 @@ pub async fn mark_read(
         .exec(db)
         .await?
         .rows_affected;
+    if let Some(message_id) = up_to_message_id {
+        super::notifications::read_through(db, viewer.user_id, conversation_id, message_id).await?;
+    }
     if moved > 0 {
         let recipients = member_ids(db, conversation_id).await?;
         state
@@ -317,27 +321,4 @@ pub async fn mark_read(
             .await;
     }
     Ok(conversation)
-}
-
-/// Tells the other members that the viewer started or stopped typing.
-pub async fn set_typing(
-    state: &AppState,
-    viewer: Viewer,
-    conversation_id: i64,
-    is_typing: bool,
-) -> AppResult<()> {
-    require_member(&state.db, conversation_id, viewer.user_id).await?;
-    let recipients = member_ids(&state.db, conversation_id).await?;
-    state
-        .bus
-        .publish(Envelope {
-            recipients,
-            event: Event::Typing {
-                conversation_id,
-                user_id: viewer.user_id,
-                is_typing,
-            },
-        })
-        .await;
-    Ok(())
 }

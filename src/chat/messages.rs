@@ -11,6 +11,7 @@ use sea_orm::{
 
 use super::{
     conversations::{self, now},
+    notifications,
     pagination::{Direction, Page, PageRequest},
 };
 use crate::{
@@ -100,12 +101,17 @@ pub async fn send(state: &AppState, viewer: Viewer, new: NewMessage) -> AppResul
                 .id
         }
     };
+    let mut reply_to_sender = None;
     if let Some(reply_to) = new.reply_to_id {
-        let original = message::Entity::find_by_id(reply_to).one(db).await?;
-        if original.is_none_or(|m| m.conversation_id != conversation_id) {
-            return Err(AppError::bad_input(
-                "replyToId must name a message in the same conversation",
-            ));
+        match message::Entity::find_by_id(reply_to).one(db).await? {
+            Some(original) if original.conversation_id == conversation_id => {
+                reply_to_sender = original.sender_id;
+            }
+            _ => {
+                return Err(AppError::bad_input(
+                    "replyToId must name a message in the same conversation",
+                ));
+            }
         }
     }
 
@@ -146,7 +152,10 @@ pub async fn send(state: &AppState, viewer: Viewer, new: NewMessage) -> AppResul
         .filter(conversation::Column::Id.eq(conversation_id))
         .exec(&txn)
         .await?;
-    commit_and_publish(state, txn, MessageChange::Created, message).await
+    let notes = notifications::for_new_message(&txn, &message, reply_to_sender).await?;
+    let message = commit_and_publish(state, txn, MessageChange::Created, message).await?;
+    notifications::publish(state, notes).await;
+    Ok(message)
 }
 
 async fn find_by_client_id(

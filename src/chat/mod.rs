@@ -2,5 +2,8 @@
 //! knows about GraphQL; the transport layer calls in with parsed values.
 pub mod conversations;
 pub mod messages;
+pub mod notifications;
 pub mod pagination;
+pub mod presence;
+pub mod typing;
 pub mod users;

@@ -115,6 +115,7 @@ pub async fn register(
         password_hash: Set(hash),
         is_admin: Set(false),
         created_at: Set(Utc::now()),
+        last_seen_at: Set(None),
         ..Default::default()
     }
     .insert(db)

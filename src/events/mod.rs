@@ -5,7 +5,7 @@ mod redis_bus;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use entity::message;
+use entity::{message, notification};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -62,21 +62,14 @@ pub enum Event {
         up_to_message_id: Option<i64>,
         read_at: DateTime<Utc>,
     },
-}
-
-impl Event {
-    /// The conversation the event belongs to.
-    pub fn conversation_id(&self) -> i64 {
-        match self {
-            Event::Message { message, .. } => message.conversation_id,
-            Event::Typing {
-                conversation_id, ..
-            }
-            | Event::ReadReceipt {
-                conversation_id, ..
-            } => *conversation_id,
-        }
-    }
+    /// New or updated notifications, each for its own user.
+    Notifications { rows: Vec<notification::Model> },
+    /// A user came online or went offline.
+    Presence {
+        user_id: i64,
+        online: bool,
+        last_seen_at: Option<DateTime<Utc>>,
+    },
 }
 
 /// An event with the users allowed to receive it (the conversation's members when it committed).

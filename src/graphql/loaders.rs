@@ -8,7 +8,7 @@ use entity::{conversation, member, message, user};
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    chat::{conversations, messages, users},
+    chat::{conversations, messages, presence, users},
     error::AppError,
 };
 
@@ -22,6 +22,7 @@ pub struct Loaders {
     pub messages: DataLoader<MessageLoader>,
     pub members: DataLoader<MembersLoader>,
     pub unread: DataLoader<UnreadLoader>,
+    pub visibility: DataLoader<VisibilityLoader>,
 }
 
 impl Loaders {
@@ -33,6 +34,7 @@ impl Loaders {
             messages: DataLoader::new(MessageLoader(db.clone()), tokio::spawn),
             members: DataLoader::new(MembersLoader(db.clone()), tokio::spawn),
             unread: DataLoader::new(UnreadLoader(db.clone()), tokio::spawn),
+            visibility: DataLoader::new(VisibilityLoader(db.clone()), tokio::spawn),
         }
     }
 }
@@ -115,6 +117,34 @@ impl Loader<(i64, i64)> for UnreadLoader {
                 .map_err(Arc::new)?;
             for id in conversation_ids {
                 out.insert((viewer, id), counts.get(&id).copied().unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether (viewer, user) share a conversation: presence is shown only then.
+pub struct VisibilityLoader(DatabaseConnection);
+
+impl Loader<(i64, i64)> for VisibilityLoader {
+    type Value = bool;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[(i64, i64)],
+    ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
+        let mut by_viewer: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (viewer, user) in keys {
+            by_viewer.entry(*viewer).or_default().push(*user);
+        }
+        let mut out = HashMap::new();
+        for (viewer, users) in by_viewer {
+            let visible = presence::visible_to(&self.0, viewer, &users)
+                .await
+                .map_err(Arc::new)?;
+            for user in users {
+                out.insert((viewer, user), visible.contains(&user));
             }
         }
         Ok(out)

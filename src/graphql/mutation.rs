@@ -10,6 +10,8 @@ use crate::{
     chat::{
         conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
+        notifications,
+        typing::ConnectionId,
         users,
     },
     error::AppError,
@@ -148,7 +150,44 @@ impl MutationRoot {
     ) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
-        conversations::set_typing(ctx.state(), viewer, id, is_typing).await?;
+        let state = ctx.state();
+        let connection = ctx.data_opt::<ConnectionId>().copied();
+        state
+            .typing
+            .set(state, viewer, id, is_typing, connection)
+            .await?;
         Ok(true)
+    }
+
+    /// Stops (or, with `muted: false`, restarts) MESSAGE and FILE notifications from a
+    /// conversation. Mentions and replies still notify.
+    async fn mute_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        #[graphql(default = true)] muted: bool,
+    ) -> Result<Conversation> {
+        let viewer = ctx.viewer()?;
+        let id = ids::decode(Kind::Conversation, &conversation_id)?;
+        Ok(Conversation(
+            notifications::mute(&ctx.state().db, viewer, id, muted).await?,
+        ))
+    }
+
+    /// Marks some of one's own notifications read; returns how many were unread. Naming anyone
+    /// else's is NOT_FOUND and changes nothing.
+    async fn mark_notifications_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<u64> {
+        let viewer = ctx.viewer()?;
+        let ids = ids
+            .iter()
+            .map(|id| ids::decode(Kind::Notification, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(notifications::mark_read(&ctx.state().db, viewer, &ids).await?)
+    }
+
+    /// Marks all one's notifications read; returns how many were unread.
+    async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> Result<u64> {
+        let viewer = ctx.viewer()?;
+        Ok(notifications::mark_all_read(&ctx.state().db, viewer).await?)
     }
 }

@@ -3,11 +3,11 @@ use async_graphql::{Context, ID, Object, Result, connection::Connection};
 
 use super::{
     ContextExt,
-    types::{Conversation, ConversationKind, Message, User, load_user},
+    types::{Conversation, ConversationKind, Message, Notification, User, load_user},
 };
 use crate::{
     chat::{
-        conversations, messages,
+        conversations, messages, notifications,
         pagination::{DEFAULT_PAGE, Direction, Page, PageRequest, page_size},
         users,
     },
@@ -193,6 +193,39 @@ impl QueryRoot {
             )),
             None => Ok(Connection::new(false, false)),
         }
+    }
+
+    /// The viewer's notifications, most recently updated first.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] unread_only: bool,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Notification>> {
+        let viewer = ctx.viewer()?;
+        let first = page_size("first", first)?.unwrap_or(DEFAULT_PAGE);
+        let after = after
+            .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
+            .transpose()?;
+        let page =
+            notifications::list(&ctx.state().db, viewer.user_id, unread_only, after, first).await?;
+        Ok(connection(
+            page,
+            |n| {
+                ids::cursor(
+                    CursorKind::Activity,
+                    &[n.updated_at.timestamp_micros(), n.id],
+                )
+            },
+            Notification,
+        ))
+    }
+
+    /// How many of the viewer's notifications are unread.
+    async fn notification_unread_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        let viewer = ctx.viewer()?;
+        Ok(notifications::unread_count(&ctx.state().db, viewer.user_id).await?)
     }
 
     /// Unread messages across all the viewer's conversations.

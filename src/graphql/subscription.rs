@@ -4,16 +4,20 @@
 use std::collections::HashSet;
 
 use async_graphql::{Context, ID, Result, Subscription};
-use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     ContextExt,
-    types::{MessageEvent, ReadReceiptEvent, TypingEvent},
+    types::{
+        MessageEvent, Notification, PresenceEvent, PresenceStatus, ReadReceiptEvent, TypingEvent,
+    },
 };
 use crate::{
-    AppState,
-    chat::{conversations, messages},
+    chat::{conversations, messages, presence, users},
+    error::AppError,
     events::{Envelope, Event, MessageChange},
     ids::{self, CursorKind, Kind},
 };
@@ -124,23 +128,26 @@ impl SubscriptionRoot {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         let user_id = viewer.user_id;
-        Ok(live(&state, move |envelope| match envelope.event {
-            Event::Typing {
-                conversation_id,
-                user_id: typist,
-                is_typing,
-            } if envelope.is_for(user_id)
-                && typist != user_id
-                && conversation.is_none_or(|c| c == conversation_id) =>
-            {
-                Some(TypingEvent {
-                    conversation_id: ids::encode(Kind::Conversation, conversation_id),
+        Ok(live(
+            state.bus.subscribe(),
+            move |envelope| match envelope.event {
+                Event::Typing {
+                    conversation_id,
                     user_id: typist,
                     is_typing,
-                })
-            }
-            _ => None,
-        }))
+                } if envelope.is_for(user_id)
+                    && typist != user_id
+                    && conversation.is_none_or(|c| c == conversation_id) =>
+                {
+                    Some(TypingEvent {
+                        conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                        user_id: typist,
+                        is_typing,
+                    })
+                }
+                _ => None,
+            },
+        ))
     }
 
     /// Read markers moving, in one conversation or in all of the viewer's (the viewer's own too,
@@ -157,33 +164,126 @@ impl SubscriptionRoot {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         let user_id = viewer.user_id;
-        Ok(live(&state, move |envelope| match envelope.event {
-            Event::ReadReceipt {
-                conversation_id,
-                user_id: reader,
-                up_to_message_id,
-                read_at,
-                ..
-            } if envelope.is_for(user_id) && conversation.is_none_or(|c| c == conversation_id) => {
-                Some(ReadReceiptEvent {
-                    conversation_id: ids::encode(Kind::Conversation, conversation_id),
+        Ok(live(
+            state.bus.subscribe(),
+            move |envelope| match envelope.event {
+                Event::ReadReceipt {
+                    conversation_id,
                     user_id: reader,
-                    up_to_message_id: up_to_message_id.map(|id| ids::encode(Kind::Message, id)),
+                    up_to_message_id,
                     read_at,
+                    ..
+                } if envelope.is_for(user_id)
+                    && conversation.is_none_or(|c| c == conversation_id) =>
+                {
+                    Some(ReadReceiptEvent {
+                        conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                        user_id: reader,
+                        up_to_message_id: up_to_message_id.map(|id| ids::encode(Kind::Message, id)),
+                        read_at,
+                    })
+                }
+                _ => None,
+            },
+        ))
+    }
+
+    /// The viewer's new and updated notifications, as they happen.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Notification> + use<>> {
+        let viewer = ctx.viewer()?;
+        let rx = ctx.state().bus.subscribe();
+        Ok(live(rx, move |envelope| match &envelope.event {
+            Event::Notifications { rows } if envelope.is_for(viewer.user_id) => rows
+                .iter()
+                .find(|n| n.user_id == viewer.user_id)
+                .cloned()
+                .map(Notification),
+            _ => None,
+        }))
+    }
+
+    /// Users coming online and going offline: those named in `userIds` (first their current
+    /// state), or without it everyone who shares a conversation with the viewer. Users who share
+    /// no conversation with the viewer are never shown.
+    async fn presence(
+        &self,
+        ctx: &Context<'_>,
+        user_ids: Option<Vec<ID>>,
+    ) -> Result<impl Stream<Item = PresenceEvent> + use<>> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state().clone();
+        let wanted = match user_ids {
+            Some(list) if list.len() > 500 => {
+                return Err(AppError::bad_input("at most 500 userIds").into());
+            }
+            Some(list) => Some(
+                list.iter()
+                    .map(|id| ids::decode(Kind::User, id))
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let rx = state.bus.subscribe();
+        let mut snapshot = Vec::new();
+        if let Some(wanted) = &wanted {
+            let list: Vec<i64> = wanted.iter().copied().collect();
+            let visible = presence::visible_to(&state.db, viewer.user_id, &list).await?;
+            let found = users::by_ids(&state.db, &list).await?;
+            for id in list.into_iter().filter(|id| visible.contains(id)) {
+                let online = state.presence.is_online(id);
+                snapshot.push(PresenceEvent {
+                    user_id: id,
+                    status: if online {
+                        PresenceStatus::Online
+                    } else {
+                        PresenceStatus::Offline
+                    },
+                    last_seen_at: if online {
+                        None
+                    } else {
+                        found.get(&id).and_then(|u| u.last_seen_at)
+                    },
+                });
+            }
+        }
+        let updates = live(rx, move |envelope| match envelope.event {
+            Event::Presence {
+                user_id,
+                online,
+                last_seen_at,
+            } if envelope.is_for(viewer.user_id)
+                && wanted
+                    .as_ref()
+                    .map_or(user_id != viewer.user_id, |w| w.contains(&user_id)) =>
+            {
+                Some(PresenceEvent {
+                    user_id,
+                    status: if online {
+                        PresenceStatus::Online
+                    } else {
+                        PresenceStatus::Offline
+                    },
+                    last_seen_at,
                 })
             }
             _ => None,
-        }))
+        });
+        Ok(futures_util::stream::iter(snapshot).chain(updates))
     }
 }
 
 /// A live-only stream of the bus events that `pick` keeps. Ephemeral events (typing, receipts) are
 /// not replayed: a subscriber that falls behind skips what it missed.
-fn live<T, F>(state: &AppState, pick: F) -> impl Stream<Item = T> + use<T, F>
+fn live<T, F>(
+    mut receiver: broadcast::Receiver<Arc<Envelope>>,
+    pick: F,
+) -> impl Stream<Item = T> + use<T, F>
 where
     F: Fn(&Envelope) -> Option<T> + Send + 'static,
 {
-    let mut receiver = state.bus.subscribe();
     async_stream::stream! {
         loop {
             match receiver.recv().await {

@@ -32,6 +32,33 @@ impl User {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+
+    /// Online or offline, and when last seen. Null unless the viewer shares a conversation with
+    /// this user (or is this user).
+    async fn presence(&self, ctx: &Context<'_>) -> Result<Option<Presence>> {
+        let viewer = ctx.viewer()?;
+        let visible = ctx
+            .loaders()
+            .visibility
+            .load_one((viewer.user_id, self.0.id))
+            .await
+            .map_err(load_error)?
+            .unwrap_or(false);
+        if !visible {
+            return Ok(None);
+        }
+        Ok(Some(if ctx.state().presence.is_online(self.0.id) {
+            Presence {
+                status: PresenceStatus::Online,
+                last_seen_at: None,
+            }
+        } else {
+            Presence {
+                status: PresenceStatus::Offline,
+                last_seen_at: self.0.last_seen_at,
+            }
+        }))
+    }
 }
 
 /// Loads a user by row id.
@@ -145,6 +172,16 @@ impl Conversation {
             .await
             .map_err(load_error)?
             .unwrap_or(0))
+    }
+
+    /// Whether the viewer muted this conversation's MESSAGE and FILE notifications.
+    async fn muted(&self, ctx: &Context<'_>) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        Ok(self
+            .members_rows(ctx)
+            .await?
+            .iter()
+            .any(|m| m.user_id == viewer.user_id && m.muted))
     }
 
     async fn last_activity_at(&self) -> DateTime<Utc> {
@@ -451,5 +488,144 @@ impl AuthPayload {
 
     async fn user(&self) -> User {
         User(self.user.clone())
+    }
+}
+
+/// Why a notification was made.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum NotificationKind {
+    /// New messages in a conversation (unread ones collapse into one notification; see `count`).
+    Message,
+    /// New files in a conversation (collapse like messages).
+    File,
+    /// Someone answered one of the viewer's messages.
+    Reply,
+    /// Someone wrote `@username` naming the viewer.
+    Mention,
+    RoomAdded,
+    RoomRemoved,
+}
+
+/// Something for the viewer to look at.
+pub struct Notification(pub entity::notification::Model);
+
+#[Object]
+impl Notification {
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Notification, self.0.id)
+    }
+
+    async fn kind(&self) -> NotificationKind {
+        match self.0.kind.as_str() {
+            "FILE" => NotificationKind::File,
+            "REPLY" => NotificationKind::Reply,
+            "MENTION" => NotificationKind::Mention,
+            "ROOM_ADDED" => NotificationKind::RoomAdded,
+            "ROOM_REMOVED" => NotificationKind::RoomRemoved,
+            _ => NotificationKind::Message,
+        }
+    }
+
+    /// A one-line summary, e.g. "Alice: see you at 3".
+    async fn text(&self) -> &str {
+        &self.0.text
+    }
+
+    /// How many events this stands for (more than one when unread messages collapsed into it).
+    async fn count(&self) -> i64 {
+        self.0.count
+    }
+
+    async fn is_read(&self) -> bool {
+        self.0.is_read
+    }
+
+    /// Who caused it.
+    async fn sender(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.0.actor_id {
+            Some(id) => load_user(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The conversation it is about, while the viewer is still a member.
+    async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<Conversation>> {
+        let Some(id) = self.0.conversation_id else {
+            return Ok(None);
+        };
+        if !viewer_is_member(ctx, id).await? {
+            return Ok(None);
+        }
+        Ok(ctx
+            .loaders()
+            .conversations
+            .load_one(id)
+            .await
+            .map_err(load_error)?
+            .map(Conversation))
+    }
+
+    /// The (latest) message it is about, while the viewer is still a member of its conversation.
+    async fn message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let (Some(id), Some(conversation)) = (self.0.message_id, self.0.conversation_id) else {
+            return Ok(None);
+        };
+        if !viewer_is_member(ctx, conversation).await? {
+            return Ok(None);
+        }
+        load_message(ctx, id).await
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// When it last changed (a collapsed notification changes with each new message).
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+async fn viewer_is_member(ctx: &Context<'_>, conversation_id: i64) -> Result<bool> {
+    let viewer = ctx.viewer()?;
+    let members = ctx
+        .loaders()
+        .members
+        .load_one(conversation_id)
+        .await
+        .map_err(load_error)?
+        .unwrap_or_default();
+    Ok(members.iter().any(|m| m.user_id == viewer.user_id))
+}
+
+/// Whether a user is connected.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PresenceStatus {
+    Online,
+    Offline,
+}
+
+/// A user's presence.
+#[derive(SimpleObject)]
+pub struct Presence {
+    pub status: PresenceStatus,
+    /// When their last connection closed (null while online, or if never seen).
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// A user came online or went offline.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct PresenceEvent {
+    #[graphql(skip)]
+    pub user_id: i64,
+    pub status: PresenceStatus,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[ComplexObject]
+impl PresenceEvent {
+    async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        load_user(ctx, self.user_id).await
     }
 }

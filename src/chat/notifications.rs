@@ -1,0 +1,389 @@
+//! Notifications: made in the same transaction as the message that causes them, for every member
+//! but the sender. To keep the volume bounded, a member's unread MESSAGE/FILE notifications for one
+//! conversation collapse into a single row that counts them; mentions and replies stay one row each.
+use chrono::{DateTime, Utc};
+use entity::{member, message, notification, user};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, Value,
+    sea_query::{Expr, ExprTrait},
+};
+
+use super::{
+    conversations::{self, now, sql},
+    pagination::Page,
+};
+use crate::{
+    AppState,
+    auth::Viewer,
+    error::{AppError, AppResult},
+    events::{Envelope, Event},
+};
+
+/// Why a notification was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotificationKind {
+    Message,
+    File,
+    Reply,
+    Mention,
+    RoomAdded,
+    RoomRemoved,
+}
+
+impl NotificationKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Message => "MESSAGE",
+            NotificationKind::File => "FILE",
+            NotificationKind::Reply => "REPLY",
+            NotificationKind::Mention => "MENTION",
+            NotificationKind::RoomAdded => "ROOM_ADDED",
+            NotificationKind::RoomRemoved => "ROOM_REMOVED",
+        }
+    }
+}
+
+/// The usernames (case-folded) that a body mentions as `@name`.
+pub fn mentions(body: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.find('@') {
+        let before = rest[..at].chars().next_back();
+        rest = &rest[at + 1..];
+        // `a@b` is an address, not a mention.
+        if before.is_some_and(|c| c.is_alphanumeric()) {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            .collect();
+        let name = name.trim_end_matches(['.', '-']).to_ascii_lowercase();
+        if (3..=32).contains(&name.len()) && !found.contains(&name) {
+            found.push(name);
+        }
+    }
+    found.truncate(50);
+    found
+}
+
+fn preview(sender: &str, message: &message::Model) -> String {
+    let body = message.body.as_deref().unwrap_or("sent a file");
+    let mut text: String = body.chars().take(120).collect();
+    if body.chars().count() > 120 {
+        text.push('…');
+    }
+    format!("{sender}: {text}")
+}
+
+/// Makes the notifications for a new message inside its transaction and returns them, to be
+/// published after commit.
+pub async fn for_new_message(
+    txn: &DatabaseTransaction,
+    message: &message::Model,
+    reply_to_sender: Option<i64>,
+) -> AppResult<Vec<notification::Model>> {
+    let Some(sender_id) = message.sender_id else {
+        return Ok(Vec::new());
+    };
+    let sender = user::Entity::find_by_id(sender_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    let text = preview(&sender.display_name, message);
+    let at = message.created_at;
+
+    // Directed at someone: mentions first, then the author of the message replied to.
+    let names = mentions(message.body.as_deref().unwrap_or_default());
+    let mut directed: Vec<(i64, NotificationKind)> = Vec::new();
+    if !names.is_empty() {
+        let mentioned: Vec<i64> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .filter(user::Column::UsernameKey.is_in(names))
+            .filter(
+                user::Column::Id.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(member::Column::UserId)
+                        .from(member::Entity)
+                        .and_where(member::Column::ConversationId.eq(message.conversation_id))
+                        .to_owned(),
+                ),
+            )
+            .into_tuple()
+            .all(txn)
+            .await?;
+        directed.extend(
+            mentioned
+                .into_iter()
+                .filter(|id| *id != sender_id)
+                .map(|id| (id, NotificationKind::Mention)),
+        );
+    }
+    if let Some(author) = reply_to_sender
+        && author != sender_id
+        && !directed.iter().any(|(id, _)| *id == author)
+        && conversations::require_member(txn, message.conversation_id, author)
+            .await
+            .is_ok()
+    {
+        directed.push((author, NotificationKind::Reply));
+    }
+    if !directed.is_empty() {
+        notification::Entity::insert_many(directed.iter().map(|(user_id, kind)| {
+            notification::ActiveModel {
+                user_id: Set(*user_id),
+                actor_id: Set(Some(sender_id)),
+                kind: Set(kind.as_str().into()),
+                text: Set(text.clone()),
+                conversation_id: Set(Some(message.conversation_id)),
+                message_id: Set(Some(message.id)),
+                count: Set(1),
+                is_read: Set(false),
+                created_at: Set(at),
+                updated_at: Set(at),
+                ..Default::default()
+            }
+        }))
+        .exec(txn)
+        .await?;
+    }
+
+    // Everyone else who has not muted the conversation: collapse into their unread row, or start one.
+    let kind = if message.kind == "TEXT" {
+        NotificationKind::Message
+    } else {
+        NotificationKind::File
+    };
+    let mut excluded = vec![sender_id];
+    excluded.extend(directed.iter().map(|(id, _)| *id));
+    let excluded_list = (0..excluded.len())
+        .map(|i| format!("${}", i + 7))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut values: Vec<Value> = vec![
+        kind.as_str().into(),
+        text.clone().into(),
+        message.id.into(),
+        sender_id.into(),
+        at.into(),
+        message.conversation_id.into(),
+    ];
+    values.extend(excluded.iter().map(|id| Value::from(*id)));
+    let audience = format!(
+        "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 AND m.muted = FALSE \
+         AND m.user_id NOT IN ({excluded_list})"
+    );
+    let unread_row =
+        "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
+    txn.execute_raw(sql(
+        txn,
+        &format!(
+            "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
+             updated_at = $5, count = count + 1 \
+             WHERE id IN (SELECT n.id FROM notifications n WHERE {unread_row} \
+             AND n.user_id IN ({audience}))"
+        ),
+        values.clone(),
+    ))
+    .await?;
+    txn.execute_raw(sql(
+        txn,
+        &format!(
+            "INSERT INTO notifications \
+             (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
+             SELECT a.user_id, $4, $1, $2, $6, $3, 1, FALSE, $5, $5 FROM ({audience}) a \
+             WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE n.user_id = a.user_id AND {unread_row})"
+        ),
+        values,
+    ))
+    .await?;
+
+    Ok(notification::Entity::find()
+        .filter(notification::Column::MessageId.eq(message.id))
+        .all(txn)
+        .await?)
+}
+
+/// Makes one notification (room changes and the like) inside a transaction.
+pub async fn create_one(
+    txn: &DatabaseTransaction,
+    user_id: i64,
+    actor_id: Option<i64>,
+    kind: NotificationKind,
+    text: String,
+    conversation_id: Option<i64>,
+    message_id: Option<i64>,
+) -> AppResult<notification::Model> {
+    let at = now();
+    Ok(notification::Entity::insert(notification::ActiveModel {
+        user_id: Set(user_id),
+        actor_id: Set(actor_id),
+        kind: Set(kind.as_str().into()),
+        text: Set(text),
+        conversation_id: Set(conversation_id),
+        message_id: Set(message_id),
+        count: Set(1),
+        is_read: Set(false),
+        created_at: Set(at),
+        updated_at: Set(at),
+        ..Default::default()
+    })
+    .exec_with_returning(txn)
+    .await?)
+}
+
+/// Publishes notifications (after their transaction committed), each to its own user.
+pub async fn publish(state: &AppState, rows: Vec<notification::Model>) {
+    if rows.is_empty() {
+        return;
+    }
+    let recipients = rows.iter().map(|n| n.user_id).collect();
+    state
+        .bus
+        .publish(Envelope {
+            recipients,
+            event: Event::Notifications { rows },
+        })
+        .await;
+}
+
+/// A user's notifications, most recently updated first. Positions are (updated µs, id).
+pub async fn list(
+    db: &DatabaseConnection,
+    user_id: i64,
+    unread_only: bool,
+    after: Option<(i64, i64)>,
+    first: u64,
+) -> AppResult<Page<notification::Model>> {
+    let mut query = notification::Entity::find()
+        .filter(notification::Column::UserId.eq(user_id))
+        .order_by_desc(notification::Column::UpdatedAt)
+        .order_by_desc(notification::Column::Id);
+    if unread_only {
+        query = query.filter(notification::Column::IsRead.eq(false));
+    }
+    if let Some((micros, id)) = after {
+        let at = DateTime::<Utc>::from_timestamp_micros(micros)
+            .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
+        query = query.filter(
+            Expr::col(notification::Column::UpdatedAt)
+                .lt(at)
+                .or(Expr::col(notification::Column::UpdatedAt)
+                    .eq(at)
+                    .and(Expr::col(notification::Column::Id).lt(id))),
+        );
+    }
+    let mut rows = query.limit(first + 1).all(db).await?;
+    let has_next = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    Ok(Page {
+        items: rows,
+        has_previous: after.is_some(),
+        has_next,
+    })
+}
+
+/// How many of a user's notifications are unread.
+pub async fn unread_count(db: &DatabaseConnection, user_id: i64) -> AppResult<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(notification::Entity::find()
+        .filter(notification::Column::UserId.eq(user_id))
+        .filter(notification::Column::IsRead.eq(false))
+        .count(db)
+        .await?)
+}
+
+/// Marks some of the viewer's notifications read. All or nothing: if any id is not the viewer's,
+/// nothing changes and the answer is NOT_FOUND. Returns how many were unread.
+pub async fn mark_read(db: &DatabaseConnection, viewer: Viewer, ids: &[i64]) -> AppResult<u64> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > 500 {
+        return Err(AppError::bad_input("at most 500 ids at a time"));
+    }
+    let txn = crate::db::begin_write(db).await?;
+    let owned: Vec<i64> = notification::Entity::find()
+        .select_only()
+        .column(notification::Column::Id)
+        .filter(notification::Column::Id.is_in(ids.iter().copied()))
+        .filter(notification::Column::UserId.eq(viewer.user_id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    if owned.len() != ids.len() {
+        return Err(AppError::not_found("notification"));
+    }
+    let changed = notification::Entity::update_many()
+        .col_expr(notification::Column::IsRead, Expr::value(true))
+        .filter(notification::Column::Id.is_in(ids))
+        .filter(notification::Column::IsRead.eq(false))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    txn.commit().await?;
+    Ok(changed)
+}
+
+/// Marks all the viewer's notifications read; returns how many were unread.
+pub async fn mark_all_read(db: &DatabaseConnection, viewer: Viewer) -> AppResult<u64> {
+    Ok(notification::Entity::update_many()
+        .col_expr(notification::Column::IsRead, Expr::value(true))
+        .filter(notification::Column::UserId.eq(viewer.user_id))
+        .filter(notification::Column::IsRead.eq(false))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+/// Reading a conversation up to a message also reads the notifications it caused.
+pub async fn read_through(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    conversation_id: i64,
+    up_to_message_id: i64,
+) -> AppResult<()> {
+    notification::Entity::update_many()
+        .col_expr(notification::Column::IsRead, Expr::value(true))
+        .filter(notification::Column::UserId.eq(user_id))
+        .filter(notification::Column::ConversationId.eq(conversation_id))
+        .filter(notification::Column::MessageId.lte(up_to_message_id))
+        .filter(notification::Column::IsRead.eq(false))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Turns MESSAGE/FILE notifications for a conversation off or on for the viewer.
+pub async fn mute(
+    db: &DatabaseConnection,
+    viewer: Viewer,
+    conversation_id: i64,
+    muted: bool,
+) -> AppResult<entity::conversation::Model> {
+    let (conversation, _) =
+        conversations::require_member(db, conversation_id, viewer.user_id).await?;
+    member::Entity::update_many()
+        .col_expr(member::Column::Muted, Expr::value(muted))
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .filter(member::Column::UserId.eq(viewer.user_id))
+        .exec(db)
+        .await?;
+    Ok(conversation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn mentions_are_found_and_addresses_are_not() {
+        assert_eq!(mentions("hi @Bob and @carol."), vec!["bob", "carol"]);
+        assert_eq!(mentions("mail me at x@example.com"), Vec::<String>::new());
+        assert_eq!(mentions("@al @bob @bob"), vec!["bob"]);
+        assert_eq!(mentions("(@dave)"), vec!["dave"]);
+    }
+}

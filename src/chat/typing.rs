@@ -1,0 +1,175 @@
+//! Typing indicators that end by themselves: an indicator lapses about 6 s after its last refresh,
+//! or at once when the WebSocket it was set over closes; subscribers then get `isTyping: false`.
+//! Refreshing within the window is silent, and each user has a budget of broadcasts, so nobody can
+//! flood a conversation with typing events.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::conversations;
+use crate::{
+    AppState,
+    auth::Viewer,
+    error::{AppError, AppResult},
+    events::{Envelope, Event},
+};
+
+/// How long an indicator lasts without a refresh.
+pub const TYPING_TTL: Duration = Duration::from_secs(6);
+/// Broadcasts a user may cause per window.
+const BUDGET: u32 = 20;
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// Identifies one WebSocket connection, so that what it set can be undone when it closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
+struct Indicator {
+    expires: Instant,
+    connection: Option<ConnectionId>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Who is typing where: (conversation, user).
+    active: HashMap<(i64, i64), Indicator>,
+    /// Broadcasts per user in the current window: (window start, count).
+    budget: HashMap<i64, (Instant, u32)>,
+}
+
+/// The typing indicators of this instance.
+#[derive(Clone, Default)]
+pub struct Typing {
+    state: Arc<Mutex<State>>,
+}
+
+impl Typing {
+    /// Starts the task that lapses indicators nobody refreshed.
+    pub fn spawn_sweeper(app: AppState) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let lapsed = app.typing.take(|indicator, now| indicator.expires <= now);
+                for (conversation_id, user_id) in lapsed {
+                    broadcast(&app, conversation_id, user_id, false).await;
+                }
+            }
+        });
+    }
+
+    /// Sets or clears the viewer's indicator in a conversation.
+    pub async fn set(
+        &self,
+        app: &AppState,
+        viewer: Viewer,
+        conversation_id: i64,
+        is_typing: bool,
+        connection: Option<ConnectionId>,
+    ) -> AppResult<()> {
+        conversations::require_member(&app.db, conversation_id, viewer.user_id).await?;
+        let changed = {
+            let mut state = self.lock();
+            let key = (conversation_id, viewer.user_id);
+            let now = Instant::now();
+            if is_typing {
+                match state.active.get_mut(&key) {
+                    Some(indicator) if indicator.expires > now => {
+                        indicator.expires = now + TYPING_TTL;
+                        indicator.connection = connection.or(indicator.connection);
+                        false
+                    }
+                    _ => {
+                        spend(&mut state, viewer.user_id, now)?;
+                        state.active.insert(
+                            key,
+                            Indicator {
+                                expires: now + TYPING_TTL,
+                                connection,
+                            },
+                        );
+                        true
+                    }
+                }
+            } else {
+                state.active.remove(&key).is_some()
+            }
+        };
+        if changed {
+            broadcast(app, conversation_id, viewer.user_id, is_typing).await;
+        }
+        Ok(())
+    }
+
+    /// Ends every indicator set over a connection that has closed.
+    pub async fn connection_closed(&self, app: &AppState, connection: ConnectionId) {
+        let ended = self.take(|indicator, _| indicator.connection == Some(connection));
+        for (conversation_id, user_id) in ended {
+            broadcast(app, conversation_id, user_id, false).await;
+        }
+    }
+
+    fn take(&self, matches: impl Fn(&Indicator, Instant) -> bool) -> Vec<(i64, i64)> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let keys: Vec<(i64, i64)> = state
+            .active
+            .iter()
+            .filter(|(_, indicator)| matches(indicator, now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &keys {
+            state.active.remove(key);
+        }
+        state
+            .budget
+            .retain(|_, (start, _)| now.duration_since(*start) < BUDGET_WINDOW);
+        keys
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves only indicator bookkeeping behind; carry on.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn spend(state: &mut State, user_id: i64, now: Instant) -> AppResult<()> {
+    let (start, count) = state.budget.entry(user_id).or_insert((now, 0));
+    if now.duration_since(*start) >= BUDGET_WINDOW {
+        *start = now;
+        *count = 0;
+    }
+    if *count >= BUDGET {
+        let retry = BUDGET_WINDOW.saturating_sub(now.duration_since(*start));
+        return Err(AppError::RateLimited {
+            message: "too many typing updates; slow down".into(),
+            retry_after_secs: retry.as_secs().max(1),
+        });
+    }
+    *count += 1;
+    Ok(())
+}
+
+async fn broadcast(app: &AppState, conversation_id: i64, user_id: i64, is_typing: bool) {
+    let recipients = match conversations::member_ids(&app.db, conversation_id).await {
+        Ok(ids) => ids,
+        Err(err) => {
+            tracing::warn!(error = %err, "typing: could not load members");
+            return;
+        }
+    };
+    app.bus
+        .publish(Envelope {
+            recipients,
+            event: Event::Typing {
+                conversation_id,
+                user_id,
+                is_typing,
+            },
+        })
+        .await;
+}

@@ -1,0 +1,224 @@
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const LIST: &str = "{ notifications { edges { node { id kind text count isRead sender { id } message { id } conversation { id } } } } notificationUnreadCount }";
+
+async fn notifications(app: &TestApp, user: &TestUser) -> (Vec<Value>, i64) {
+    let data = app.data(&user.token, LIST, json!({})).await;
+    let nodes = data["notifications"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect();
+    (nodes, data["notificationUnreadCount"].as_i64().unwrap())
+}
+
+fn kinds(nodes: &[Value]) -> Vec<&str> {
+    let mut kinds: Vec<&str> = nodes.iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+#[tokio::test]
+async fn messages_replies_and_mentions_notify_the_right_users_and_never_the_actor() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+
+    let (for_bob, unread) = notifications(&app, &bob).await;
+    assert_eq!(kinds(&for_bob), ["MESSAGE"]);
+    assert_eq!(unread, 1);
+    assert_eq!(for_bob[0]["sender"]["id"], alice.id);
+    assert_eq!(for_bob[0]["conversation"]["id"], conversation);
+    assert_eq!(
+        notifications(&app, &alice).await.1,
+        0,
+        "the sender is not notified"
+    );
+
+    // Bob answers one of Alice's messages: a REPLY for Alice.
+    let question = app.send(&alice, &conversation, "lunch?").await;
+    app.data(
+        &bob.token,
+        "mutation($c: ID!, $r: ID!) { sendMessage(input: {conversationId: $c, body: \"sure\", replyToId: $r}) { id } }",
+        json!({ "c": conversation, "r": question["id"] }),
+    )
+    .await;
+    let (for_alice, _) = notifications(&app, &alice).await;
+    assert_eq!(kinds(&for_alice), ["REPLY"]);
+    assert!(for_alice[0]["text"].as_str().unwrap().contains("sure"));
+
+    // Alice mentions Bob: a MENTION, apart from his collapsed MESSAGE notification.
+    let mention = app
+        .send(
+            &alice,
+            &conversation,
+            &format!("see @{} tomorrow", bob.username),
+        )
+        .await;
+    let (for_bob, _) = notifications(&app, &bob).await;
+    assert_eq!(kinds(&for_bob), ["MENTION", "MESSAGE"]);
+    let mention_node = for_bob.iter().find(|n| n["kind"] == "MENTION").unwrap();
+    assert_eq!(mention_node["message"]["id"], mention["id"]);
+    assert_eq!(
+        notifications(&app, &alice).await.0.len(),
+        1,
+        "still only the reply"
+    );
+}
+
+#[tokio::test]
+async fn unread_message_notifications_collapse_into_one_per_conversation() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    for i in 0..9 {
+        app.send(&alice, &conversation, &format!("m{i}")).await;
+    }
+    let (for_bob, unread) = notifications(&app, &bob).await;
+    assert_eq!(for_bob.len(), 1);
+    assert_eq!(for_bob[0]["count"], 10);
+    assert_eq!(
+        for_bob[0]["text"].as_str().unwrap(),
+        format!("{}: m8", alice.username)
+    );
+    assert_eq!(unread, 1);
+
+    // Once read, the next message starts a fresh one.
+    app.data(
+        &bob.token,
+        "mutation { markAllNotificationsRead }",
+        json!({}),
+    )
+    .await;
+    app.send(&alice, &conversation, "again").await;
+    let (for_bob, unread) = notifications(&app, &bob).await;
+    assert_eq!(for_bob.len(), 2);
+    assert_eq!(unread, 1);
+    // Reading the conversation reads its notifications too.
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    assert_eq!(notifications(&app, &bob).await.1, 0);
+}
+
+#[tokio::test]
+async fn a_muted_conversation_still_notifies_mentions() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    app.data(
+        &bob.token,
+        "mutation { markAllNotificationsRead }",
+        json!({}),
+    )
+    .await;
+    let muted = app
+        .data(
+            &bob.token,
+            "mutation($c: ID!) { muteConversation(conversationId: $c) { muted } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    assert_eq!(muted["muteConversation"]["muted"], true);
+
+    app.send(&alice, &conversation, "quiet please").await;
+    assert_eq!(notifications(&app, &bob).await.1, 0);
+    app.send(&alice, &conversation, &format!("@{} wake up", bob.username))
+        .await;
+    let (for_bob, unread) = notifications(&app, &bob).await;
+    assert_eq!(unread, 1);
+    assert!(
+        for_bob
+            .iter()
+            .any(|n| n["kind"] == "MENTION" && n["isRead"] == false)
+    );
+
+    // An outsider cannot mute someone else's conversation.
+    let eve = app.user("eve").await;
+    let refused = app
+        .gql(
+            Some(&eve.token),
+            "mutation($c: ID!) { muteConversation(conversationId: $c) { muted } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), Some("NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn only_ones_own_notifications_can_be_marked_read() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    app.direct(&alice, &bob).await;
+    app.direct(&alice, &carol).await;
+    let (for_bob, _) = notifications(&app, &bob).await;
+    let (for_carol, _) = notifications(&app, &carol).await;
+    let mark = "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }";
+
+    // Carol names Bob's notification (alone, and beside her own): refused, nothing changes.
+    for ids in [
+        json!([for_bob[0]["id"]]),
+        json!([for_bob[0]["id"], for_carol[0]["id"]]),
+    ] {
+        let refused = app
+            .gql(Some(&carol.token), mark, json!({ "ids": ids }))
+            .await;
+        assert_eq!(error_code(&refused), Some("NOT_FOUND"), "{refused}");
+    }
+    assert_eq!(notifications(&app, &bob).await.1, 1);
+    assert_eq!(notifications(&app, &carol).await.1, 1);
+
+    let marked = app
+        .data(&bob.token, mark, json!({ "ids": [for_bob[0]["id"]] }))
+        .await;
+    assert_eq!(marked["markNotificationsRead"], 1);
+    assert_eq!(notifications(&app, &bob).await.1, 0);
+    let unread_only = app
+        .data(
+            &bob.token,
+            "{ notifications(unreadOnly: true) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(unread_only["notifications"]["edges"], json!([]));
+    let forged = app
+        .gql(Some(&bob.token), mark, json!({ "ids": ["ntf_x"] }))
+        .await;
+    assert_eq!(error_code(&forged), Some("BAD_USER_INPUT"));
+}
+
+#[tokio::test]
+async fn new_notifications_arrive_live() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    let mut alice_ws = app.ws(Some(&alice.token)).await;
+    let query = "subscription { notifications { kind count text sender { id } } }";
+    bob_ws.subscribe("n", query, json!({})).await;
+    alice_ws.subscribe("n", query, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+
+    app.send(&alice, &conversation, "ping").await;
+    let first = bob_ws.next_data("n").await;
+    assert_eq!(first["notifications"]["kind"], "MESSAGE");
+    assert_eq!(first["notifications"]["count"], 2);
+    assert_eq!(first["notifications"]["sender"]["id"], alice.id);
+    app.send(&alice, &conversation, &format!("@{}", bob.username))
+        .await;
+    let second = bob_ws.next_data("n").await;
+    assert_eq!(second["notifications"]["kind"], "MENTION");
+    alice_ws.expect_silence().await;
+}
