@@ -71,6 +71,32 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     }
 }
 
+/// The value of a server setting, created with `init` by whichever instance asks first (all
+/// instances then read the same value).
+pub async fn setting_or_init(
+    db: &DatabaseConnection,
+    name: &str,
+    init: impl FnOnce() -> String,
+) -> Result<String, DbErr> {
+    use entity::server_setting;
+    use sea_orm::{EntityTrait, Set};
+    if let Some(found) = server_setting::Entity::find_by_id(name).one(db).await? {
+        return Ok(found.value);
+    }
+    server_setting::Entity::insert(server_setting::ActiveModel {
+        name: Set(name.to_owned()),
+        value: Set(init()),
+    })
+    .on_conflict_do_nothing()
+    .exec(db)
+    .await?;
+    server_setting::Entity::find_by_id(name)
+        .one(db)
+        .await?
+        .map(|s| s.value)
+        .ok_or_else(|| DbErr::RecordNotFound(format!("setting {name}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::sqlite_path;

@@ -117,46 +117,72 @@ async fn websocket(
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let app = state.app.clone();
-            let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
-            // Who this socket turned out to be, once `connection_init` is accepted.
-            let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
-            let on_init = {
-                let app = app.clone();
-                let signed_in = signed_in.clone();
-                move |payload: serde_json::Value| async move {
-                    let auth = match auth::token_from_init_payload(&payload) {
-                        Some(token) => auth::authenticate(&app.db, Some(&token)).await?,
-                        None => header_auth,
-                    };
-                    if let Auth::Invalid = auth {
-                        // The socket is closed (1002, with this reason): a client holding a dead
-                        // token must sign in again rather than retry.
-                        return Err(async_graphql::Error::new(
-                            "UNAUTHENTICATED: the token is invalid, expired or revoked",
-                        ));
-                    }
-                    if let Auth::User(viewer) = auth {
-                        *lock(&signed_in) = Some(viewer.user_id);
-                        app.presence.connected(&app, viewer.user_id).await;
-                    }
-                    let mut data = async_graphql::Data::default();
-                    data.insert(auth);
-                    data.insert(connection);
-                    Ok(data)
-                }
-            };
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(on_init)
-                .serve()
-                .await;
-            app.typing.connection_closed(&app, connection).await;
-            let user = *lock(&signed_in);
-            if let Some(user_id) = user {
-                app.presence.disconnected(&app, user_id);
-            }
+        .on_upgrade(move |socket| {
+            let tracker = state.app.connections.clone();
+            tracker.track_future(serve_socket(state, socket, protocol, header_auth))
         })
+}
+
+/// Runs one GraphQL WebSocket until the client leaves or the server shuts down (then it is closed
+/// with 1001, going away), and undoes what the connection held: presence and typing indicators.
+async fn serve_socket(
+    state: HttpState,
+    socket: axum::extract::ws::WebSocket,
+    protocol: GraphQLProtocol,
+    header_auth: Auth,
+) {
+    use axum::extract::ws::{CloseFrame, Message};
+    use futures_util::{SinkExt, StreamExt};
+    {
+        let app = state.app.clone();
+        let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+        // Who this socket turned out to be, once `connection_init` is accepted.
+        let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
+        let on_init = {
+            let app = app.clone();
+            let signed_in = signed_in.clone();
+            move |payload: serde_json::Value| async move {
+                let auth = match auth::token_from_init_payload(&payload) {
+                    Some(token) => auth::authenticate(&app.db, Some(&token)).await?,
+                    None => header_auth,
+                };
+                if let Auth::Invalid = auth {
+                    // The socket is closed (1002, with this reason): a client holding a dead
+                    // token must sign in again rather than retry.
+                    return Err(async_graphql::Error::new(
+                        "UNAUTHENTICATED: the token is invalid, expired or revoked",
+                    ));
+                }
+                if let Auth::User(viewer) = auth {
+                    *lock(&signed_in) = Some(viewer.user_id);
+                    app.presence.connected(&app, viewer.user_id).await;
+                }
+                let mut data = async_graphql::Data::default();
+                data.insert(auth);
+                data.insert(connection);
+                Ok(data)
+            }
+        };
+        let (mut sink, stream) = socket.split();
+        let stream = stream.take_until(app.shutdown.clone().cancelled_owned());
+        GraphQLWebSocket::new_with_pair(&mut sink, stream, state.schema.clone(), protocol)
+            .on_connection_init(on_init)
+            .serve()
+            .await;
+        if app.shutdown.is_cancelled() {
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: "server shutting down".into(),
+                })))
+                .await;
+        }
+        app.typing.connection_closed(&app, connection).await;
+        let user = *lock(&signed_in);
+        if let Some(user_id) = user {
+            app.presence.disconnected(&app, user_id);
+        }
+    }
 }
 
 /// Numbers WebSocket connections, so that state tied to one can be undone when it closes.

@@ -33,12 +33,20 @@ pub struct AppState {
     pub statements: Arc<AtomicU64>,
     pub typing: chat::typing::Typing,
     pub presence: chat::presence::Presence,
+    /// Identifies this deployment's data; event cursors carry it, so that a cursor from other data
+    /// is recognised (RESYNC_REQUIRED) instead of silently replaying the wrong things.
+    pub epoch: i64,
+    /// Cancelled when the server begins to shut down; live connections close on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The WebSocket connections, so that shutdown can wait for them to close.
+    pub connections: tokio_util::task::TaskTracker,
 }
 
 /// A built server, bound to its address, ready to run.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    state: AppState,
 }
 
 impl Application {
@@ -49,6 +57,12 @@ impl Application {
         db::count_statements(&mut db, statements.clone());
         let bus =
             events::EventBus::start(config.redis_url.as_deref(), &config.redis_channel).await?;
+        let epoch = db::setting_or_init(&db, "cursor_epoch", || {
+            // A positive number below 2^53, so that it survives a trip through JSON clients.
+            (rand::random::<u64>() >> 11).max(1).to_string()
+        })
+        .await?
+        .parse::<i64>()?;
         let listener = TcpListener::bind(config.addr).await?;
         let state = AppState {
             db,
@@ -59,10 +73,17 @@ impl Application {
             config: Arc::new(config),
             statements,
             typing: Default::default(),
+            epoch,
+            shutdown: Default::default(),
+            connections: Default::default(),
         };
         chat::typing::Typing::spawn_sweeper(state.clone());
-        let router = http::router(state);
-        Ok(Self { listener, router })
+        let router = http::router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -70,19 +91,33 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Serves until `shutdown` completes; then stops accepting, finishes in-flight requests and
+    /// closes WebSockets with 1001 (going away) before returning.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!("listening on http://{}", self.listener.local_addr()?);
+        let token = self.state.shutdown.clone();
         axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await?;
+        let connections = self.state.connections.clone();
+        connections.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket connections did not close in time");
+        }
+        Ok(())
     }
 }
 

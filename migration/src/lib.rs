@@ -3,6 +3,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
 mod m20261124_000004_notifications;
+mod m20261124_000005_server_settings;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_init::Migration),
             Box::new(m20261124_000004_notifications::Migration),
+            Box::new(m20261124_000005_server_settings::Migration),
         ]
     }
 }

@@ -200,6 +200,13 @@ async fn commit_and_publish(
         MessageChange::Created => message.seq,
         _ => next_seq(&txn, message.conversation_id).await?.0,
     };
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Change-log ids must commit in id order, or a subscriber following several conversations
+        // could see id 11, resume after it, and never see an id 10 that committed later. SQLite
+        // serialises writers already; on PostgreSQL this lock does it until commit.
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(727274)")
+            .await?;
+    }
     let event = conversation_event::ActiveModel {
         conversation_id: Set(message.conversation_id),
         seq: Set(seq),

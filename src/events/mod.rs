@@ -64,6 +64,9 @@ pub enum Event {
     },
     /// New or updated notifications, each for its own user.
     Notifications { rows: Vec<notification::Model> },
+    /// The bus may have lost events (Redis was unreachable): durable streams should catch up from
+    /// the database. Raised locally, never sent between instances.
+    Resync,
     /// A user came online or went offline.
     Presence {
         user_id: i64,

@@ -8,6 +8,9 @@ use tokio::sync::broadcast;
 
 use super::Envelope;
 
+/// How long a publish may wait for Redis.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The publishing half of the bridge.
 #[derive(Clone)]
 pub struct RedisPublisher {
@@ -20,11 +23,16 @@ impl RedisPublisher {
     pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<()> {
         let payload = serde_json::to_string(envelope)?;
         let mut conn = self.conn.clone();
-        redis::cmd("PUBLISH")
-            .arg(&*self.channel)
-            .arg(payload)
-            .query_async::<i64>(&mut conn)
-            .await?;
+        // A send must not hang on an unreachable Redis: it has committed already, and subscribers
+        // elsewhere catch up from the database once the bus is back.
+        tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            redis::cmd("PUBLISH")
+                .arg(&*self.channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn),
+        )
+        .await??;
         Ok(())
     }
 }
@@ -82,10 +90,15 @@ async fn forward(
                 Ok(p) => break p,
                 Err(err) => {
                     tracing::warn!(error = %err, "redis reconnect failed");
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
         };
         tracing::info!("redis subscription restored");
+        // Whatever was published while we were away never reached us: let durable streams replay.
+        let _ = local.send(Arc::new(Envelope {
+            recipients: Vec::new(),
+            event: super::Event::Resync,
+        }));
     }
 }

@@ -41,17 +41,26 @@ impl SubscriptionRoot {
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         let since = since
-            .map(|c| ids::decode_cursor(CursorKind::Event, &c, 1).map(|v| v[0]))
+            .map(|c| ids::decode_cursor(CursorKind::Event, &c, 2))
             .transpose()?;
         if let Some(id) = conversation {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         // Listen before reading the log, so nothing falls between replay and live.
         let mut live = state.bus.subscribe();
-        let start = match since {
-            Some(cursor) => cursor,
-            None => messages::latest_event_id(&state.db).await?,
+        let latest = messages::latest_event_id(&state.db).await?;
+        let since = match since.as_deref() {
+            None => None,
+            Some(&[epoch, id]) if epoch == state.epoch && id <= latest => Some(id),
+            Some(_) => {
+                return Err(AppError::ResyncRequired(
+                    "this cursor does not belong to this server's data; reload and subscribe again without `since`"
+                        .into(),
+                )
+                .into());
+            }
         };
+        let start = since.unwrap_or(latest);
         let user_id = viewer.user_id;
         Ok(async_stream::stream! {
             // Events already delivered by a replay, which the live feed may carry again.
@@ -89,6 +98,10 @@ impl SubscriptionRoot {
                 }
                 match live.recv().await {
                     Ok(envelope) => {
+                        if let Event::Resync = envelope.event {
+                            replay_from = Some(last);
+                            continue;
+                        }
                         if !envelope.is_for(user_id) {
                             continue;
                         }

@@ -428,8 +428,8 @@ impl MessageEvent {
     }
 
     /// Pass as `since` when resubscribing to receive everything after this event.
-    async fn cursor(&self) -> String {
-        ids::cursor(CursorKind::Event, &[self.event_id])
+    async fn cursor(&self, ctx: &Context<'_>) -> String {
+        ids::cursor(CursorKind::Event, &[ctx.state().epoch, self.event_id])
     }
 
     async fn message(&self) -> Message {

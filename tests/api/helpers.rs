@@ -19,7 +19,7 @@ pub const QUIET: Duration = Duration::from_millis(400);
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 /// A registered user.
@@ -92,11 +92,20 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     TestApp {
         addr,
         http: reqwest::Client::new(),
-        _stop: stop,
+        _stop: Some(stop),
     }
 }
 
 impl TestApp {
+    /// A client for a server running elsewhere (another process).
+    pub fn at(addr: std::net::SocketAddr) -> Self {
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            _stop: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -1,0 +1,366 @@
+//! Several instances behaving as one, resuming without gaps, and surviving Redis and shutdown.
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const EVENTS: &str = "subscription($c: ID, $s: String) { messageEvents(conversationId: $c, since: $s) { kind cursor message { id body } } }";
+const EDIT: &str = "mutation($id: ID!, $b: String!) { editMessage(id: $id, body: $b) { id } }";
+const DELETE: &str = "mutation($id: ID!) { deleteMessage(id: $id) { id } }";
+
+#[tokio::test]
+async fn a_resumed_subscriber_receives_exactly_the_200_changes_it_missed_in_order() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let with_bob = app.direct(&alice, &bob).await;
+    let with_carol = app.direct(&carol, &bob).await;
+
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("s", EVENTS, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+    app.send(&alice, &with_bob, "before").await;
+    let cursor = ws.next_data("s").await["messageEvents"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(ws);
+
+    // 200 changes across two conversations while bob is away: sends, edits and deletes.
+    let mut expected = Vec::new();
+    let mut sent: Vec<(String, &TestUser)> = Vec::new();
+    for i in 0..200 {
+        let (user, conversation) = if i % 3 == 0 {
+            (&carol, &with_carol)
+        } else {
+            (&alice, &with_bob)
+        };
+        match i % 5 {
+            3 if !sent.is_empty() => {
+                let (id, owner) = sent[sent.len() / 2].clone();
+                app.data(
+                    &owner.token,
+                    EDIT,
+                    json!({ "id": id, "b": format!("edit {i}") }),
+                )
+                .await;
+                expected.push(("EDITED".to_owned(), id));
+            }
+            4 if !sent.is_empty() => {
+                let (id, owner) = sent.remove(0);
+                app.data(&owner.token, DELETE, json!({ "id": id })).await;
+                expected.push(("DELETED".to_owned(), id));
+            }
+            _ => {
+                let message = app.send(user, conversation, &format!("m{i}")).await;
+                let id = message["id"].as_str().unwrap().to_owned();
+                sent.push((id.clone(), user));
+                expected.push(("CREATED".to_owned(), id));
+            }
+        }
+    }
+    assert_eq!(expected.len(), 200);
+
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("s", EVENTS, json!({ "s": cursor })).await;
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        let event = ws.next_data("s").await;
+        got.push((
+            event["messageEvents"]["kind"].as_str().unwrap().to_owned(),
+            event["messageEvents"]["message"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    assert_eq!(got, expected);
+    ws.expect_silence().await;
+    // And it carries on live.
+    app.send(&alice, &with_bob, "after").await;
+    assert_eq!(
+        ws.next_data("s").await["messageEvents"]["message"]["body"],
+        "after"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_from_other_data_is_refused_with_resync_required() {
+    let first = spawn_app().await;
+    let second = spawn_app().await;
+    let mut cursors = Vec::new();
+    for app in [&first, &second] {
+        let alice = app.user("alice").await;
+        let bob = app.user("bob").await;
+        let conversation = app.direct(&alice, &bob).await;
+        let mut ws = app.ws(Some(&bob.token)).await;
+        ws.subscribe("s", EVENTS, json!({ "c": conversation }))
+            .await;
+        tokio::time::sleep(QUIET).await;
+        app.send(&alice, &conversation, "x").await;
+        let cursor = ws.next_data("s").await["messageEvents"]["cursor"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        cursors.push((app, bob, cursor));
+    }
+    // The first server's cursor, presented to the second.
+    let (_, _, foreign) = &cursors[0];
+    let (app, bob, _) = &cursors[1];
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("s", EVENTS, json!({ "s": foreign })).await;
+    assert_eq!(ws.next_error_code("s").await, "RESYNC_REQUIRED");
+    // A forged cursor is bad input.
+    ws.subscribe("t", EVENTS, json!({ "s": "not-a-cursor" }))
+        .await;
+    assert_eq!(ws.next_error_code("t").await, "BAD_USER_INPUT");
+}
+
+/// Two instances over one database and one Redis.
+async fn two_instances(redis_url: String) -> (TestApp, TestApp) {
+    let mut a = test_config().await;
+    a.redis_url = Some(redis_url);
+    a.presence_grace_ms = 200;
+    let mut b = a.clone();
+    b.addr = "127.0.0.1:0".parse().unwrap();
+    (spawn_app_with(a).await, spawn_app_with(b).await)
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
+    let Ok(redis_url) = std::env::var("PALAVER_TEST_REDIS_URL") else {
+        eprintln!("skipped: set PALAVER_TEST_REDIS_URL to run the cross-instance test");
+        return;
+    };
+    let (a, b) = two_instances(redis_url).await;
+    let alice = b.user("alice").await;
+    let bob = b.user("bob").await;
+    let conversation = b.direct(&alice, &bob).await;
+
+    let mut bob_ws = a.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe("m", EVENTS, json!({ "c": conversation }))
+        .await;
+    bob_ws
+        .subscribe("t", "subscription { typing { isTyping } }", json!({}))
+        .await;
+    bob_ws
+        .subscribe(
+            "r",
+            "subscription { readReceipts { user { id } } }",
+            json!({}),
+        )
+        .await;
+    bob_ws
+        .subscribe(
+            "p",
+            "subscription { presence { status user { id } } }",
+            json!({}),
+        )
+        .await;
+    tokio::time::sleep(QUIET).await;
+
+    let message = b.send(&alice, &conversation, "across").await;
+    assert_eq!(
+        bob_ws.next_data("m").await["messageEvents"]["message"]["body"],
+        "across"
+    );
+    b.data(
+        &alice.token,
+        EDIT,
+        json!({ "id": message["id"], "b": "across!" }),
+    )
+    .await;
+    assert_eq!(
+        bob_ws.next_data("m").await["messageEvents"]["kind"],
+        "EDITED"
+    );
+    b.data(
+        &alice.token,
+        "mutation($c: ID!) { setTyping(conversationId: $c, isTyping: true) }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    assert_eq!(bob_ws.next_data("t").await["typing"]["isTyping"], true);
+    b.data(
+        &alice.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    assert_eq!(
+        bob_ws.next_data("r").await["readReceipts"]["user"]["id"],
+        alice.id
+    );
+    let alice_ws = b.ws(Some(&alice.token)).await;
+    let online = bob_ws.next_data("p").await;
+    assert_eq!(online["presence"]["status"], "ONLINE");
+    assert_eq!(online["presence"]["user"]["id"], alice.id);
+    drop(alice_ws);
+}
+
+/// A Redis server of the test's own, on a free port, that the test can stop and start.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = Self::spawn(port)?;
+        Some(Self {
+            port,
+            child: Some(child),
+        })
+    }
+
+    fn spawn(port: u16) -> Option<std::process::Child> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        std::thread::sleep(Duration::from_millis(300));
+        Some(child)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Some(Self::spawn(self.port).expect("redis restarts"));
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn subscribers_miss_nothing_when_redis_stops_and_comes_back() {
+    let Some(mut redis) = OwnRedis::start(free_port()) else {
+        eprintln!("skipped: no redis-server binary");
+        return;
+    };
+    let (a, b) = two_instances(format!("redis://127.0.0.1:{}", redis.port)).await;
+    let alice = b.user("alice").await;
+    let bob = b.user("bob").await;
+    let conversation = b.direct(&alice, &bob).await;
+    let mut bob_ws = a.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe("m", EVENTS, json!({ "c": conversation }))
+        .await;
+    tokio::time::sleep(QUIET).await;
+    b.send(&alice, &conversation, "one").await;
+    assert_eq!(
+        bob_ws.next_data("m").await["messageEvents"]["message"]["body"],
+        "one"
+    );
+
+    redis.stop();
+    // Sends still commit while the bus is down.
+    for body in ["two", "three", "four"] {
+        b.send(&alice, &conversation, body).await;
+    }
+    redis.restart();
+    b.send(&alice, &conversation, "five").await;
+
+    let mut bodies = Vec::new();
+    while bodies.len() < 4 {
+        let event = bob_ws.next_data("m").await;
+        bodies.push(
+            event["messageEvents"]["message"]["body"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(bodies, ["two", "three", "four", "five"]);
+    bob_ws.expect_silence().await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_going_away_and_exits_cleanly() {
+    let dir = std::env::temp_dir().join(format!("palaver-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palaver"))
+        .env("PALAVER_ADDR", "127.0.0.1:0")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()),
+        )
+        .env("STORAGE_URL", "memory://")
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            line.split("listening on http://")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        });
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        addr
+    })
+    .await
+    .unwrap()
+    .expect("the server logs its address");
+    let app = TestApp::at(addr.parse().unwrap());
+    let alice = app.user("alice").await;
+    let mut ws = app.ws(Some(&alice.token)).await;
+    ws.subscribe("m", EVENTS, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    match ws.next_frame(WAIT).await {
+        Some(Frame::Closed(Some((code, _)))) => assert_eq!(code, 1001),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
