@@ -155,7 +155,9 @@ async fn serve_socket(
                 }
                 if let Auth::User(viewer) = auth {
                     *lock(&signed_in) = Some(viewer.user_id);
-                    app.presence.connected(&app, viewer.user_id).await;
+                    app.presence
+                        .connected(&app, viewer.user_id, connection)
+                        .await;
                 }
                 let mut data = async_graphql::Data::default();
                 data.insert(auth);
@@ -180,7 +182,7 @@ async fn serve_socket(
         app.typing.connection_closed(&app, connection).await;
         let user = *lock(&signed_in);
         if let Some(user_id) = user {
-            app.presence.disconnected(&app, user_id);
+            app.presence.disconnected(&app, user_id, connection);
         }
     }
 }

@@ -64,20 +64,28 @@ impl Application {
         .await?
         .parse::<i64>()?;
         let listener = TcpListener::bind(config.addr).await?;
+        let shared = match &config.redis_url {
+            Some(url) => {
+                Some(events::shared_state::SharedState::connect(url, &config.redis_channel).await?)
+            }
+            None => None,
+        };
         let state = AppState {
             db,
             bus,
-            presence: chat::presence::Presence::new(std::time::Duration::from_millis(
-                config.presence_grace_ms,
-            )),
+            presence: chat::presence::Presence::new(
+                std::time::Duration::from_millis(config.presence_grace_ms),
+                shared.clone(),
+            ),
             config: Arc::new(config),
             statements,
-            typing: Default::default(),
+            typing: chat::typing::Typing::new(shared),
             epoch,
             shutdown: Default::default(),
             connections: Default::default(),
         };
         chat::typing::Typing::spawn_sweeper(state.clone());
+        state.presence.spawn_heartbeat();
         let router = http::router(state.clone());
         Ok(Self {
             listener,

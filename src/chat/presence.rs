@@ -1,6 +1,8 @@
 //! Presence: a user is ONLINE while they hold at least one open, authenticated WebSocket, and goes
 //! OFFLINE (with a last-seen time) once the last one has been closed for a grace period, so a quick
 //! reconnect is not announced at all. Only users who share a conversation see each other's presence.
+//! With Redis, connections are recorded there (renewed by a heartbeat, so a crashed instance's
+//! connections lapse within 30 s) and exactly one instance announces each transition.
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
@@ -14,19 +16,27 @@ use sea_orm::{
     sea_query::Expr,
 };
 
-use super::conversations::{now, sql};
+use super::{
+    conversations::{now, sql},
+    typing::ConnectionId,
+};
 use crate::{
     AppState,
     error::AppResult,
-    events::{Envelope, Event},
+    events::{
+        Envelope, Event,
+        shared_state::{HEARTBEAT, SharedState},
+    },
 };
 
 #[derive(Default)]
 struct State {
     /// Open connections per user.
     connections: HashMap<i64, usize>,
-    /// Users whose ONLINE has been announced and not yet taken back.
+    /// Users whose ONLINE has been announced and not yet taken back (without Redis).
     announced: HashSet<i64>,
+    /// This instance's open connections, for the Redis heartbeat.
+    live: HashMap<ConnectionId, i64>,
 }
 
 /// The presence bookkeeping of this instance.
@@ -34,28 +44,81 @@ struct State {
 pub struct Presence {
     state: Arc<Mutex<State>>,
     grace: Duration,
+    shared: Option<SharedState>,
+    /// Makes this instance's connection names unique in Redis.
+    instance: u64,
 }
 
 impl Presence {
-    /// Presence with the given reconnect grace period.
-    pub fn new(grace: Duration) -> Self {
+    /// Presence with the given reconnect grace period, kept in Redis when `shared` is given.
+    pub fn new(grace: Duration, shared: Option<SharedState>) -> Self {
         Self {
             state: Arc::default(),
             grace,
+            shared,
+            instance: rand::random(),
         }
     }
 
-    /// Whether the user holds a live connection here.
-    pub fn is_online(&self, user_id: i64) -> bool {
-        self.lock().connections.get(&user_id).copied().unwrap_or(0) > 0
+    fn name(&self, connection: ConnectionId) -> String {
+        format!("{:x}:{}", self.instance, connection.0)
+    }
+
+    /// Starts the task that renews this instance's connections in Redis (nothing without Redis).
+    pub fn spawn_heartbeat(&self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let presence = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                let live: Vec<(i64, String)> = presence
+                    .lock()
+                    .live
+                    .iter()
+                    .map(|(connection, user)| (*user, presence.name(*connection)))
+                    .collect();
+                if let Err(err) = shared.heartbeat(&live).await {
+                    tracing::warn!(error = %err, "presence heartbeat failed");
+                }
+            }
+        });
+    }
+
+    /// Whether the user holds a live connection (on any instance, with Redis).
+    pub async fn is_online(&self, user_id: i64) -> bool {
+        let here = self.lock().connections.get(&user_id).copied().unwrap_or(0) > 0;
+        match &self.shared {
+            Some(shared) if !here => shared.live_connections(user_id).await.unwrap_or(0) > 0,
+            _ => here,
+        }
     }
 
     /// A connection of the user was authenticated.
-    pub async fn connected(&self, app: &AppState, user_id: i64) {
-        let announce = {
+    pub async fn connected(&self, app: &AppState, user_id: i64, connection: ConnectionId) {
+        let announce_here = {
             let mut state = self.lock();
             *state.connections.entry(user_id).or_insert(0) += 1;
+            state.live.insert(connection, user_id);
             state.announced.insert(user_id)
+        };
+        let announce = match &self.shared {
+            None => announce_here,
+            Some(shared) => {
+                let joined = shared.join(user_id, &self.name(connection)).await;
+                match joined {
+                    Ok(_) => shared
+                        .claim_announcement(user_id, true)
+                        .await
+                        .unwrap_or(false),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "presence: redis unavailable");
+                        false
+                    }
+                }
+            }
         };
         if announce {
             publish(app, user_id, true, None).await;
@@ -63,9 +126,10 @@ impl Presence {
     }
 
     /// A connection of the user closed. After the grace period, if none is open, they go offline.
-    pub fn disconnected(&self, app: &AppState, user_id: i64) {
+    pub fn disconnected(&self, app: &AppState, user_id: i64, connection: ConnectionId) {
         {
             let mut state = self.lock();
+            state.live.remove(&connection);
             if let Some(count) = state.connections.get_mut(&user_id) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
@@ -75,11 +139,26 @@ impl Presence {
         }
         let presence = self.clone();
         let app = app.clone();
+        let name = self.name(connection);
         tokio::spawn(async move {
+            if let Some(shared) = &presence.shared
+                && let Err(err) = shared.leave(user_id, &name).await
+            {
+                tracing::warn!(error = %err, "presence: redis unavailable");
+            }
             tokio::time::sleep(presence.grace).await;
-            let went_offline = {
-                let mut state = presence.lock();
-                !state.connections.contains_key(&user_id) && state.announced.remove(&user_id)
+            let went_offline = match &presence.shared {
+                None => {
+                    let mut state = presence.lock();
+                    !state.connections.contains_key(&user_id) && state.announced.remove(&user_id)
+                }
+                Some(shared) => {
+                    shared.live_connections(user_id).await.ok() == Some(0)
+                        && shared
+                            .claim_announcement(user_id, false)
+                            .await
+                            .unwrap_or(false)
+                }
             };
             if went_offline {
                 let seen = now();

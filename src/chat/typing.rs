@@ -1,7 +1,8 @@
 //! Typing indicators that end by themselves: an indicator lapses about 6 s after its last refresh,
 //! or at once when the WebSocket it was set over closes; subscribers then get `isTyping: false`.
 //! Refreshing within the window is silent, and each user has a budget of broadcasts, so nobody can
-//! flood a conversation with typing events.
+//! flood a conversation with typing events. With Redis the indicators and budgets live there, so
+//! a refresh arriving at another instance keeps the same indicator alive.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -13,7 +14,7 @@ use crate::{
     AppState,
     auth::Viewer,
     error::{AppError, AppResult},
-    events::{Envelope, Event},
+    events::{Envelope, Event, shared_state::SharedState},
 };
 
 /// How long an indicator lasts without a refresh.
@@ -39,13 +40,22 @@ struct State {
     budget: HashMap<i64, (Instant, u32)>,
 }
 
-/// The typing indicators of this instance.
+/// The typing indicators this instance started (and, with Redis, the shared ones).
 #[derive(Clone, Default)]
 pub struct Typing {
     state: Arc<Mutex<State>>,
+    shared: Option<SharedState>,
 }
 
 impl Typing {
+    /// Indicators kept in this process, or in Redis when `shared` is given.
+    pub fn new(shared: Option<SharedState>) -> Self {
+        Self {
+            state: Arc::default(),
+            shared,
+        }
+    }
+
     /// Starts the task that lapses indicators nobody refreshed.
     pub fn spawn_sweeper(app: AppState) {
         tokio::spawn(async move {
@@ -54,6 +64,22 @@ impl Typing {
                 tick.tick().await;
                 let lapsed = app.typing.take(|indicator, now| indicator.expires <= now);
                 for (conversation_id, user_id) in lapsed {
+                    if let Some(shared) = &app.typing.shared
+                        && shared
+                            .is_typing(conversation_id, user_id)
+                            .await
+                            .unwrap_or(false)
+                    {
+                        // Refreshed through another instance: still typing, look again later.
+                        app.typing.lock().active.insert(
+                            (conversation_id, user_id),
+                            Indicator {
+                                expires: Instant::now() + TYPING_TTL,
+                                connection: None,
+                            },
+                        );
+                        continue;
+                    }
                     broadcast(&app, conversation_id, user_id, false).await;
                 }
             }
@@ -70,31 +96,17 @@ impl Typing {
         connection: Option<ConnectionId>,
     ) -> AppResult<()> {
         conversations::require_member(&app.db, conversation_id, viewer.user_id).await?;
-        let changed = {
-            let mut state = self.lock();
-            let key = (conversation_id, viewer.user_id);
-            let now = Instant::now();
-            if is_typing {
-                match state.active.get_mut(&key) {
-                    Some(indicator) if indicator.expires > now => {
-                        indicator.expires = now + TYPING_TTL;
-                        indicator.connection = connection.or(indicator.connection);
-                        false
-                    }
-                    _ => {
-                        spend(&mut state, viewer.user_id, now)?;
-                        state.active.insert(
-                            key,
-                            Indicator {
-                                expires: now + TYPING_TTL,
-                                connection,
-                            },
-                        );
-                        true
-                    }
-                }
-            } else {
-                state.active.remove(&key).is_some()
+        let changed = match &self.shared {
+            None => self.set_local(viewer.user_id, conversation_id, is_typing, connection)?,
+            Some(shared) => {
+                self.set_shared(
+                    shared,
+                    viewer.user_id,
+                    conversation_id,
+                    is_typing,
+                    connection,
+                )
+                .await?
             }
         };
         if changed {
@@ -103,10 +115,106 @@ impl Typing {
         Ok(())
     }
 
+    fn set_local(
+        &self,
+        user_id: i64,
+        conversation_id: i64,
+        is_typing: bool,
+        connection: Option<ConnectionId>,
+    ) -> AppResult<bool> {
+        let mut state = self.lock();
+        let key = (conversation_id, user_id);
+        let now = Instant::now();
+        if !is_typing {
+            return Ok(state.active.remove(&key).is_some());
+        }
+        match state.active.get_mut(&key) {
+            Some(indicator) if indicator.expires > now => {
+                indicator.expires = now + TYPING_TTL;
+                indicator.connection = connection.or(indicator.connection);
+                Ok(false)
+            }
+            _ => {
+                spend(&mut state, user_id, now)?;
+                state.active.insert(
+                    key,
+                    Indicator {
+                        expires: now + TYPING_TTL,
+                        connection,
+                    },
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    async fn set_shared(
+        &self,
+        shared: &SharedState,
+        user_id: i64,
+        conversation_id: i64,
+        is_typing: bool,
+        connection: Option<ConnectionId>,
+    ) -> AppResult<bool> {
+        let unavailable = |err: anyhow::Error| AppError::Internal(format!("redis: {err}"));
+        let key = (conversation_id, user_id);
+        if !is_typing {
+            self.lock().active.remove(&key);
+            return shared
+                .stop_typing(conversation_id, user_id)
+                .await
+                .map_err(unavailable);
+        }
+        let started = shared
+            .start_typing(conversation_id, user_id, TYPING_TTL)
+            .await
+            .map_err(unavailable)?;
+        if started {
+            let (used, retry) = shared
+                .spend("typing", user_id, BUDGET_WINDOW)
+                .await
+                .map_err(unavailable)?;
+            if used > u64::from(BUDGET) {
+                let _ = shared.stop_typing(conversation_id, user_id).await;
+                return Err(AppError::RateLimited {
+                    message: "too many typing updates; slow down".into(),
+                    retry_after_secs: retry,
+                });
+            }
+        }
+        let mut state = self.lock();
+        let now = Instant::now();
+        match state.active.get_mut(&key) {
+            Some(indicator) => {
+                indicator.expires = now + TYPING_TTL;
+                indicator.connection = connection.or(indicator.connection);
+            }
+            None if started => {
+                state.active.insert(
+                    key,
+                    Indicator {
+                        expires: now + TYPING_TTL,
+                        connection,
+                    },
+                );
+            }
+            None => {}
+        }
+        Ok(started)
+    }
+
     /// Ends every indicator set over a connection that has closed.
     pub async fn connection_closed(&self, app: &AppState, connection: ConnectionId) {
         let ended = self.take(|indicator, _| indicator.connection == Some(connection));
         for (conversation_id, user_id) in ended {
+            if let Some(shared) = &self.shared
+                && !shared
+                    .stop_typing(conversation_id, user_id)
+                    .await
+                    .unwrap_or(true)
+            {
+                continue;
+            }
             broadcast(app, conversation_id, user_id, false).await;
         }
     }

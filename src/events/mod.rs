@@ -1,6 +1,7 @@
 //! What subscribers are told, and the bus that carries it: an in-process broadcast, fed either
 //! directly or, with `REDIS_URL`, through Redis pub/sub so every instance sees every event.
 mod redis_bus;
+pub mod shared_state;
 
 use std::sync::Arc;
 

@@ -246,7 +246,7 @@ impl SubscriptionRoot {
             let visible = presence::visible_to(&state.db, viewer.user_id, &list).await?;
             let found = users::by_ids(&state.db, &list).await?;
             for id in list.into_iter().filter(|id| visible.contains(id)) {
-                let online = state.presence.is_online(id);
+                let online = state.presence.is_online(id).await;
                 snapshot.push(PresenceEvent {
                     user_id: id,
                     status: if online {

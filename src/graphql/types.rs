@@ -47,7 +47,7 @@ impl User {
         if !visible {
             return Ok(None);
         }
-        Ok(Some(if ctx.state().presence.is_online(self.0.id) {
+        Ok(Some(if ctx.state().presence.is_online(self.0.id).await {
             Presence {
                 status: PresenceStatus::Online,
                 last_seen_at: None,

@@ -197,11 +197,26 @@ async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
         bob_ws.next_data("r").await["readReceipts"]["user"]["id"],
         alice.id
     );
-    let alice_ws = b.ws(Some(&alice.token)).await;
+    let on_b = b.ws(Some(&alice.token)).await;
     let online = bob_ws.next_data("p").await;
     assert_eq!(online["presence"]["status"], "ONLINE");
     assert_eq!(online["presence"]["user"]["id"], alice.id);
-    drop(alice_ws);
+
+    // Presence is shared: instance A knows Alice is online through B, and a second connection on
+    // A keeps her online when the one on B closes.
+    let query = "query($u: ID!) { user(id: $u) { presence { status } } }";
+    let seen = a.data(&bob.token, query, json!({ "u": alice.id })).await;
+    assert_eq!(seen["user"]["presence"]["status"], "ONLINE");
+    let on_a = a.ws(Some(&alice.token)).await;
+    drop(on_b);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    bob_ws.expect_silence().await;
+    drop(on_a);
+    let offline = bob_ws.next_data("p").await;
+    assert_eq!(offline["presence"]["status"], "OFFLINE");
+    bob_ws.expect_silence().await;
+    let seen = b.data(&bob.token, query, json!({ "u": alice.id })).await;
+    assert_eq!(seen["user"]["presence"]["status"], "OFFLINE");
 }
 
 /// A Redis server of the test's own, on a free port, that the test can stop and start.

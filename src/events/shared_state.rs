@@ -1,0 +1,171 @@
+//! State that every instance must agree on, kept in Redis with expiry so that nothing outlives a
+//! crashed instance for long: who is connected (presence), who is typing, and per-user budgets.
+use std::time::Duration;
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+/// How long a connection counts as live without a heartbeat from its instance.
+pub const CONNECTION_TTL: Duration = Duration::from_secs(30);
+/// How often an instance renews its connections.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long one Redis call may take before the caller gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A handle to the shared state, namespaced so that separate deployments (or tests) can share one
+/// Redis server without seeing each other.
+#[derive(Clone)]
+pub struct SharedState {
+    conn: ConnectionManager,
+    ns: String,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    Ok(tokio::time::timeout(CALL_TIMEOUT, call).await??)
+}
+
+impl SharedState {
+    /// Connects to Redis.
+    pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        Ok(Self {
+            conn: ConnectionManager::new(client).await?,
+            ns: namespace.to_owned(),
+        })
+    }
+
+    fn key(&self, parts: &str) -> String {
+        format!("{}:{parts}", self.ns)
+    }
+
+    /// Records a live connection of a user; returns the number of live connections now.
+    pub async fn join(&self, user_id: i64, connection: &str) -> anyhow::Result<u64> {
+        let key = self.key(&format!("presence:{user_id}"));
+        let mut conn = self.conn.clone();
+        let expires = now_ms() + CONNECTION_TTL.as_millis() as i64;
+        let (_, _, live): ((), (), u64) = timed(
+            redis::pipe()
+                .atomic()
+                .zadd(&key, connection, expires)
+                .zrembyscore(&key, "-inf", now_ms())
+                .zcard(&key)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(live)
+    }
+
+    /// Renews the given connections of this instance.
+    pub async fn heartbeat(&self, connections: &[(i64, String)]) -> anyhow::Result<()> {
+        if connections.is_empty() {
+            return Ok(());
+        }
+        let expires = now_ms() + CONNECTION_TTL.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        for (user_id, connection) in connections {
+            let key = self.key(&format!("presence:{user_id}"));
+            pipe.zadd(&key, connection, expires).ignore();
+            pipe.pexpire(&key, CONNECTION_TTL.as_millis() as i64)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        timed(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Forgets a connection.
+    pub async fn leave(&self, user_id: i64, connection: &str) -> anyhow::Result<()> {
+        let key = self.key(&format!("presence:{user_id}"));
+        let mut conn = self.conn.clone();
+        timed(conn.zrem::<_, _, ()>(&key, connection)).await
+    }
+
+    /// How many live connections the user holds, on any instance.
+    pub async fn live_connections(&self, user_id: i64) -> anyhow::Result<u64> {
+        let key = self.key(&format!("presence:{user_id}"));
+        let mut conn = self.conn.clone();
+        timed(conn.zcount(&key, now_ms(), "+inf")).await
+    }
+
+    /// Claims the right to announce a user's ONLINE (`online`) or OFFLINE (`!online`): exactly one
+    /// instance wins each transition.
+    pub async fn claim_announcement(&self, user_id: i64, online: bool) -> anyhow::Result<bool> {
+        let key = self.key(&format!("presence-announced:{user_id}"));
+        let mut conn = self.conn.clone();
+        if online {
+            let set: Option<String> = timed(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(set.is_some())
+        } else {
+            let deleted: u64 = timed(conn.del(&key)).await?;
+            Ok(deleted > 0)
+        }
+    }
+
+    /// Starts a typing indicator; false if one was already running (it is then renewed).
+    pub async fn start_typing(
+        &self,
+        conversation_id: i64,
+        user_id: i64,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
+        let key = self.key(&format!("typing:{conversation_id}:{user_id}"));
+        let mut conn = self.conn.clone();
+        let set: Option<String> = timed(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
+        if set.is_none() {
+            timed(conn.pexpire::<_, ()>(&key, ttl.as_millis() as i64)).await?;
+        }
+        Ok(set.is_some())
+    }
+
+    /// Ends a typing indicator; false if there was none.
+    pub async fn stop_typing(&self, conversation_id: i64, user_id: i64) -> anyhow::Result<bool> {
+        let key = self.key(&format!("typing:{conversation_id}:{user_id}"));
+        let mut conn = self.conn.clone();
+        let deleted: u64 = timed(conn.del(&key)).await?;
+        Ok(deleted > 0)
+    }
+
+    /// Whether a typing indicator is still running.
+    pub async fn is_typing(&self, conversation_id: i64, user_id: i64) -> anyhow::Result<bool> {
+        let key = self.key(&format!("typing:{conversation_id}:{user_id}"));
+        let mut conn = self.conn.clone();
+        timed(conn.exists(&key)).await
+    }
+
+    /// Counts one use of a per-user budget; returns (uses in the window, seconds left in it).
+    pub async fn spend(
+        &self,
+        budget: &str,
+        user_id: i64,
+        window: Duration,
+    ) -> anyhow::Result<(u64, u64)> {
+        let key = self.key(&format!("budget:{budget}:{user_id}"));
+        let mut conn = self.conn.clone();
+        let used: u64 = timed(conn.incr(&key, 1)).await?;
+        if used == 1 {
+            timed(conn.expire::<_, ()>(&key, window.as_secs() as i64)).await?;
+        }
+        let ttl: i64 = timed(conn.ttl(&key)).await?;
+        Ok((used, ttl.max(1) as u64))
+    }
+}
