@@ -10,5 +10,6 @@ mod batching;
 mod conversations;
 mod messages;
 mod pagination;
+mod rooms;
 mod schema;
 mod subscriptions;
