@@ -29,6 +29,7 @@ pub struct UpdateRoomInput {
     pub topic: Option<String>,
 }
 
+/// The room mutations.
 #[derive(Default)]
 pub struct RoomMutation;
 
@@ -178,6 +179,7 @@ pub struct SystemEvent {
     pub role: Option<rooms::Role>,
 }
 
+/// What a system message records: what happened, who did it, to whom, with which role.
 #[Object]
 impl SystemEvent {
     async fn kind(&self) -> SystemEventKind {
