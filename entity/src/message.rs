@@ -20,6 +20,15 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub edited_at: Option<DateTimeUtc>,
     pub deleted_at: Option<DateTimeUtc>,
+    /// For `SYSTEM` messages, what happened: `ROOM_CREATED`, `MEMBER_ADDED`, `MEMBER_REMOVED`,
+    /// `MEMBER_LEFT`, `ROLE_CHANGED`, `OWNERSHIP_TRANSFERRED`, `ROOM_RENAMED` or `TOPIC_CHANGED`.
+    pub system_kind: Option<String>,
+    /// For `SYSTEM` messages, the user who made the change.
+    pub system_actor_id: Option<i64>,
+    /// For `SYSTEM` messages about a member, the member.
+    pub system_target_id: Option<i64>,
+    /// For `SYSTEM` messages that give a role, the role.
+    pub system_role: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,6 +2,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
+mod m20261124_000003_rooms;
 mod m20261124_000004_notifications;
 mod m20261124_000005_server_settings;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261124_000001_init::Migration),
+            Box::new(m20261124_000003_rooms::Migration),
             Box::new(m20261124_000004_notifications::Migration),
             Box::new(m20261124_000005_server_settings::Migration),
         ]

@@ -107,7 +107,7 @@ pub async fn get_or_create_direct(
         member::Entity::insert_many([a, b].map(|user_id| member::ActiveModel {
             conversation_id: Set(result.last_insert_id),
             user_id: Set(user_id),
-            role: Set("MEMBER".into()),
+            role: Set(super::rooms::Role::Member.as_str().into()),
             last_read_seq: Set(0),
             last_read_at: Set(None),
             joined_at: Set(now),
@@ -210,6 +210,7 @@ pub async fn member_ids(db: &impl ConnectionTrait, conversation_id: i64) -> AppR
 }
 
 /// Messages from others, not deleted, past the user's read marker, in each of the conversations.
+/// A system message about the user's own action (adding someone, renaming) is theirs too.
 pub async fn unread_counts(
     db: &DatabaseConnection,
     user_id: i64,
@@ -233,6 +234,7 @@ pub async fn unread_counts(
                  AND m.seq > mb.last_read_seq \
                  WHERE mb.user_id = $1 AND mb.conversation_id IN ({placeholders}) \
                  AND m.deleted_at IS NULL AND (m.sender_id IS NULL OR m.sender_id <> $1) \
+                 AND (m.system_actor_id IS NULL OR m.system_actor_id <> $1) \
                  GROUP BY mb.conversation_id"
             ),
             values,
@@ -257,7 +259,8 @@ pub async fn total_unread(db: &DatabaseConnection, user_id: i64) -> AppResult<i6
              FROM members mb JOIN messages m ON m.conversation_id = mb.conversation_id \
              AND m.seq > mb.last_read_seq \
              WHERE mb.user_id = $1 AND m.deleted_at IS NULL \
-             AND (m.sender_id IS NULL OR m.sender_id <> $1)",
+             AND (m.sender_id IS NULL OR m.sender_id <> $1) \
+             AND (m.system_actor_id IS NULL OR m.system_actor_id <> $1)",
             vec![user_id.into()],
         ))
         .await?;

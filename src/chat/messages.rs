@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use entity::{conversation, conversation_event, message};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -171,8 +171,9 @@ async fn find_by_client_id(
 }
 
 /// Takes the conversation's next sequence number and stamps its activity time. Being the first
-/// write of the transaction, it also serialises concurrent changes to one conversation.
-async fn next_seq(
+/// write of the transaction, it also serialises concurrent changes to one conversation (room
+/// operations rely on this to check permissions against membership no one else is changing).
+pub(crate) async fn next_seq(
     txn: &DatabaseTransaction,
     conversation_id: i64,
 ) -> AppResult<(i64, chrono::DateTime<chrono::Utc>)> {
@@ -189,16 +190,23 @@ async fn next_seq(
     Ok((row.try_get::<i64>("", "last_seq")?, at))
 }
 
-/// Records the change in the log, commits, then tells the conversation's members.
-async fn commit_and_publish(
-    state: &AppState,
-    txn: DatabaseTransaction,
+/// A change written to the log inside a transaction, to be published once that transaction commits.
+pub(crate) struct Logged {
+    event_id: i64,
     change: MessageChange,
     message: message::Model,
-) -> AppResult<message::Model> {
+}
+
+/// Records a change in the conversation's log. A created message already holds its sequence
+/// number; an edit or delete takes the next one.
+pub(crate) async fn log_change(
+    txn: &DatabaseTransaction,
+    change: MessageChange,
+    message: message::Model,
+) -> AppResult<Logged> {
     let seq = match change {
         MessageChange::Created => message.seq,
-        _ => next_seq(&txn, message.conversation_id).await?.0,
+        _ => next_seq(txn, message.conversation_id).await?.0,
     };
     if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
         // Change-log ids must commit in id order, or a subscriber following several conversations
@@ -215,21 +223,62 @@ async fn commit_and_publish(
         created_at: Set(now()),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
-    let recipients = conversations::member_ids(&txn, message.conversation_id).await?;
+    Ok(Logged {
+        event_id: event.id,
+        change,
+        message,
+    })
+}
+
+/// Commits, then tells the conversation's members (as they are at commit, so a member removed in
+/// this transaction is left out unless named in `also`) about each logged change, in order.
+pub(crate) async fn commit_and_publish_all(
+    state: &AppState,
+    txn: DatabaseTransaction,
+    conversation_id: i64,
+    logged: Vec<Logged>,
+    also: &[i64],
+) -> AppResult<()> {
+    let mut recipients = conversations::member_ids(&txn, conversation_id).await?;
+    for id in also {
+        if !recipients.contains(id) {
+            recipients.push(*id);
+        }
+    }
     txn.commit().await?;
-    state
-        .bus
-        .publish(Envelope {
-            recipients,
-            event: Event::Message {
-                event_id: event.id,
-                change,
-                message: message.clone(),
-            },
-        })
-        .await;
+    for Logged {
+        event_id,
+        change,
+        message,
+    } in logged
+    {
+        state
+            .bus
+            .publish(Envelope {
+                recipients: recipients.clone(),
+                event: Event::Message {
+                    event_id,
+                    change,
+                    message,
+                },
+            })
+            .await;
+    }
+    Ok(())
+}
+
+/// Records the change in the log, commits, then tells the conversation's members.
+async fn commit_and_publish(
+    state: &AppState,
+    txn: DatabaseTransaction,
+    change: MessageChange,
+    message: message::Model,
+) -> AppResult<message::Model> {
+    let conversation_id = message.conversation_id;
+    let logged = log_change(&txn, change, message.clone()).await?;
+    commit_and_publish_all(state, txn, conversation_id, vec![logged], &[]).await?;
     Ok(message)
 }
 
@@ -283,18 +332,29 @@ pub async fn edit(
     commit_and_publish(state, txn, MessageChange::Edited, message).await
 }
 
-/// Soft-deletes a message: the row stays, its content is hidden. Sender only; deleting again
-/// changes nothing.
+/// Soft-deletes a message: the row stays, its content is hidden. The sender may; in a room, so may
+/// a moderator (see `rooms::authorize_moderation`). Deleting again changes nothing.
 pub async fn delete(
     state: &AppState,
     viewer: Viewer,
     message_id: i64,
 ) -> AppResult<message::Model> {
-    let message = own_live_message(&state.db, viewer, message_id, "delete").await?;
+    let db = &state.db;
+    let message = message::Entity::find_by_id(message_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::not_found("message"))?;
+    let (conversation, member) =
+        conversations::require_member(db, message.conversation_id, viewer.user_id)
+            .await
+            .map_err(|_| AppError::not_found("message"))?;
+    if message.sender_id != Some(viewer.user_id) {
+        super::rooms::authorize_moderation(&conversation, &member, &message)?;
+    }
     if message.deleted_at.is_some() {
         return Ok(message);
     }
-    let txn = db::begin_write(&state.db).await?;
+    let txn = db::begin_write(db).await?;
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
     let message = active.update(&txn).await?;
@@ -373,7 +433,9 @@ pub async fn latest_event_id(db: &DatabaseConnection) -> AppResult<i64> {
 }
 
 /// Up to `limit` logged changes after `after_id`, oldest first, in the given conversation or in
-/// any conversation the user belongs to now, each with the message as it is now.
+/// any, each with the message as it is now. Only changes the user may see are returned: those of
+/// conversations the user belongs to now, and the message about the user's own removal or
+/// departure (the last thing a former member is told).
 pub async fn events_after(
     db: &DatabaseConnection,
     user_id: i64,
@@ -381,22 +443,38 @@ pub async fn events_after(
     after_id: i64,
     limit: u64,
 ) -> AppResult<Vec<(conversation_event::Model, message::Model)>> {
-    let mut query = conversation_event::Entity::find()
-        .filter(conversation_event::Column::Id.gt(after_id))
-        .order_by_asc(conversation_event::Column::Id)
-        .limit(limit);
-    query = match conversation_id {
-        Some(id) => query.filter(conversation_event::Column::ConversationId.eq(id)),
-        None => query.filter(
-            conversation_event::Column::ConversationId.in_subquery(
-                sea_orm::sea_query::Query::select()
-                    .column(entity::member::Column::ConversationId)
-                    .from(entity::member::Entity)
-                    .and_where(entity::member::Column::UserId.eq(user_id))
-                    .to_owned(),
-            ),
-        ),
-    };
+    let mut query =
+        conversation_event::Entity::find()
+            .filter(conversation_event::Column::Id.gt(after_id))
+            .filter(
+                Condition::any()
+                    .add(
+                        conversation_event::Column::ConversationId.in_subquery(
+                            sea_orm::sea_query::Query::select()
+                                .column(entity::member::Column::ConversationId)
+                                .from(entity::member::Entity)
+                                .and_where(entity::member::Column::UserId.eq(user_id))
+                                .to_owned(),
+                        ),
+                    )
+                    .add(
+                        conversation_event::Column::MessageId.in_subquery(
+                            sea_orm::sea_query::Query::select()
+                                .column(message::Column::Id)
+                                .from(message::Entity)
+                                .and_where(message::Column::SystemTargetId.eq(user_id))
+                                .and_where(message::Column::SystemKind.is_in(
+                                    super::rooms::SystemKind::DEPARTURES.map(|k| k.as_str()),
+                                ))
+                                .to_owned(),
+                        ),
+                    ),
+            )
+            .order_by_asc(conversation_event::Column::Id)
+            .limit(limit);
+    if let Some(id) = conversation_id {
+        query = query.filter(conversation_event::Column::ConversationId.eq(id));
+    }
     let events = query.all(db).await?;
     let ids: Vec<i64> = events.iter().map(|e| e.message_id).collect();
     let messages = by_ids(db, &ids).await?;

@@ -43,6 +43,9 @@ impl MessageChange {
 }
 
 /// Something that happened in a conversation.
+// Every event travels inside one `Arc<Envelope>`, allocated once and shared by all subscribers, so
+// boxing the message would only add a second allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Event {
     /// A message was created, edited or deleted; `event_id` is its row in the change log.

@@ -4,13 +4,13 @@ mod errors;
 mod loaders;
 mod mutation;
 mod query;
+mod rooms;
 mod subscription;
 mod types;
 
-use async_graphql::{Context, Schema};
+use async_graphql::{Context, MergedObject, Schema};
 
 pub use loaders::Loaders;
-use mutation::MutationRoot;
 use query::QueryRoot;
 use subscription::SubscriptionRoot;
 
@@ -19,6 +19,11 @@ use crate::{
     auth::{Auth, Viewer},
     error::AppResult,
 };
+
+/// Every mutation: the core ones and the room ones, under the one root type clients know.
+#[derive(MergedObject, Default)]
+#[graphql(name = "MutationRoot")]
+pub struct MutationRoot(mutation::MutationRoot, rooms::RoomMutation);
 
 /// The executable schema.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -31,7 +36,7 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 /// Builds the schema around the server's state.
 pub fn build_schema(state: AppState) -> AppSchema {
     let loaders = Loaders::new(&state.db);
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .extension(errors::ErrorCodes)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -44,7 +49,7 @@ pub fn build_schema(state: AppState) -> AppSchema {
 
 /// The SDL that `palaver schema` prints and `schema.graphql` holds.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .finish()
         .sdl()
 }

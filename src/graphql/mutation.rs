@@ -18,6 +18,7 @@ use crate::{
     ids::{self, Kind},
 };
 
+#[derive(Default)]
 pub struct MutationRoot;
 
 /// A new account.
@@ -43,7 +44,8 @@ pub struct SendMessageInput {
     pub client_message_id: Option<String>,
 }
 
-#[Object]
+// Named apart from the merged root in `graphql/mod.rs`, which clients see as `MutationRoot`.
+#[Object(name = "CoreMutation")]
 impl MutationRoot {
     /// Creates an account and signs it in.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {

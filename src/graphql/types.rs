@@ -4,8 +4,9 @@ use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObje
 use chrono::{DateTime, Utc};
 use entity::{conversation, member, message, user};
 
-use super::{ContextExt, loaders::load_error};
+use super::{ContextExt, loaders::load_error, rooms::SystemEvent};
 use crate::{
+    chat::rooms::{Role, SystemKind},
     error::AppError,
     events::MessageChange,
     ids::{self, CursorKind, Kind},
@@ -95,6 +96,26 @@ pub enum MemberRole {
     Owner,
     Admin,
     Member,
+}
+
+impl From<MemberRole> for Role {
+    fn from(role: MemberRole) -> Self {
+        match role {
+            MemberRole::Owner => Role::Owner,
+            MemberRole::Admin => Role::Admin,
+            MemberRole::Member => Role::Member,
+        }
+    }
+}
+
+impl From<Role> for MemberRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Owner => MemberRole::Owner,
+            Role::Admin => MemberRole::Admin,
+            Role::Member => MemberRole::Member,
+        }
+    }
 }
 
 /// A direct conversation or a room, as seen by the viewer.
@@ -217,11 +238,7 @@ impl Member {
     }
 
     async fn role(&self) -> MemberRole {
-        match self.0.role.as_str() {
-            "OWNER" => MemberRole::Owner,
-            "ADMIN" => MemberRole::Admin,
-            _ => MemberRole::Member,
-        }
+        Role::parse(&self.0.role).into()
     }
 
     /// When the member last moved their read marker.
@@ -306,6 +323,17 @@ impl Message {
         } else {
             self.0.body.as_deref()
         }
+    }
+
+    /// For system messages, what happened, by whom, to whom (the body says the same in words).
+    async fn system_event(&self) -> Option<SystemEvent> {
+        let kind = SystemKind::parse(self.0.system_kind.as_deref()?)?;
+        Some(SystemEvent {
+            kind,
+            actor_id: self.0.system_actor_id,
+            target_id: self.0.system_target_id,
+            role: self.0.system_role.as_deref().map(Role::parse),
+        })
     }
 
     /// The message this one answers, if any.

@@ -12,6 +12,7 @@ mod messages;
 mod notifications;
 mod pagination;
 mod presence;
+mod rooms;
 mod scale_out;
 mod schema;
 mod subscriptions;

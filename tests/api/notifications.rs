@@ -222,3 +222,52 @@ async fn new_notifications_arrive_live() {
     assert_eq!(second["notifications"]["kind"], "MENTION");
     alice_ws.expect_silence().await;
 }
+
+#[tokio::test]
+async fn being_added_to_or_removed_from_a_room_notifies_that_member_only() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app
+        .data(
+            &owner.token,
+            "mutation($m: [ID!]!) { createRoom(input: {name: \"Front desk\", memberIds: $m}) { id } }",
+            json!({ "m": [bob.id] }),
+        )
+        .await["createRoom"]["id"]
+        .clone();
+    let (for_bob, _) = notifications(&app, &bob).await;
+    assert_eq!(kinds(&for_bob), ["ROOM_ADDED"]);
+    assert!(for_bob[0]["text"].as_str().unwrap().contains("Front desk"));
+    assert_eq!(for_bob[0]["conversation"]["id"], room);
+    assert_eq!(
+        notifications(&app, &owner).await.1,
+        0,
+        "the actor is not notified"
+    );
+
+    app.data(
+        &owner.token,
+        "mutation($r: ID!, $u: ID!) { addMember(roomId: $r, userId: $u) { id } }",
+        json!({ "r": room, "u": carol.id }),
+    )
+    .await;
+    assert_eq!(kinds(&notifications(&app, &carol).await.0), ["ROOM_ADDED"]);
+    assert_eq!(
+        kinds(&notifications(&app, &bob).await.0),
+        ["ROOM_ADDED"],
+        "others are not told"
+    );
+
+    app.data(
+        &owner.token,
+        "mutation($r: ID!, $u: ID!) { removeMember(roomId: $r, userId: $u) { id } }",
+        json!({ "r": room, "u": bob.id }),
+    )
+    .await;
+    let (for_bob, _) = notifications(&app, &bob).await;
+    assert_eq!(kinds(&for_bob), ["ROOM_ADDED", "ROOM_REMOVED"]);
+    // Once out, the notification no longer links to the room.
+    assert!(for_bob.iter().all(|n| n["conversation"].is_null()));
+}

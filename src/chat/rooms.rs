@@ -1,0 +1,821 @@
+//! Rooms: named conversations of many members, each with a role. The permission table lives in
+//! [`allowed`] and nowhere else; every room operation, and a moderator deleting someone else's
+//! message, asks it. Each operation is one write transaction that checks permissions against the
+//! membership as it is under the conversation's lock, makes the change, and records it as a SYSTEM
+//! message through the same sequence, change log and publish path as any other message.
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use entity::{conversation, member, message, notification, user};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, Set, sea_query::Expr,
+};
+
+use super::{
+    conversations::{self, ROOM, now},
+    messages::{self, Logged},
+    notifications::{self, NotificationKind},
+};
+use crate::{
+    AppState,
+    auth::Viewer,
+    db,
+    error::{AppError, AppResult},
+    events::MessageChange,
+};
+
+/// The longest room name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The longest room topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 500;
+/// The most members `createRoom` takes at once (more can be added one by one).
+pub const MAX_INITIAL_MEMBERS: usize = 1000;
+
+/// A room's name: trimmed, not empty, at most [`MAX_NAME_CHARS`], no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Parses a name as typed.
+    pub fn parse(raw: &str) -> AppResult<Self> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(AppError::bad_input("a room name must not be empty"));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(AppError::bad_input(format!(
+                "a room name must be at most {MAX_NAME_CHARS} characters"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(AppError::bad_input(
+                "a room name must not contain control characters",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A room's topic: trimmed, at most [`MAX_TOPIC_CHARS`]; line breaks and tabs are the only control
+/// characters allowed. Blank means "no topic".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomTopic(Option<String>);
+
+impl RoomTopic {
+    /// Parses a topic as typed.
+    pub fn parse(raw: &str) -> AppResult<Self> {
+        let topic = raw.trim();
+        if topic.chars().count() > MAX_TOPIC_CHARS {
+            return Err(AppError::bad_input(format!(
+                "a room topic must be at most {MAX_TOPIC_CHARS} characters"
+            )));
+        }
+        if topic
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+        {
+            return Err(AppError::bad_input(
+                "a room topic must not contain control characters",
+            ));
+        }
+        Ok(Self((!topic.is_empty()).then(|| topic.to_owned())))
+    }
+
+    /// No topic.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+/// A member's role. Declared from least to most powerful, so `Ord` is rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "MEMBER",
+            Role::Admin => "ADMIN",
+            Role::Owner => "OWNER",
+        }
+    }
+
+    /// Reads a stored role. Anything unrecognised is treated as the least powerful role, so a bad
+    /// row can never grant rights.
+    pub fn parse(stored: &str) -> Self {
+        match stored {
+            "OWNER" => Role::Owner,
+            "ADMIN" => Role::Admin,
+            _ => Role::Member,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Role::Member => "a member",
+            Role::Admin => "an admin",
+            Role::Owner => "the owner",
+        }
+    }
+}
+
+/// What a member may try to do to a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Change the room's name or topic.
+    UpdateRoom,
+    /// Add someone with the given role.
+    AddMember(Role),
+    /// Remove a member who has the given role.
+    RemoveMember(Role),
+    /// Make a member an admin, or an admin a member.
+    SetRole,
+    /// Hand the room to another member.
+    TransferOwnership,
+    /// Delete a message someone else sent.
+    DeleteOthersMessage,
+}
+
+impl Action {
+    fn describe(self) -> &'static str {
+        match self {
+            Action::UpdateRoom => "change the room's name or topic",
+            Action::AddMember(Role::Member) => "add members",
+            Action::AddMember(_) => "add admins",
+            Action::RemoveMember(Role::Member) => "remove members",
+            Action::RemoveMember(Role::Admin) => "remove admins",
+            Action::RemoveMember(Role::Owner) => "remove the owner",
+            Action::SetRole => "change members' roles",
+            Action::TransferOwnership => "transfer ownership",
+            Action::DeleteOthersMessage => "delete other people's messages",
+        }
+    }
+}
+
+/// The permission table (README, "Rooms"). Everything a member may do beyond reading and writing
+/// their own messages is decided here.
+pub fn allowed(actor: Role, action: Action) -> bool {
+    use Role::*;
+    match action {
+        Action::UpdateRoom | Action::DeleteOthersMessage => actor >= Admin,
+        Action::AddMember(Member) => actor >= Admin,
+        // A room has exactly one owner; a second one is only ever made by a transfer.
+        Action::AddMember(role) => actor == Owner && role == Admin,
+        // Moderators act only on those below them: an admin cannot remove another admin.
+        Action::RemoveMember(target) => actor >= Admin && actor > target,
+        Action::SetRole | Action::TransferOwnership => actor == Owner,
+    }
+}
+
+/// [`allowed`], as a FORBIDDEN error when it says no.
+pub fn authorize(actor: Role, action: Action) -> AppResult<()> {
+    if allowed(actor, action) {
+        Ok(())
+    } else {
+        let who = match actor {
+            Role::Member => "members",
+            Role::Admin => "admins",
+            Role::Owner => "owners",
+        };
+        Err(AppError::Forbidden(format!(
+            "{who} may not {}",
+            action.describe()
+        )))
+    }
+}
+
+/// Whether `member` may delete `message`, which someone else sent. Direct conversations have no
+/// moderators; system messages are the room's record and nobody deletes them.
+pub fn authorize_moderation(
+    conversation: &conversation::Model,
+    member: &member::Model,
+    message: &message::Model,
+) -> AppResult<()> {
+    if conversation.kind != ROOM {
+        return Err(AppError::Forbidden(
+            "only the sender may delete a message".into(),
+        ));
+    }
+    if message.sender_id.is_none() {
+        return Err(AppError::Forbidden(
+            "system messages cannot be deleted".into(),
+        ));
+    }
+    authorize(Role::parse(&member.role), Action::DeleteOthersMessage)
+}
+
+/// What a SYSTEM message records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemKind {
+    RoomCreated,
+    MemberAdded,
+    MemberRemoved,
+    MemberLeft,
+    RoleChanged,
+    OwnershipTransferred,
+    RoomRenamed,
+    TopicChanged,
+}
+
+impl SystemKind {
+    /// The messages that end someone's membership: the last thing a former member is told.
+    pub const DEPARTURES: [SystemKind; 2] = [SystemKind::MemberRemoved, SystemKind::MemberLeft];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemKind::RoomCreated => "ROOM_CREATED",
+            SystemKind::MemberAdded => "MEMBER_ADDED",
+            SystemKind::MemberRemoved => "MEMBER_REMOVED",
+            SystemKind::MemberLeft => "MEMBER_LEFT",
+            SystemKind::RoleChanged => "ROLE_CHANGED",
+            SystemKind::OwnershipTransferred => "OWNERSHIP_TRANSFERRED",
+            SystemKind::RoomRenamed => "ROOM_RENAMED",
+            SystemKind::TopicChanged => "TOPIC_CHANGED",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(stored: &str) -> Option<Self> {
+        [
+            SystemKind::RoomCreated,
+            SystemKind::MemberAdded,
+            SystemKind::MemberRemoved,
+            SystemKind::MemberLeft,
+            SystemKind::RoleChanged,
+            SystemKind::OwnershipTransferred,
+            SystemKind::RoomRenamed,
+            SystemKind::TopicChanged,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == stored)
+    }
+}
+
+/// A room to create, parsed.
+#[derive(Debug)]
+pub struct NewRoom {
+    pub name: RoomName,
+    pub topic: RoomTopic,
+    /// Everyone to add besides the creator, who becomes the owner.
+    pub member_ids: Vec<i64>,
+}
+
+/// A change to a room's settings, parsed; `None` leaves a field as it is.
+#[derive(Debug)]
+pub struct RoomUpdate {
+    pub name: Option<RoomName>,
+    pub topic: Option<RoomTopic>,
+}
+
+/// A room operation in progress: the write transaction, holding the conversation's lock, with the
+/// room and the acting member as they are under that lock.
+struct RoomTxn {
+    txn: DatabaseTransaction,
+    room: conversation::Model,
+    actor: member::Model,
+    /// The sequence number the lock took, used by the first system message.
+    reserved: Option<(i64, DateTime<Utc>)>,
+    logged: Vec<Logged>,
+    /// ROOM_ADDED / ROOM_REMOVED notifications made in this transaction, published after commit.
+    notes: Vec<notification::Model>,
+}
+
+impl RoomTxn {
+    /// Locks the room and loads the viewer's membership. Outsiders get NOT_FOUND, as for any
+    /// conversation; a direct conversation is not a room.
+    async fn open(db: &DatabaseConnection, room_id: i64, user_id: i64) -> AppResult<Self> {
+        let txn = db::begin_write(db).await?;
+        // Taking the sequence number first serialises this operation with every other change to
+        // the room, so the checks below cannot be raced. Refusing rolls it back.
+        let reserved = messages::next_seq(&txn, room_id).await?;
+        let (room, actor) = conversations::require_member(&txn, room_id, user_id).await?;
+        if room.kind != ROOM {
+            return Err(AppError::bad_input(
+                "this is a direct conversation, not a room",
+            ));
+        }
+        Ok(Self {
+            txn,
+            room,
+            actor,
+            reserved: Some(reserved),
+            logged: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+
+    fn actor_role(&self) -> Role {
+        Role::parse(&self.actor.role)
+    }
+
+    /// The membership of `user_id`, or NOT_FOUND.
+    async fn member(&self, user_id: i64) -> AppResult<member::Model> {
+        member::Entity::find_by_id((self.room.id, user_id))
+            .one(&self.txn)
+            .await?
+            .ok_or_else(|| AppError::not_found("member"))
+    }
+
+    /// Writes a SYSTEM message (the room's next message) and logs it.
+    async fn note(
+        &mut self,
+        kind: SystemKind,
+        target: Option<i64>,
+        role: Option<Role>,
+        body: String,
+    ) -> AppResult<i64> {
+        let (seq, at) = match self.reserved.take() {
+            Some(reserved) => reserved,
+            None => messages::next_seq(&self.txn, self.room.id).await?,
+        };
+        let message = message::ActiveModel {
+            conversation_id: Set(self.room.id),
+            seq: Set(seq),
+            sender_id: Set(None),
+            kind: Set("SYSTEM".into()),
+            body: Set(Some(body)),
+            created_at: Set(at),
+            system_kind: Set(Some(kind.as_str().into())),
+            system_actor_id: Set(Some(self.actor.user_id)),
+            system_target_id: Set(target),
+            system_role: Set(role.map(|r| r.as_str().into())),
+            ..Default::default()
+        }
+        .insert(&self.txn)
+        .await?;
+        conversation::Entity::update_many()
+            .col_expr(conversation::Column::LastMessageId, Expr::value(message.id))
+            .filter(conversation::Column::Id.eq(self.room.id))
+            .exec(&self.txn)
+            .await?;
+        self.logged
+            .push(messages::log_change(&self.txn, MessageChange::Created, message).await?);
+        Ok(seq)
+    }
+
+    /// Tells a user they were added to or removed from the room.
+    async fn notify(
+        &mut self,
+        user_id: i64,
+        kind: NotificationKind,
+        text: String,
+    ) -> AppResult<()> {
+        let note = notifications::create_one(
+            &self.txn,
+            user_id,
+            Some(self.actor.user_id),
+            kind,
+            text,
+            Some(self.room.id),
+            None,
+        )
+        .await?;
+        self.notes.push(note);
+        Ok(())
+    }
+
+    /// Commits and publishes the system messages to the members as they are now, plus `also`
+    /// (someone who just left or was removed hears about it, and nothing after). Returns the room
+    /// as committed. With nothing noted, nothing changed: the transaction is rolled back.
+    async fn commit(self, state: &AppState, also: &[i64]) -> AppResult<conversation::Model> {
+        if self.logged.is_empty() {
+            self.txn.rollback().await?;
+            return Ok(self.room);
+        }
+        let room_id = self.room.id;
+        messages::commit_and_publish_all(state, self.txn, room_id, self.logged, also).await?;
+        notifications::publish(state, self.notes).await;
+        conversation::Entity::find_by_id(room_id)
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| AppError::not_found("conversation"))
+    }
+}
+
+/// Usernames by id, for the text of system messages.
+async fn usernames(txn: &DatabaseTransaction, ids: &[i64]) -> AppResult<HashMap<i64, String>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Id.is_in(ids.iter().copied()))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect())
+}
+
+/// The username of one user, or NOT_FOUND.
+async fn username(txn: &DatabaseTransaction, id: i64) -> AppResult<String> {
+    usernames(txn, &[id])
+        .await?
+        .remove(&id)
+        .ok_or_else(|| AppError::not_found("user"))
+}
+
+fn new_member(
+    room_id: i64,
+    user_id: i64,
+    role: Role,
+    read_up_to: i64,
+    at: DateTime<Utc>,
+) -> member::ActiveModel {
+    member::ActiveModel {
+        conversation_id: Set(room_id),
+        user_id: Set(user_id),
+        role: Set(role.as_str().into()),
+        last_read_seq: Set(read_up_to),
+        last_read_at: Set(None),
+        joined_at: Set(at),
+        muted: Set(false),
+    }
+}
+
+/// Creates a room with the viewer as its owner and the given users as members.
+pub async fn create(
+    state: &AppState,
+    viewer: Viewer,
+    new: NewRoom,
+) -> AppResult<conversation::Model> {
+    if new.member_ids.len() > MAX_INITIAL_MEMBERS {
+        return Err(AppError::bad_input(format!(
+            "a room starts with at most {MAX_INITIAL_MEMBERS} members besides its owner"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for id in &new.member_ids {
+        if *id == viewer.user_id {
+            return Err(AppError::bad_input(
+                "leave yourself out of memberIds: the creator is the owner",
+            ));
+        }
+        if !seen.insert(*id) {
+            return Err(AppError::bad_input("memberIds names someone twice"));
+        }
+    }
+    let txn = db::begin_write(&state.db).await?;
+    let mut everyone = new.member_ids.clone();
+    everyone.push(viewer.user_id);
+    let names = usernames(&txn, &everyone).await?;
+    if names.len() != everyone.len() {
+        return Err(AppError::not_found("user"));
+    }
+    let at = now();
+    let room = conversation::ActiveModel {
+        kind: Set(ROOM.into()),
+        name: Set(Some(new.name.as_str().to_owned())),
+        topic: Set(new.topic.0),
+        direct_key: Set(None),
+        last_seq: Set(0),
+        last_message_id: Set(None),
+        last_activity_at: Set(at),
+        created_at: Set(at),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    // Markers start before the creation message, so everyone but the creator sees it as unread:
+    // that is how they learn they are in a new room.
+    member::Entity::insert_many(
+        std::iter::once(new_member(room.id, viewer.user_id, Role::Owner, 0, at)).chain(
+            new.member_ids
+                .iter()
+                .map(|id| new_member(room.id, *id, Role::Member, 0, at)),
+        ),
+    )
+    .exec(&txn)
+    .await?;
+    let actor = member::Model {
+        conversation_id: room.id,
+        user_id: viewer.user_id,
+        role: Role::Owner.as_str().into(),
+        last_read_seq: 0,
+        last_read_at: None,
+        joined_at: at,
+        muted: false,
+    };
+    let body = format!(
+        "{} created the room “{}”",
+        names.get(&viewer.user_id).map_or("", String::as_str),
+        new.name.as_str()
+    );
+    let mut op = RoomTxn {
+        txn,
+        room,
+        actor,
+        reserved: None,
+        logged: Vec::new(),
+        notes: Vec::new(),
+    };
+    op.note(SystemKind::RoomCreated, None, None, body).await?;
+    let creator = names.get(&viewer.user_id).cloned().unwrap_or_default();
+    for id in &new.member_ids {
+        let text = format!("{creator} added you to “{}”", new.name.as_str());
+        op.notify(*id, NotificationKind::RoomAdded, text).await?;
+    }
+    op.commit(state, &[]).await
+}
+
+/// Changes a room's name or topic (owners and admins).
+pub async fn update(
+    state: &AppState,
+    viewer: Viewer,
+    room_id: i64,
+    update: RoomUpdate,
+) -> AppResult<conversation::Model> {
+    if update.name.is_none() && update.topic.is_none() {
+        return Err(AppError::bad_input("give a name or a topic to change"));
+    }
+    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    authorize(op.actor_role(), Action::UpdateRoom)?;
+    let actor_name = username(&op.txn, viewer.user_id).await?;
+    let mut active: conversation::ActiveModel = op.room.clone().into();
+    let mut changed = false;
+    if let Some(name) = update
+        .name
+        .filter(|n| op.room.name.as_deref() != Some(n.as_str()))
+    {
+        active.name = Set(Some(name.as_str().to_owned()));
+        changed = true;
+        let body = format!("{actor_name} renamed the room to “{}”", name.as_str());
+        op.note(SystemKind::RoomRenamed, None, None, body).await?;
+    }
+    if let Some(topic) = update.topic.filter(|t| op.room.topic != t.0) {
+        let body = match &topic.0 {
+            Some(_) => format!("{actor_name} changed the topic"),
+            None => format!("{actor_name} cleared the topic"),
+        };
+        active.topic = Set(topic.0);
+        changed = true;
+        op.note(SystemKind::TopicChanged, None, None, body).await?;
+    }
+    if changed {
+        // Writes only the fields set above; the notes moved the sequence and last message.
+        active.update(&op.txn).await?;
+    }
+    op.commit(state, &[]).await
+}
+
+/// Adds a user to a room with a role (MEMBER by default at the API).
+pub async fn add_member(
+    state: &AppState,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+    role: Role,
+) -> AppResult<conversation::Model> {
+    if role == Role::Owner {
+        return Err(AppError::bad_input(
+            "a room has one owner: add as ADMIN or MEMBER, then transferOwnership",
+        ));
+    }
+    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    authorize(op.actor_role(), Action::AddMember(role))?;
+    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let target_name = names
+        .get(&user_id)
+        .cloned()
+        .ok_or_else(|| AppError::not_found("user"))?;
+    if member::Entity::find_by_id((room_id, user_id))
+        .one(&op.txn)
+        .await?
+        .is_some()
+    {
+        return Err(AppError::Conflict(format!(
+            "{target_name} is already a member"
+        )));
+    }
+    let actor_name = names.get(&viewer.user_id).cloned().unwrap_or_default();
+    let body = match role {
+        Role::Member => format!("{actor_name} added {target_name}"),
+        _ => format!("{actor_name} added {target_name} as {}", role.noun()),
+    };
+    let seq = op
+        .note(SystemKind::MemberAdded, Some(user_id), Some(role), body)
+        .await?;
+    // The newcomer's marker sits just before the message announcing them: what was said earlier
+    // is visible history, not a pile of unread messages.
+    member::Entity::insert(new_member(room_id, user_id, role, seq - 1, now()))
+        .exec(&op.txn)
+        .await?;
+    let text = format!(
+        "{actor_name} added you to “{}”",
+        op.room.name.clone().unwrap_or_default()
+    );
+    op.notify(user_id, NotificationKind::RoomAdded, text)
+        .await?;
+    op.commit(state, &[]).await
+}
+
+/// Removes a member (by someone who outranks them). The removed member is told, then nothing more.
+pub async fn remove_member(
+    state: &AppState,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+) -> AppResult<conversation::Model> {
+    if user_id == viewer.user_id {
+        return Err(AppError::bad_input("use leaveRoom to leave a room"));
+    }
+    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    let target = op.member(user_id).await?;
+    authorize(
+        op.actor_role(),
+        Action::RemoveMember(Role::parse(&target.role)),
+    )?;
+    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
+    member::Entity::delete_by_id((room_id, user_id))
+        .exec(&op.txn)
+        .await?;
+    let body = format!("{} removed {}", name(viewer.user_id), name(user_id));
+    op.note(SystemKind::MemberRemoved, Some(user_id), None, body)
+        .await?;
+    let text = format!(
+        "{} removed you from “{}”",
+        name(viewer.user_id),
+        op.room.name.clone().unwrap_or_default()
+    );
+    op.notify(user_id, NotificationKind::RoomRemoved, text)
+        .await?;
+    op.commit(state, &[user_id]).await
+}
+
+/// The viewer leaves a room. The owner must transfer ownership first.
+pub async fn leave(state: &AppState, viewer: Viewer, room_id: i64) -> AppResult<()> {
+    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    if op.actor_role() == Role::Owner {
+        return Err(AppError::Conflict(
+            "the owner cannot leave: transfer ownership to another member first".into(),
+        ));
+    }
+    let name = username(&op.txn, viewer.user_id).await?;
+    member::Entity::delete_by_id((room_id, viewer.user_id))
+        .exec(&op.txn)
+        .await?;
+    op.note(
+        SystemKind::MemberLeft,
+        Some(viewer.user_id),
+        None,
+        format!("{name} left"),
+    )
+    .await?;
+    op.commit(state, &[viewer.user_id]).await?;
+    Ok(())
+}
+
+/// Makes a member an admin or an admin a member (owner only). Setting the role someone already has
+/// changes nothing.
+pub async fn set_role(
+    state: &AppState,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+    role: Role,
+) -> AppResult<conversation::Model> {
+    if role == Role::Owner {
+        return Err(AppError::bad_input(
+            "use transferOwnership to make someone the owner",
+        ));
+    }
+    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    authorize(op.actor_role(), Action::SetRole)?;
+    let target = op.member(user_id).await?;
+    if Role::parse(&target.role) == Role::Owner {
+        return Err(AppError::Conflict(
+            "the owner's role changes only by transferring ownership".into(),
+        ));
+    }
+    if Role::parse(&target.role) == role {
+        return op.commit(state, &[]).await;
+    }
+    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
+    set_member_role(&op.txn, room_id, user_id, role).await?;
+    let body = format!(
+        "{} made {} {}",
+        name(viewer.user_id),
+        name(user_id),
+        role.noun()
+    );
+    op.note(SystemKind::RoleChanged, Some(user_id), Some(role), body)
+        .await?;
+    op.commit(state, &[]).await
+}
+
+/// Hands the room to another member (owner only); the previous owner becomes an admin.
+pub async fn transfer_ownership(
+    state: &AppState,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+) -> AppResult<conversation::Model> {
+    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    authorize(op.actor_role(), Action::TransferOwnership)?;
+    if user_id == viewer.user_id {
+        return Err(AppError::bad_input("you already own this room"));
+    }
+    op.member(user_id).await?;
+    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
+    set_member_role(&op.txn, room_id, user_id, Role::Owner).await?;
+    set_member_role(&op.txn, room_id, viewer.user_id, Role::Admin).await?;
+    let body = format!("{} made {} the owner", name(viewer.user_id), name(user_id));
+    op.note(
+        SystemKind::OwnershipTransferred,
+        Some(user_id),
+        Some(Role::Owner),
+        body,
+    )
+    .await?;
+    op.commit(state, &[]).await
+}
+
+async fn set_member_role(
+    txn: &DatabaseTransaction,
+    room_id: i64,
+    user_id: i64,
+    role: Role,
+) -> AppResult<()> {
+    member::Entity::update_many()
+        .col_expr(member::Column::Role, Expr::value(role.as_str()))
+        .filter(member::Column::ConversationId.eq(room_id))
+        .filter(member::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permission_table_is_what_the_readme_says() {
+        use Action::*;
+        use Role::*;
+        // (action, [owner, admin, member])
+        let table = [
+            (UpdateRoom, [true, true, false]),
+            (AddMember(Member), [true, true, false]),
+            (AddMember(Admin), [true, false, false]),
+            (AddMember(Owner), [false, false, false]),
+            (RemoveMember(Member), [true, true, false]),
+            (RemoveMember(Admin), [true, false, false]),
+            (RemoveMember(Owner), [false, false, false]),
+            (SetRole, [true, false, false]),
+            (TransferOwnership, [true, false, false]),
+            (DeleteOthersMessage, [true, true, false]),
+        ];
+        for (action, expected) in table {
+            for (actor, want) in [Owner, Admin, Member].into_iter().zip(expected) {
+                assert_eq!(allowed(actor, action), want, "{actor:?} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn room_names_are_trimmed_bounded_and_printable() {
+        assert_eq!(
+            RoomName::parse("  Front desk ").unwrap().as_str(),
+            "Front desk"
+        );
+        for bad in ["", "   ", "a\nb", "tab\there", &"x".repeat(101)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(RoomName::parse(&"é".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn topics_may_be_blank_or_multiline_but_not_too_long() {
+        assert_eq!(RoomTopic::parse("  ").unwrap(), RoomTopic::none());
+        assert!(RoomTopic::parse("line one\nline two").is_ok());
+        assert!(RoomTopic::parse("bell\u{7}").is_err());
+        assert!(RoomTopic::parse(&"x".repeat(501)).is_err());
+    }
+
+    #[test]
+    fn stored_names_round_trip() {
+        for role in [Role::Owner, Role::Admin, Role::Member] {
+            assert_eq!(Role::parse(role.as_str()), role);
+        }
+        assert_eq!(Role::parse("ROOT"), Role::Member);
+        for kind in [
+            SystemKind::RoomCreated,
+            SystemKind::TopicChanged,
+            SystemKind::MemberLeft,
+        ] {
+            assert_eq!(SystemKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+}
