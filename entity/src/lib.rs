@@ -4,4 +4,5 @@ pub mod conversation;
 pub mod conversation_event;
 pub mod member;
 pub mod message;
+pub mod setting;
 pub mod user;

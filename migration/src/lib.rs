@@ -2,6 +2,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
+mod m20261124_000002_attachments;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -9,6 +10,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_init::Migration)]
+        vec![
+            Box::new(m20261124_000001_init::Migration),
+            Box::new(m20261124_000002_attachments::Migration),
+        ]
     }
 }
