@@ -255,7 +255,7 @@ async fn commit_and_publish(
             event: Event::Message {
                 event_id: event.id,
                 change,
-                message: message.clone(),
+                message: Box::new(message.clone()),
             },
         })
         .await;

@@ -223,7 +223,10 @@ impl Files {
     /// A signed URL for a message's file, valid for the configured time (rounded up).
     pub fn download_url(&self, message_id: i64, now: i64) -> String {
         let ahead = now.saturating_add(self.url_ttl_secs);
-        let expires = ahead.div_euclid(URL_EXPIRY_STEP).saturating_add(1) * URL_EXPIRY_STEP;
+        let expires = ahead
+            .div_euclid(URL_EXPIRY_STEP)
+            .saturating_add(1)
+            .saturating_mul(URL_EXPIRY_STEP);
         let signature = self.signing.signature(message_id, expires);
         format!(
             "{}/files/{}?expires={expires}&signature={signature}",
