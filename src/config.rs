@@ -33,6 +33,31 @@ pub struct Config {
     #[arg(long, env = "PALAVER_MAX_UPLOAD_BYTES", default_value_t = 26_214_400)]
     pub max_upload_bytes: u64,
 
+    /// File name extensions refused on upload (comma-separated, case ignored). A file is also
+    /// refused when its content (magic bytes) is recognised as one of these, whatever its name.
+    #[arg(
+        long,
+        env = "PALAVER_DENIED_EXTENSIONS",
+        value_delimiter = ',',
+        default_value = DEFAULT_DENIED_EXTENSIONS
+    )]
+    pub denied_extensions: Vec<String>,
+
+    /// Key for signing download URLs. Every instance using the same database must share it; unset,
+    /// a random key is generated once and kept in the database's `settings` table.
+    #[arg(long, env = "PALAVER_URL_SIGNING_KEY")]
+    pub url_signing_key: Option<Secret>,
+
+    /// How long a signed `downloadUrl` stays valid, in seconds (rounded up to the next 5 minutes,
+    /// so that repeated queries hand out the same URL and browsers can cache the file).
+    #[arg(long, env = "PALAVER_DOWNLOAD_URL_TTL_SECS", default_value_t = 3600)]
+    pub download_url_ttl_secs: u64,
+
+    /// Public base URL (`https://chat.example.com`) put in front of `downloadUrl`; unset, download
+    /// URLs are relative (`/files/…`).
+    #[arg(long, env = "PALAVER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Longest message body accepted, in characters.
     #[arg(long, env = "PALAVER_MAX_MESSAGE_CHARS", default_value_t = 4000)]
     pub max_message_chars: usize,
@@ -45,6 +70,29 @@ pub struct Config {
     /// milliseconds (absorbs quick reconnects).
     #[arg(long, env = "PALAVER_PRESENCE_GRACE_MS", default_value_t = 3000)]
     pub presence_grace_ms: u64,
+}
+
+/// Executables, installers and scripts: what a chat should not hand to a double-click.
+pub const DEFAULT_DENIED_EXTENSIONS: &str = "exe,dll,com,scr,pif,cpl,msi,msp,msc,bat,cmd,ps1,psm1,\
+vbs,vbe,js,jse,wsf,wsh,hta,lnk,reg,jar,class,apk,dex,dey,app,dmg,pkg,deb,rpm,elf,mach,so,dylib,sh,\
+bash,zsh,csh,ksh,command,run,py,pl,rb,php,wasm,crx";
+
+/// A configuration value that must not show up in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 impl Config {

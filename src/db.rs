@@ -78,19 +78,19 @@ pub async fn setting_or_init(
     name: &str,
     init: impl FnOnce() -> String,
 ) -> Result<String, DbErr> {
-    use entity::server_setting;
+    use entity::setting;
     use sea_orm::{EntityTrait, Set};
-    if let Some(found) = server_setting::Entity::find_by_id(name).one(db).await? {
+    if let Some(found) = setting::Entity::find_by_id(name).one(db).await? {
         return Ok(found.value);
     }
-    server_setting::Entity::insert(server_setting::ActiveModel {
-        name: Set(name.to_owned()),
+    setting::Entity::insert(setting::ActiveModel {
+        key: Set(name.to_owned()),
         value: Set(init()),
     })
-    .on_conflict_do_nothing()
-    .exec(db)
+    .on_conflict_do_nothing_on([setting::Column::Key])
+    .exec_without_returning(db)
     .await?;
-    server_setting::Entity::find_by_id(name)
+    setting::Entity::find_by_id(name.to_owned())
         .one(db)
         .await?
         .map(|s| s.value)

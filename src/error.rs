@@ -23,8 +23,13 @@ pub enum AppError {
     },
     #[error("{0}")]
     ResyncRequired(String),
+    /// A `Range` header that does not fit the file (HTTP 416); carries the file's size.
+    #[error("the requested range is not satisfiable")]
+    RangeNotSatisfiable(u64),
     #[error("internal server error")]
     Database(#[from] DbErr),
+    #[error("internal server error")]
+    Storage(#[from] object_store::Error),
     #[error("internal server error")]
     Internal(String),
 }
@@ -39,12 +44,14 @@ impl AppError {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
-            AppError::BadInput(_) => "BAD_USER_INPUT",
+            AppError::BadInput(_) | AppError::RangeNotSatisfiable(_) => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::ResyncRequired(_) => "RESYNC_REQUIRED",
-            AppError::Database(_) | AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+            AppError::Database(_) | AppError::Storage(_) | AppError::Internal(_) => {
+                "INTERNAL_SERVER_ERROR"
+            }
         }
     }
 
@@ -59,7 +66,10 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            AppError::Database(_) | AppError::Storage(_) | AppError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -76,6 +86,7 @@ impl AppError {
     fn log_if_internal(&self) {
         match self {
             AppError::Database(err) => tracing::error!(error = %err, "database error"),
+            AppError::Storage(err) => tracing::error!(error = %err, "object store error"),
             AppError::Internal(err) => tracing::error!(error = %err, "internal error"),
             _ => {}
         }
@@ -126,7 +137,24 @@ impl axum::response::IntoResponse for AppError {
         let body = serde_json::json!({
             "errors": [{ "message": self.to_string(), "extensions": { "code": self.code() } }]
         });
-        (self.status(), axum::Json(body)).into_response()
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            // RFC 9110: a 416 says how big the representation is.
+            AppError::RangeNotSatisfiable(size) => {
+                if let Ok(value) = format!("bytes */{size}").parse() {
+                    headers.insert(axum::http::header::CONTENT_RANGE, value);
+                }
+            }
+            AppError::Unauthenticated(_) => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
+        }
+        response
     }
 }
 

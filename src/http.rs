@@ -1,22 +1,24 @@
-//! The HTTP surface: `/graphql` (POST to execute, GET for GraphiQL), `/graphql/ws` for
-//! subscriptions, `/healthz` and `/metrics`.
+//! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET for GraphiQL),
+//! `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql_axum::{
-    GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket,
-    rejection::GraphQLRejection,
+use async_graphql::{
+    BatchRequest, ParseRequestError,
+    http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, receive_batch_body},
 };
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, State, WebSocketUpgrade},
+    body::Body,
+    extract::{DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
+use futures_util::{StreamExt, TryStreamExt};
 use sea_orm::ConnectionTrait;
 use tower_http::trace::TraceLayer;
 
@@ -25,16 +27,24 @@ use crate::{
     auth::{self, Auth},
     chat::typing::ConnectionId,
     error::AppError,
+    files,
     graphql::{AppSchema, build_schema},
 };
 
-/// Largest JSON GraphQL request body accepted.
+/// Largest JSON GraphQL request body accepted (and what a multipart request may carry besides
+/// its file).
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
 #[derive(Clone)]
 struct HttpState {
     app: AppState,
     schema: AppSchema,
+}
+
+impl FromRef<HttpState> for AppState {
+    fn from_ref(state: &HttpState) -> Self {
+        state.app.clone()
+    }
 }
 
 /// The whole router, ready to serve.
@@ -44,6 +54,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(websocket))
+        // `get` also answers HEAD; the handler then skips reading the store.
+        .route("/files/{message_id}", get(files::download::download))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -72,14 +84,10 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
     auth::authenticate(&state.db, token).await
 }
 
-async fn graphql(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    request: Result<GraphQLBatchRequest, GraphQLRejection>,
-) -> Response {
-    let request = match request {
-        Ok(request) => request.into_inner(),
-        Err(rejection) => return rejection_response(rejection),
+async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let request = match read_request(&state.app, &headers, body).await {
+        Ok(request) => request,
+        Err(err) => return rejection_response(err),
     };
     let auth = match viewer_from_headers(&state.app, &headers).await {
         Ok(auth) => auth,
@@ -88,14 +96,67 @@ async fn graphql(
     GraphQLResponse::from(state.schema.execute_batch(request.data(auth)).await).into_response()
 }
 
+/// Reads a GraphQL request: JSON, or the GraphQL multipart request spec (operations, map, files).
+/// Files are spooled by async-graphql to anonymous temporary files, never held in memory; one
+/// larger than `PALAVER_MAX_UPLOAD_BYTES`, or a body larger than that plus [`MAX_JSON_BODY`], is
+/// PAYLOAD_TOO_LARGE, found while streaming (before anything reaches the store).
+async fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BatchRequest, ParseRequestError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let multipart = content_type.is_some_and(|ct| {
+        ct.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/")
+    });
+    let max_file = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let limit = if multipart {
+        max_file.saturating_add(MAX_JSON_BODY)
+    } else {
+        MAX_JSON_BODY
+    } as u64;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ParseRequestError::PayloadTooLarge);
+    }
+    // Counted as it streams too: a chunked body has no Content-Length to check up front.
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut seen = 0u64;
+    let reader = body
+        .into_data_stream()
+        .map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen += chunk.len() as u64;
+            if seen > limit {
+                flag.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("request body too large"));
+            }
+            Ok(chunk)
+        })
+        .into_async_read();
+    // The number of files needs no limit of its own: the body limit bounds their total.
+    let options = MultipartOptions::default().max_file_size(max_file);
+    match receive_batch_body(content_type, reader, options).await {
+        Err(_) if exceeded.load(Ordering::Relaxed) => Err(ParseRequestError::PayloadTooLarge),
+        other => other,
+    }
+}
+
 /// A request that could not be read as GraphQL at all gets a GraphQL-shaped error with a code.
-fn rejection_response(rejection: GraphQLRejection) -> Response {
+fn rejection_response(rejection: ParseRequestError) -> Response {
     use async_graphql::ParseRequestError as E;
-    let (status, code) = match &rejection.0 {
+    let (status, code) = match &rejection {
         E::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
         _ => (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"),
     };
-    let message = match &rejection.0 {
+    let message = match &rejection {
         E::Io(_) => "the request body could not be read".to_string(),
         other => other.to_string(),
     };

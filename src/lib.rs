@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod graphql;
 pub mod http;
 pub mod ids;
@@ -23,11 +24,13 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-/// What every request handler may reach: the database, the event bus, and the settings.
+/// What every request handler may reach: the database, the event bus, the file store, and the
+/// settings.
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
     pub bus: events::EventBus,
+    pub files: Arc<files::Files>,
     pub config: Arc<Config>,
     /// SQL statements executed since start; exported on `/metrics`.
     pub statements: Arc<AtomicU64>,
@@ -63,6 +66,8 @@ impl Application {
         })
         .await?
         .parse::<i64>()?;
+        let files = Arc::new(files::Files::open(&config, &db).await?);
+        spawn_orphan_sweep(files.clone(), db.clone());
         let listener = TcpListener::bind(config.addr).await?;
         let shared = match &config.redis_url {
             Some(url) => {
@@ -77,6 +82,7 @@ impl Application {
                 std::time::Duration::from_millis(config.presence_grace_ms),
                 shared.clone(),
             ),
+            files,
             config: Arc::new(config),
             statements,
             typing: chat::typing::Typing::new(shared),
@@ -127,6 +133,18 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Deletes stored files left without a message by a crash between storing and committing (see
+/// `files`). In the background: a large bucket must not delay the start.
+fn spawn_orphan_sweep(files: Arc<files::Files>, db: DatabaseConnection) {
+    tokio::spawn(async move {
+        match files.sweep_orphans(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "swept orphaned files"),
+            Err(err) => tracing::warn!(error = %err, "orphaned-file sweep failed"),
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

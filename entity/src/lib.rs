@@ -5,5 +5,5 @@ pub mod conversation_event;
 pub mod member;
 pub mod message;
 pub mod notification;
-pub mod server_setting;
+pub mod setting;
 pub mod user;

@@ -29,6 +29,23 @@ pub struct Model {
     pub system_target_id: Option<i64>,
     /// For `SYSTEM` messages that give a role, the role.
     pub system_role: Option<String>,
+    /// Where the attached file's bytes live in the object store (a fresh uuid per upload). Kept
+    /// after deletion so a late cleanup can still find the object.
+    // `serde(default)`: events cross instances through Redis, and an instance running the previous
+    // version sends messages without these fields.
+    #[serde(default)]
+    pub attachment_key: Option<String>,
+    /// The sender's file name, reduced to a harmless base name.
+    #[serde(default)]
+    pub attachment_filename: Option<String>,
+    /// Decided from the file's content, not from what the client claimed.
+    #[serde(default)]
+    pub attachment_content_type: Option<String>,
+    #[serde(default)]
+    pub attachment_size: Option<i64>,
+    /// Lower-case hex SHA-256 of the bytes; also the download's ETag.
+    #[serde(default)]
+    pub attachment_sha256: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

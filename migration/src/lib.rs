@@ -2,9 +2,9 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
+mod m20261124_000002_attachments;
 mod m20261124_000003_rooms;
 mod m20261124_000004_notifications;
-mod m20261124_000005_server_settings;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -14,9 +14,9 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261124_000001_init::Migration),
+            Box::new(m20261124_000002_attachments::Migration),
             Box::new(m20261124_000003_rooms::Migration),
             Box::new(m20261124_000004_notifications::Migration),
-            Box::new(m20261124_000005_server_settings::Migration),
         ]
     }
 }

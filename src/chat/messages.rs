@@ -20,6 +20,7 @@ use crate::{
     db,
     error::{AppError, AppResult, is_unique_violation},
     events::{Envelope, Event, MessageChange},
+    files::{StoredFile, ValidFile},
 };
 
 /// Where a message is going: an existing conversation, or a user (the direct conversation with
@@ -69,19 +70,30 @@ impl ClientMessageId {
     }
 }
 
-/// A send, parsed.
+/// A send, parsed: a body, a validated file, or both.
 #[derive(Debug)]
 pub struct NewMessage {
     pub target: Target,
-    pub body: MessageBody,
+    pub body: Option<MessageBody>,
+    pub file: Option<ValidFile>,
     pub reply_to_id: Option<i64>,
     pub client_message_id: Option<ClientMessageId>,
 }
 
 /// Sends a message. A retry with the same client message id returns the first message and creates
-/// nothing.
-pub async fn send(state: &AppState, viewer: Viewer, new: NewMessage) -> AppResult<message::Model> {
+/// nothing (and stores no file).
+///
+/// A file is stored only once every check has passed, just before the transaction; if the
+/// transaction fails its object is deleted again (see `files` for what a crash in between leaves).
+pub async fn send(
+    state: &AppState,
+    viewer: Viewer,
+    mut new: NewMessage,
+) -> AppResult<message::Model> {
     let db = &state.db;
+    if new.body.is_none() && new.file.is_none() {
+        return Err(AppError::bad_input("a message needs a body or a file"));
+    }
     if let Some(cmid) = &new.client_message_id
         && let Some(existing) = find_by_client_id(db, viewer.user_id, cmid).await?
     {
@@ -115,19 +127,60 @@ pub async fn send(state: &AppState, viewer: Viewer, new: NewMessage) -> AppResul
         }
     }
 
+    let stored = match new.file.take() {
+        Some(file) => Some(state.files.put(file).await?),
+        None => None,
+    };
+    let result = insert_message(
+        state,
+        viewer,
+        conversation_id,
+        new,
+        stored.as_ref(),
+        reply_to_sender,
+    )
+    .await;
+    if let Some(file) = &stored {
+        let named =
+            matches!(&result, Ok(m) if m.attachment_key.as_deref() == Some(file.key.as_str()));
+        if !named {
+            // The transaction failed, or a concurrent retry's message won: nothing names the
+            // object, so remove it now rather than leave it to the sweep.
+            state.files.remove(&file.key).await;
+        }
+    }
+    result
+}
+
+/// The transactional half of [`send`]: the row, the conversation's pointer, the change log.
+async fn insert_message(
+    state: &AppState,
+    viewer: Viewer,
+    conversation_id: i64,
+    new: NewMessage,
+    file: Option<&StoredFile>,
+    reply_to_sender: Option<i64>,
+) -> AppResult<message::Model> {
+    let db = &state.db;
     let txn = db::begin_write(db).await?;
     let (seq, at) = next_seq(&txn, conversation_id).await?;
+    let kind = file.map_or("TEXT", |f| f.kind.as_str());
     let inserted = message::ActiveModel {
         conversation_id: Set(conversation_id),
         seq: Set(seq),
         sender_id: Set(Some(viewer.user_id)),
-        kind: Set("TEXT".into()),
-        body: Set(Some(new.body.0)),
+        kind: Set(kind.into()),
+        body: Set(new.body.map(|b| b.0)),
         reply_to_id: Set(new.reply_to_id),
         client_message_id: Set(new.client_message_id.as_ref().map(|c| c.0.clone())),
         created_at: Set(at),
         edited_at: Set(None),
         deleted_at: Set(None),
+        attachment_key: Set(file.map(|f| f.key.clone())),
+        attachment_filename: Set(file.map(|f| f.filename.clone())),
+        attachment_content_type: Set(file.map(|f| f.content_type.clone())),
+        attachment_size: Set(file.map(|f| f.size)),
+        attachment_sha256: Set(file.map(|f| f.sha256.clone())),
         ..Default::default()
     }
     .insert(&txn)
@@ -135,7 +188,8 @@ pub async fn send(state: &AppState, viewer: Viewer, new: NewMessage) -> AppResul
     let message = match inserted {
         Ok(message) => message,
         Err(err) if is_unique_violation(&err) && new.client_message_id.is_some() => {
-            // A concurrent retry won the race; hand back what it made.
+            // A concurrent retry won the race; hand back what it made (the caller removes the
+            // file this attempt stored).
             txn.rollback().await?;
             let cmid = new.client_message_id.as_ref().map(|c| c.0.clone());
             return message::Entity::find()
@@ -261,7 +315,7 @@ pub(crate) async fn commit_and_publish_all(
                 event: Event::Message {
                     event_id,
                     change,
-                    message,
+                    message: Box::new(message),
                 },
             })
             .await;
@@ -358,7 +412,13 @@ pub async fn delete(
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
     let message = active.update(&txn).await?;
-    commit_and_publish(state, txn, MessageChange::Deleted, message).await
+    let message = commit_and_publish(state, txn, MessageChange::Deleted, message).await?;
+    // Only after the commit: were the delete rolled back, the file would still be needed. If this
+    // fails, the orphan sweep removes it (it spares only objects of live messages).
+    if let Some(key) = &message.attachment_key {
+        state.files.remove(key).await;
+    }
+    Ok(message)
 }
 
 /// A page of a conversation's messages in sequence order; positions are sequence numbers.

@@ -1,5 +1,5 @@
 //! Write operations.
-use async_graphql::{Context, ID, InputObject, Object, Result};
+use async_graphql::{Context, ID, InputObject, Object, Result, Upload};
 
 use super::{
     ContextExt,
@@ -15,6 +15,7 @@ use crate::{
         users,
     },
     error::AppError,
+    files::IncomingFile,
     ids::{self, Kind},
 };
 
@@ -33,13 +34,18 @@ pub struct RegisterInput {
 }
 
 /// A message to send: to a conversation (`conversationId`) or to a user (`recipientId`, which
-/// starts the direct conversation on first use). Exactly one of the two.
+/// starts the direct conversation on first use). Exactly one of the two. It carries a `body`, a
+/// `file`, or both.
 #[derive(InputObject)]
 pub struct SendMessageInput {
     pub conversation_id: Option<ID>,
     pub recipient_id: Option<ID>,
+    /// Required unless a file is attached.
     pub body: Option<String>,
     pub reply_to_id: Option<ID>,
+    /// A file, sent as a GraphQL multipart request. Its content decides the message kind (IMAGE,
+    /// VIDEO, AUDIO, DOCUMENT, ARCHIVE or FILE).
+    pub file: Option<Upload>,
     /// Makes the send idempotent: a retry with the same id returns the first message.
     pub client_message_id: Option<String>,
 }
@@ -95,13 +101,30 @@ impl MutationRoot {
                 .into());
             }
         };
-        let body = MessageBody::parse(
-            input.body.as_deref().unwrap_or_default(),
-            state.config.max_message_chars,
-        )?;
+        let file = match &input.file {
+            Some(upload) => {
+                let value = upload
+                    .value(ctx)
+                    .map_err(|err| AppError::Internal(format!("reading an upload: {err}")))?;
+                let incoming = IncomingFile {
+                    filename: value.filename,
+                    content: value.content,
+                };
+                Some(state.files.validate(incoming).await?)
+            }
+            None => None,
+        };
+        let max_chars = state.config.max_message_chars;
+        let body = match input.body.as_deref() {
+            // With a file, a blank caption is no caption.
+            Some(raw) if file.is_some() && raw.trim().is_empty() => None,
+            None if file.is_some() => None,
+            raw => Some(MessageBody::parse(raw.unwrap_or_default(), max_chars)?),
+        };
         let new = NewMessage {
             target,
             body,
+            file,
             reply_to_id: ids::decode_opt(Kind::Message, input.reply_to_id.as_ref())?,
             client_message_id: input
                 .client_message_id

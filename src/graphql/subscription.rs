@@ -117,7 +117,7 @@ impl SubscriptionRoot {
                         yield MessageEvent {
                             event_id: *event_id,
                             kind: (*change).into(),
-                            message: message.clone(),
+                            message: message.as_ref().clone(),
                         };
                     }
                     // Fell behind the bus: catch up from the log, then carry on live.

@@ -336,6 +336,22 @@ impl Message {
         })
     }
 
+    /// The attached file; null for text messages and once the message is deleted.
+    async fn attachment(&self, ctx: &Context<'_>) -> Option<Attachment> {
+        if self.0.deleted_at.is_some() {
+            return None;
+        }
+        let m = &self.0;
+        m.attachment_key.as_ref()?;
+        Some(Attachment {
+            filename: m.attachment_filename.clone().unwrap_or_default(),
+            content_type: m.attachment_content_type.clone().unwrap_or_default(),
+            size: m.attachment_size.unwrap_or_default(),
+            sha256: m.attachment_sha256.clone().unwrap_or_default(),
+            download_url: ctx.state().files.download_url(m.id, Utc::now().timestamp()),
+        })
+    }
+
     /// The message this one answers, if any.
     async fn reply_to(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
         match self.0.reply_to_id {
@@ -422,6 +438,22 @@ impl Message {
             .map(|m| m.user_id)
             .collect())
     }
+}
+
+/// A file attached to a message.
+#[derive(SimpleObject)]
+pub struct Attachment {
+    /// The sender's file name, reduced to its last path component.
+    pub filename: String,
+    /// Decided from the file's content (magic bytes), not from the name or the client's claim.
+    pub content_type: String,
+    /// In bytes.
+    pub size: i64,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// `GET` it without a token (e.g. `<img src>`) until it expires; with
+    /// `Authorization: Bearer`, `/files/{messageId}` works for members at any time.
+    pub download_url: String,
 }
 
 /// What happened to a message.

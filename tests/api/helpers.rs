@@ -355,3 +355,117 @@ impl WsClient {
 pub fn error_code(response: &Value) -> Option<&str> {
     response["errors"][0]["extensions"]["code"].as_str()
 }
+
+/// What `sendMessage` returns in the file tests.
+pub const FILE_MESSAGE_FIELDS: &str =
+    "id kind body attachment { filename contentType size sha256 downloadUrl }";
+
+/// A fresh directory for a test's file store, and the `STORAGE_URL` naming it.
+pub fn temp_storage() -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(unique("palaver-files-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("file://{}", dir.display());
+    (dir, url)
+}
+
+/// How many files (not directories) lie under `dir`, at any depth.
+pub fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() { count_files(&path) } else { 1 }
+        })
+        .sum()
+}
+
+/// Lower-case hex SHA-256, as the server reports it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+impl TestApp {
+    /// Sends `sendMessage` as a GraphQL multipart request (as Apollo's upload link and `curl -F`
+    /// do), with `input` plus the file; returns the HTTP status and the JSON response.
+    pub async fn upload(
+        &self,
+        token: &str,
+        input: Value,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut input = input;
+        input["file"] = Value::Null;
+        let operations = json!({
+            "query": format!(
+                "mutation($input: SendMessageInput!) {{ sendMessage(input: $input) {{ {FILE_MESSAGE_FIELDS} }} }}"
+            ),
+            "variables": { "input": input },
+        });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", json!({ "0": ["variables.input.file"] }).to_string())
+            .part(
+                "0",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name(filename.to_owned())
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            );
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON response"))
+    }
+
+    /// Uploads a file to a conversation, which must succeed; returns the message.
+    pub async fn send_file(
+        &self,
+        from: &TestUser,
+        conversation_id: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Value {
+        let (_, response) = self
+            .upload(
+                &from.token,
+                json!({ "conversationId": conversation_id }),
+                filename,
+                bytes,
+            )
+            .await;
+        assert!(
+            response.get("errors").is_none(),
+            "upload of {filename} failed: {response}"
+        );
+        response["data"]["sendMessage"].clone()
+    }
+
+    /// `GET` (or another method) on a path or a relative URL, with an optional bearer token.
+    pub async fn fetch(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+}

@@ -8,6 +8,7 @@ mod authorization;
 mod bad_input;
 mod batching;
 mod conversations;
+mod files;
 mod messages;
 mod notifications;
 mod pagination;

@@ -1,11 +1,11 @@
-//! A named value that every instance sharing the database agrees on.
+//! A server-wide setting shared by every instance on the database (e.g. the URL signing key).
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "server_settings")]
+#[sea_orm(table_name = "settings")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub name: String,
+    pub key: String,
     #[sea_orm(column_type = "Text")]
     pub value: String,
 }
