@@ -71,6 +71,8 @@ pub enum CursorKind {
     Row,
     /// A position in the conversation list: (last activity in ms, id).
     Activity,
+    /// A position in the read-receipt stream: (read time in µs, conversation, user).
+    Receipt,
 }
 
 impl CursorKind {
@@ -80,6 +82,7 @@ impl CursorKind {
             CursorKind::Event => "e",
             CursorKind::Row => "r",
             CursorKind::Activity => "a",
+            CursorKind::Receipt => "c",
         }
     }
 }

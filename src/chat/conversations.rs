@@ -325,3 +325,75 @@ pub async fn mark_read(
     }
     Ok(conversation)
 }
+
+/// A read marker as a receipt: whose, where, up to which message, when.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub conversation_id: i64,
+    pub user_id: i64,
+    pub up_to_message_id: Option<i64>,
+    pub read_at: DateTime<Utc>,
+}
+
+/// Read markers moved after a position (read µs, conversation, user), oldest first, in one
+/// conversation or all of the user's: what a resuming `readReceipts` subscriber missed.
+pub async fn receipts_after(
+    db: &DatabaseConnection,
+    user_id: i64,
+    conversation_id: Option<i64>,
+    (micros, after_conversation, after_user): (i64, i64, i64),
+    limit: u64,
+) -> AppResult<Vec<Receipt>> {
+    let at = DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
+    let mut query = member::Entity::find()
+        .filter(member::Column::LastReadAt.is_not_null())
+        .filter(
+            Expr::col(member::Column::LastReadAt)
+                .gt(at)
+                .or(Expr::col(member::Column::LastReadAt).eq(at).and(
+                    Expr::col(member::Column::ConversationId)
+                        .gt(after_conversation)
+                        .or(Expr::col(member::Column::ConversationId)
+                            .eq(after_conversation)
+                            .and(Expr::col(member::Column::UserId).gt(after_user))),
+                )),
+        )
+        .order_by_asc(member::Column::LastReadAt)
+        .order_by_asc(member::Column::ConversationId)
+        .order_by_asc(member::Column::UserId)
+        .limit(limit);
+    query = match conversation_id {
+        Some(id) => query.filter(member::Column::ConversationId.eq(id)),
+        None => query.filter(
+            member::Column::ConversationId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(member::Column::ConversationId)
+                    .from(member::Entity)
+                    .and_where(member::Column::UserId.eq(user_id))
+                    .to_owned(),
+            ),
+        ),
+    };
+    let mut receipts = Vec::new();
+    for m in query.all(db).await? {
+        let up_to_message_id = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .filter(message::Column::ConversationId.eq(m.conversation_id))
+            .filter(message::Column::Seq.lte(m.last_read_seq))
+            .order_by_desc(message::Column::Seq)
+            .into_tuple::<i64>()
+            .one(db)
+            .await?;
+        if let Some(read_at) = m.last_read_at {
+            receipts.push(Receipt {
+                conversation_id: m.conversation_id,
+                user_id: m.user_id,
+                up_to_message_id,
+                read_at,
+            });
+        }
+    }
+    Ok(receipts)
+}

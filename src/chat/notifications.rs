@@ -286,6 +286,32 @@ pub async fn list(
     })
 }
 
+/// A user's notifications created or updated after a position (updated µs, id), oldest first: what
+/// a resuming `notifications` subscriber missed.
+pub async fn changed_after(
+    db: &DatabaseConnection,
+    user_id: i64,
+    (micros, id): (i64, i64),
+    limit: u64,
+) -> AppResult<Vec<notification::Model>> {
+    let at = DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
+    Ok(notification::Entity::find()
+        .filter(notification::Column::UserId.eq(user_id))
+        .filter(
+            Expr::col(notification::Column::UpdatedAt)
+                .gt(at)
+                .or(Expr::col(notification::Column::UpdatedAt)
+                    .eq(at)
+                    .and(Expr::col(notification::Column::Id).gt(id))),
+        )
+        .order_by_asc(notification::Column::UpdatedAt)
+        .order_by_asc(notification::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
 /// How many of a user's notifications are unread.
 pub async fn unread_count(db: &DatabaseConnection, user_id: i64) -> AppResult<u64> {
     use sea_orm::PaginatorTrait;

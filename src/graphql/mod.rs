@@ -1,5 +1,6 @@
 //! The GraphQL transport: schema assembly, the Query / Mutation / Subscription roots, object types
 //! and DataLoaders. Resolvers parse their arguments and call into `chat`.
+mod durable;
 mod errors;
 mod loaders;
 mod mutation;

@@ -11,19 +11,17 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     ContextExt,
+    durable::durable,
     types::{
         MessageEvent, Notification, PresenceEvent, PresenceStatus, ReadReceiptEvent, TypingEvent,
     },
 };
 use crate::{
-    chat::{conversations, messages, presence, users},
+    chat::{conversations, messages, notifications, presence, users},
     error::AppError,
     events::{Envelope, Event, MessageChange},
     ids::{self, CursorKind, Kind},
 };
-
-/// How many logged changes one replay query reads.
-const REPLAY_BATCH: u64 = 500;
 
 pub struct SubscriptionRoot;
 
@@ -47,7 +45,7 @@ impl SubscriptionRoot {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         // Listen before reading the log, so nothing falls between replay and live.
-        let mut live = state.bus.subscribe();
+        let live = state.bus.subscribe();
         let latest = messages::latest_event_id(&state.db).await?;
         let since = match since.as_deref() {
             None => None,
@@ -60,72 +58,53 @@ impl SubscriptionRoot {
                 .into());
             }
         };
-        let start = since.unwrap_or(latest);
         let user_id = viewer.user_id;
-        Ok(async_stream::stream! {
-            // Events already delivered by a replay, which the live feed may carry again.
-            let mut replayed: HashSet<i64> = HashSet::new();
-            let mut last = start;
-            let mut replay_from = since;
-            loop {
-                if let Some(after) = replay_from.take() {
-                    let mut after = after;
-                    loop {
-                        let batch = match messages::events_after(
-                            &state.db, user_id, conversation, after, REPLAY_BATCH,
-                        )
-                        .await
-                        {
-                            Ok(batch) => batch,
-                            Err(err) => {
-                                tracing::error!(error = %err, "replay failed; ending subscription");
-                                return;
-                            }
-                        };
-                        let full = batch.len() as u64 == REPLAY_BATCH;
-                        for (event, message) in batch {
-                            after = event.id;
-                            last = last.max(event.id);
-                            let Some(change) = MessageChange::parse(&event.kind) else { continue };
-                            if replayed.insert(event.id) {
-                                yield MessageEvent { event_id: event.id, kind: change.into(), message };
-                            }
-                        }
-                        if !full {
-                            break;
-                        }
-                    }
+        let db = state.db.clone();
+        Ok(durable(
+            live,
+            since,
+            latest,
+            move |after, limit| {
+                let db = db.clone();
+                async move {
+                    let rows =
+                        messages::events_after(&db, user_id, conversation, after, limit).await?;
+                    Ok(rows
+                        .into_iter()
+                        .filter_map(|(event, message)| {
+                            let change = MessageChange::parse(&event.kind)?;
+                            Some((
+                                event.id,
+                                MessageEvent {
+                                    event_id: event.id,
+                                    kind: change.into(),
+                                    message,
+                                },
+                            ))
+                        })
+                        .collect())
                 }
-                match live.recv().await {
-                    Ok(envelope) => {
-                        if let Event::Resync = envelope.event {
-                            replay_from = Some(last);
-                            continue;
-                        }
-                        if !envelope.is_for(user_id) {
-                            continue;
-                        }
-                        let Event::Message { event_id, change, message } = &envelope.event else {
-                            continue;
-                        };
-                        if conversation.is_some_and(|c| c != message.conversation_id)
-                            || replayed.contains(event_id)
-                        {
-                            continue;
-                        }
-                        last = last.max(*event_id);
-                        yield MessageEvent {
+            },
+            move |envelope| match &envelope.event {
+                Event::Message {
+                    event_id,
+                    change,
+                    message,
+                } if envelope.is_for(user_id)
+                    && conversation.is_none_or(|c| c == message.conversation_id) =>
+                {
+                    Some((
+                        *event_id,
+                        MessageEvent {
                             event_id: *event_id,
                             kind: (*change).into(),
                             message: message.as_ref().clone(),
-                        };
-                    }
-                    // Fell behind the bus: catch up from the log, then carry on live.
-                    Err(RecvError::Lagged(_)) => replay_from = Some(last),
-                    Err(RecvError::Closed) => return,
+                        },
+                    ))
                 }
-            }
-        })
+                _ => None,
+            },
+        ))
     }
 
     /// Typing indicators from the other members of one conversation or of all the viewer's.
@@ -164,21 +143,52 @@ impl SubscriptionRoot {
     }
 
     /// Read markers moving, in one conversation or in all of the viewer's (the viewer's own too,
-    /// so that their other devices can clear unread badges).
+    /// so that their other devices can clear unread badges). Pass the `cursor` of the last receipt
+    /// seen as `since` to first receive every marker that moved after it (its latest position).
     async fn read_receipts(
         &self,
         ctx: &Context<'_>,
         conversation_id: Option<ID>,
+        since: Option<String>,
     ) -> Result<impl Stream<Item = ReadReceiptEvent> + use<>> {
         let viewer = ctx.viewer()?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
+        let since = since
+            .map(|c| ids::decode_cursor(CursorKind::Receipt, &c, 3).map(|v| (v[0], v[1], v[2])))
+            .transpose()?;
         if let Some(id) = conversation {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
+        let live = state.bus.subscribe();
+        let start = (chrono::Utc::now().timestamp_micros(), 0, 0);
         let user_id = viewer.user_id;
-        Ok(live(
-            state.bus.subscribe(),
+        let db = state.db.clone();
+        let receipt = |r: conversations::Receipt| {
+            (
+                (r.read_at.timestamp_micros(), r.conversation_id, r.user_id),
+                ReadReceiptEvent {
+                    conversation_id: ids::encode(Kind::Conversation, r.conversation_id),
+                    conversation: r.conversation_id,
+                    user_id: r.user_id,
+                    up_to_message_id: r.up_to_message_id.map(|id| ids::encode(Kind::Message, id)),
+                    read_at: r.read_at,
+                },
+            )
+        };
+        Ok(durable(
+            live,
+            since,
+            start,
+            move |after, limit| {
+                let db = db.clone();
+                async move {
+                    let rows =
+                        conversations::receipts_after(&db, user_id, conversation, after, limit)
+                            .await?;
+                    Ok(rows.into_iter().map(receipt).collect())
+                }
+            },
             move |envelope| match envelope.event {
                 Event::ReadReceipt {
                     conversation_id,
@@ -189,33 +199,57 @@ impl SubscriptionRoot {
                 } if envelope.is_for(user_id)
                     && conversation.is_none_or(|c| c == conversation_id) =>
                 {
-                    Some(ReadReceiptEvent {
-                        conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                    Some(receipt(conversations::Receipt {
+                        conversation_id,
                         user_id: reader,
-                        up_to_message_id: up_to_message_id.map(|id| ids::encode(Kind::Message, id)),
+                        up_to_message_id,
                         read_at,
-                    })
+                    }))
                 }
                 _ => None,
             },
         ))
     }
 
-    /// The viewer's new and updated notifications, as they happen.
+    /// The viewer's new and updated notifications, as they happen. Pass the `cursor` of the last
+    /// one seen as `since` to first receive every notification made or updated after it.
     async fn notifications(
         &self,
         ctx: &Context<'_>,
+        since: Option<String>,
     ) -> Result<impl Stream<Item = Notification> + use<>> {
         let viewer = ctx.viewer()?;
-        let rx = ctx.state().bus.subscribe();
-        Ok(live(rx, move |envelope| match &envelope.event {
-            Event::Notifications { rows } if envelope.is_for(viewer.user_id) => rows
-                .iter()
-                .find(|n| n.user_id == viewer.user_id)
-                .cloned()
-                .map(Notification),
-            _ => None,
-        }))
+        let state = ctx.state().clone();
+        let since = since
+            .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
+            .transpose()?;
+        let live = state.bus.subscribe();
+        let start = (chrono::Utc::now().timestamp_micros(), 0);
+        let user_id = viewer.user_id;
+        let db = state.db.clone();
+        let position = |n: &entity::notification::Model| (n.updated_at.timestamp_micros(), n.id);
+        Ok(durable(
+            live,
+            since,
+            start,
+            move |after, limit| {
+                let db = db.clone();
+                async move {
+                    let rows = notifications::changed_after(&db, user_id, after, limit).await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|n| (position(&n), Notification(n)))
+                        .collect())
+                }
+            },
+            move |envelope| match &envelope.event {
+                Event::Notifications { rows } if envelope.is_for(user_id) => rows
+                    .iter()
+                    .find(|n| n.user_id == user_id)
+                    .map(|n| (position(n), Notification(n.clone()))),
+                _ => None,
+            },
+        ))
     }
 
     /// Users coming online and going offline: those named in `userIds` (first their current

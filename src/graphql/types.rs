@@ -520,6 +520,8 @@ impl TypingEvent {
 pub struct ReadReceiptEvent {
     pub conversation_id: ID,
     #[graphql(skip)]
+    pub conversation: i64,
+    #[graphql(skip)]
     pub user_id: i64,
     /// The newest message now read (null if the conversation has no messages).
     pub up_to_message_id: Option<ID>,
@@ -528,6 +530,18 @@ pub struct ReadReceiptEvent {
 
 #[ComplexObject]
 impl ReadReceiptEvent {
+    /// Pass as `since` to `readReceipts` to first receive every marker moved after this one.
+    async fn cursor(&self) -> String {
+        ids::cursor(
+            CursorKind::Receipt,
+            &[
+                self.read_at.timestamp_micros(),
+                self.conversation,
+                self.user_id,
+            ],
+        )
+    }
+
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         load_user(ctx, self.user_id).await
     }
@@ -643,6 +657,15 @@ impl Notification {
     /// When it last changed (a collapsed notification changes with each new message).
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+
+    /// Pass as `since` to the `notifications` subscription to first receive every notification
+    /// made or updated after this one.
+    async fn cursor(&self) -> String {
+        ids::cursor(
+            CursorKind::Activity,
+            &[self.0.updated_at.timestamp_micros(), self.0.id],
+        )
     }
 }
 

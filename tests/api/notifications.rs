@@ -271,3 +271,31 @@ async fn being_added_to_or_removed_from_a_room_notifies_that_member_only() {
     // Once out, the notification no longer links to the room.
     assert!(for_bob.iter().all(|n| n["conversation"].is_null()));
 }
+
+#[tokio::test]
+async fn a_file_makes_a_file_notification() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    app.data(
+        &bob.token,
+        "mutation { markAllNotificationsRead }",
+        json!({}),
+    )
+    .await;
+    // A minimal PNG signature and header: enough for the content to say "image".
+    let mut png = vec![
+        0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, b'I', b'H', b'D', b'R',
+    ];
+    png.extend_from_slice(&[
+        0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
+    ]);
+    app.send_file(&alice, &conversation, "dot.png", png).await;
+    let (for_bob, unread) = notifications(&app, &bob).await;
+    assert_eq!(unread, 1);
+    let fresh: Vec<_> = for_bob.iter().filter(|n| n["isRead"] == false).collect();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0]["kind"], "FILE");
+    assert_eq!(notifications(&app, &alice).await.1, 0);
+}

@@ -379,3 +379,73 @@ async fn sigterm_closes_websockets_with_going_away_and_exits_cleanly() {
     assert!(exit.success(), "exit status {exit:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn notifications_and_read_receipts_resume_from_a_cursor_too() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let notes = "subscription($s: String) { notifications(since: $s) { kind count cursor } }";
+    let receipts =
+        "subscription($s: String) { readReceipts(since: $s) { cursor user { id } upToMessageId } }";
+
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws.subscribe("n", notes, json!({})).await;
+    let mut alice_ws = app.ws(Some(&alice.token)).await;
+    alice_ws.subscribe("r", receipts, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+    app.send(&alice, &conversation, "first").await;
+    let note_cursor = bob_ws.next_data("n").await["notifications"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    let receipt_cursor = alice_ws.next_data("r").await["readReceipts"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(bob_ws);
+    drop(alice_ws);
+
+    // While both are away: more messages (collapsing into bob's fresh notification), a mention,
+    // and bob reading again.
+    app.send(&alice, &conversation, "second").await;
+    app.send(&alice, &conversation, "third").await;
+    let last = app
+        .send(&alice, &conversation, &format!("@{} ping", bob.username))
+        .await;
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe("n", notes, json!({ "s": note_cursor }))
+        .await;
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let note = bob_ws.next_data("n").await;
+        kinds.push(note["notifications"]["kind"].as_str().unwrap().to_owned());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["MENTION", "MESSAGE"]);
+    bob_ws.expect_silence().await;
+
+    let mut alice_ws = app.ws(Some(&alice.token)).await;
+    alice_ws
+        .subscribe("r", receipts, json!({ "s": receipt_cursor }))
+        .await;
+    let receipt = alice_ws.next_data("r").await;
+    assert_eq!(receipt["readReceipts"]["user"]["id"], bob.id);
+    assert_eq!(receipt["readReceipts"]["upToMessageId"], last["id"]);
+    alice_ws.expect_silence().await;
+}
