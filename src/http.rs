@@ -178,6 +178,13 @@ async fn websocket(
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // tungstenite's defaults (128 KiB each way) would cost every idle connection ~256 KiB;
+        // chat frames are small, so start small and grow only while a frame needs it.
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        // A client that stops reading is closed once this much is queued for it, rather than
+        // holding server memory without bound; it resumes with its cursor when it reconnects.
+        .max_write_buffer_size(WS_MAX_QUEUED)
         .on_upgrade(move |socket| {
             let tracker = state.app.connections.clone();
             tracker.track_future(serve_socket(state, socket, protocol, header_auth))
@@ -247,6 +254,11 @@ async fn serve_socket(
         }
     }
 }
+
+/// Initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Most bytes queued for one WebSocket client before it is deemed gone and closed.
+const WS_MAX_QUEUED: usize = 1024 * 1024;
 
 /// Numbers WebSocket connections, so that state tied to one can be undone when it closes.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
