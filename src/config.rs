@@ -70,6 +70,28 @@ pub struct Config {
     /// milliseconds (absorbs quick reconnects).
     #[arg(long, env = "PALAVER_PRESENCE_GRACE_MS", default_value_t = 3000)]
     pub presence_grace_ms: u64,
+
+    /// Answer introspection (`__schema`, `__type`). Turn off in production so that strangers are
+    /// not handed a map of the API; `__typename` keeps working either way.
+    #[arg(long, env = "PALAVER_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Serve GraphiQL on `GET /graphql` (404 when off).
+    #[arg(long, env = "PALAVER_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphiql: bool,
+
+    /// Most operations in one batched request (a JSON array); more is BATCH_TOO_LARGE.
+    #[arg(long, env = "PALAVER_MAX_BATCH", default_value_t = 10)]
+    pub max_batch: usize,
+
+    /// Most root fields one operation may select, aliases and fragments included; more is
+    /// QUERY_TOO_COMPLEX. Each root field may cost a database round trip (or a password hash).
+    #[arg(long, env = "PALAVER_MAX_ROOT_FIELDS", default_value_t = 20)]
+    pub max_root_fields: usize,
+
+    /// Most aliases in one document; more is QUERY_TOO_COMPLEX.
+    #[arg(long, env = "PALAVER_MAX_ALIASES", default_value_t = 50)]
+    pub max_aliases: usize,
 }
 
 /// Executables, installers and scripts: what a chat should not hand to a double-click.

@@ -63,7 +63,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(HttpState { app: state, schema })
 }
 
-async fn graphiql() -> Html<String> {
+async fn graphiql(State(state): State<HttpState>) -> Response {
+    if !state.app.config.graphiql {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")
@@ -71,6 +74,7 @@ async fn graphiql() -> Html<String> {
             .title("Palaver")
             .finish(),
     )
+    .into_response()
 }
 
 async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Auth, AppError> {
@@ -89,6 +93,9 @@ async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Body)
         Ok(request) => request,
         Err(err) => return rejection_response(err),
     };
+    if let Err(response) = check_request_size(&state.app, &request) {
+        return *response;
+    }
     let auth = match viewer_from_headers(&state.app, &headers).await {
         Ok(auth) => auth,
         Err(err) => return err.into_response(),
@@ -149,6 +156,41 @@ async fn read_request(
     }
 }
 
+/// Refuses a batch of more than `PALAVER_MAX_BATCH` operations (BATCH_TOO_LARGE), and query text
+/// longer than [`MAX_JSON_BODY`] that arrived inside a (larger) multipart body, before anything
+/// is parsed.
+fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Box<Response>> {
+    let requests = match request {
+        BatchRequest::Single(one) => std::slice::from_ref(one),
+        BatchRequest::Batch(many) => many.as_slice(),
+    };
+    if requests.len() > state.config.max_batch {
+        let message = format!(
+            "a batch may hold at most {} operations; this one has {}",
+            state.config.max_batch,
+            requests.len()
+        );
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "BATCH_TOO_LARGE",
+            message,
+        )));
+    }
+    if requests.iter().any(|r| r.query.len() > MAX_JSON_BODY) {
+        return Err(Box::new(rejection_response(
+            ParseRequestError::PayloadTooLarge,
+        )));
+    }
+    Ok(())
+}
+
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 /// A request that could not be read as GraphQL at all gets a GraphQL-shaped error with a code.
 fn rejection_response(rejection: ParseRequestError) -> Response {
     use async_graphql::ParseRequestError as E;
@@ -160,10 +202,7 @@ fn rejection_response(rejection: ParseRequestError) -> Response {
         E::Io(_) => "the request body could not be read".to_string(),
         other => other.to_string(),
     };
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, axum::Json(body)).into_response()
+    error_response(status, code, message)
 }
 
 async fn websocket(

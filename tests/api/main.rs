@@ -9,6 +9,7 @@ mod bad_input;
 mod batching;
 mod conversations;
 mod files;
+mod limits;
 mod messages;
 mod notifications;
 mod pagination;
