@@ -20,7 +20,24 @@ use crate::{
     error::AppError,
     events::{Envelope, Event, MessageChange},
     ids::{self, CursorKind, Kind},
+    limits::{SlotGuard, SubscriptionSlots},
 };
+
+/// Claims one of the connection's subscription slots (over HTTP there is no connection, and
+/// subscriptions are refused anyway).
+fn claim_slot(ctx: &Context<'_>) -> Result<Option<SlotGuard>, AppError> {
+    ctx.data_opt::<SubscriptionSlots>()
+        .map(SubscriptionSlots::claim)
+        .transpose()
+}
+
+/// Keeps a subscription's slot taken for as long as its stream lives.
+fn hold<S: Stream>(slot: Option<SlotGuard>, stream: S) -> impl Stream<Item = S::Item> {
+    stream.map(move |item| {
+        let _held = &slot;
+        item
+    })
+}
 
 /// How many logged changes one replay query reads.
 const REPLAY_BATCH: u64 = 500;
@@ -38,6 +55,7 @@ impl SubscriptionRoot {
         since: Option<String>,
     ) -> Result<impl Stream<Item = MessageEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         let since = since
@@ -62,70 +80,73 @@ impl SubscriptionRoot {
         };
         let start = since.unwrap_or(latest);
         let user_id = viewer.user_id;
-        Ok(async_stream::stream! {
-            // Events already delivered by a replay, which the live feed may carry again.
-            let mut replayed: HashSet<i64> = HashSet::new();
-            let mut last = start;
-            let mut replay_from = since;
-            loop {
-                if let Some(after) = replay_from.take() {
-                    let mut after = after;
-                    loop {
-                        let batch = match messages::events_after(
-                            &state.db, user_id, conversation, after, REPLAY_BATCH,
-                        )
-                        .await
-                        {
-                            Ok(batch) => batch,
-                            Err(err) => {
-                                tracing::error!(error = %err, "replay failed; ending subscription");
-                                return;
+        Ok(hold(
+            slot,
+            async_stream::stream! {
+                // Events already delivered by a replay, which the live feed may carry again.
+                let mut replayed: HashSet<i64> = HashSet::new();
+                let mut last = start;
+                let mut replay_from = since;
+                loop {
+                    if let Some(after) = replay_from.take() {
+                        let mut after = after;
+                        loop {
+                            let batch = match messages::events_after(
+                                &state.db, user_id, conversation, after, REPLAY_BATCH,
+                            )
+                            .await
+                            {
+                                Ok(batch) => batch,
+                                Err(err) => {
+                                    tracing::error!(error = %err, "replay failed; ending subscription");
+                                    return;
+                                }
+                            };
+                            let full = batch.len() as u64 == REPLAY_BATCH;
+                            for (event, message) in batch {
+                                after = event.id;
+                                last = last.max(event.id);
+                                let Some(change) = MessageChange::parse(&event.kind) else { continue };
+                                if replayed.insert(event.id) {
+                                    yield MessageEvent { event_id: event.id, kind: change.into(), message };
+                                }
                             }
-                        };
-                        let full = batch.len() as u64 == REPLAY_BATCH;
-                        for (event, message) in batch {
-                            after = event.id;
-                            last = last.max(event.id);
-                            let Some(change) = MessageChange::parse(&event.kind) else { continue };
-                            if replayed.insert(event.id) {
-                                yield MessageEvent { event_id: event.id, kind: change.into(), message };
+                            if !full {
+                                break;
                             }
-                        }
-                        if !full {
-                            break;
                         }
                     }
-                }
-                match live.recv().await {
-                    Ok(envelope) => {
-                        if let Event::Resync = envelope.event {
-                            replay_from = Some(last);
-                            continue;
+                    match live.recv().await {
+                        Ok(envelope) => {
+                            if let Event::Resync = envelope.event {
+                                replay_from = Some(last);
+                                continue;
+                            }
+                            if !envelope.is_for(user_id) {
+                                continue;
+                            }
+                            let Event::Message { event_id, change, message } = &envelope.event else {
+                                continue;
+                            };
+                            if conversation.is_some_and(|c| c != message.conversation_id)
+                                || replayed.contains(event_id)
+                            {
+                                continue;
+                            }
+                            last = last.max(*event_id);
+                            yield MessageEvent {
+                                event_id: *event_id,
+                                kind: (*change).into(),
+                                message: message.as_ref().clone(),
+                            };
                         }
-                        if !envelope.is_for(user_id) {
-                            continue;
-                        }
-                        let Event::Message { event_id, change, message } = &envelope.event else {
-                            continue;
-                        };
-                        if conversation.is_some_and(|c| c != message.conversation_id)
-                            || replayed.contains(event_id)
-                        {
-                            continue;
-                        }
-                        last = last.max(*event_id);
-                        yield MessageEvent {
-                            event_id: *event_id,
-                            kind: (*change).into(),
-                            message: message.as_ref().clone(),
-                        };
+                        // Fell behind the bus: catch up from the log, then carry on live.
+                        Err(RecvError::Lagged(_)) => replay_from = Some(last),
+                        Err(RecvError::Closed) => return,
                     }
-                    // Fell behind the bus: catch up from the log, then carry on live.
-                    Err(RecvError::Lagged(_)) => replay_from = Some(last),
-                    Err(RecvError::Closed) => return,
                 }
-            }
-        })
+            },
+        ))
     }
 
     /// Typing indicators from the other members of one conversation or of all the viewer's.
@@ -135,31 +156,34 @@ impl SubscriptionRoot {
         conversation_id: Option<ID>,
     ) -> Result<impl Stream<Item = TypingEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         if let Some(id) = conversation {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         let user_id = viewer.user_id;
-        Ok(live(
-            state.bus.subscribe(),
-            move |envelope| match envelope.event {
-                Event::Typing {
-                    conversation_id,
-                    user_id: typist,
-                    is_typing,
-                } if envelope.is_for(user_id)
-                    && typist != user_id
-                    && conversation.is_none_or(|c| c == conversation_id) =>
-                {
-                    Some(TypingEvent {
-                        conversation_id: ids::encode(Kind::Conversation, conversation_id),
+        Ok(hold(
+            slot,
+            live(state.bus.subscribe(), move |envelope| {
+                match envelope.event {
+                    Event::Typing {
+                        conversation_id,
                         user_id: typist,
                         is_typing,
-                    })
+                    } if envelope.is_for(user_id)
+                        && typist != user_id
+                        && conversation.is_none_or(|c| c == conversation_id) =>
+                    {
+                        Some(TypingEvent {
+                            conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                            user_id: typist,
+                            is_typing,
+                        })
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }),
         ))
     }
 
@@ -171,33 +195,37 @@ impl SubscriptionRoot {
         conversation_id: Option<ID>,
     ) -> Result<impl Stream<Item = ReadReceiptEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         if let Some(id) = conversation {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         let user_id = viewer.user_id;
-        Ok(live(
-            state.bus.subscribe(),
-            move |envelope| match envelope.event {
-                Event::ReadReceipt {
-                    conversation_id,
-                    user_id: reader,
-                    up_to_message_id,
-                    read_at,
-                    ..
-                } if envelope.is_for(user_id)
-                    && conversation.is_none_or(|c| c == conversation_id) =>
-                {
-                    Some(ReadReceiptEvent {
-                        conversation_id: ids::encode(Kind::Conversation, conversation_id),
+        Ok(hold(
+            slot,
+            live(state.bus.subscribe(), move |envelope| {
+                match envelope.event {
+                    Event::ReadReceipt {
+                        conversation_id,
                         user_id: reader,
-                        up_to_message_id: up_to_message_id.map(|id| ids::encode(Kind::Message, id)),
+                        up_to_message_id,
                         read_at,
-                    })
+                        ..
+                    } if envelope.is_for(user_id)
+                        && conversation.is_none_or(|c| c == conversation_id) =>
+                    {
+                        Some(ReadReceiptEvent {
+                            conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                            user_id: reader,
+                            up_to_message_id: up_to_message_id
+                                .map(|id| ids::encode(Kind::Message, id)),
+                            read_at,
+                        })
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }),
         ))
     }
 
@@ -207,15 +235,19 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = Notification> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let rx = ctx.state().bus.subscribe();
-        Ok(live(rx, move |envelope| match &envelope.event {
-            Event::Notifications { rows } if envelope.is_for(viewer.user_id) => rows
-                .iter()
-                .find(|n| n.user_id == viewer.user_id)
-                .cloned()
-                .map(Notification),
-            _ => None,
-        }))
+        Ok(hold(
+            slot,
+            live(rx, move |envelope| match &envelope.event {
+                Event::Notifications { rows } if envelope.is_for(viewer.user_id) => rows
+                    .iter()
+                    .find(|n| n.user_id == viewer.user_id)
+                    .cloned()
+                    .map(Notification),
+                _ => None,
+            }),
+        ))
     }
 
     /// Users coming online and going offline: those named in `userIds` (first their current
@@ -227,6 +259,7 @@ impl SubscriptionRoot {
         user_ids: Option<Vec<ID>>,
     ) -> Result<impl Stream<Item = PresenceEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let wanted = match user_ids {
             Some(list) if list.len() > 500 => {
@@ -284,7 +317,10 @@ impl SubscriptionRoot {
             }
             _ => None,
         });
-        Ok(futures_util::stream::iter(snapshot).chain(updates))
+        Ok(hold(
+            slot,
+            futures_util::stream::iter(snapshot).chain(updates),
+        ))
     }
 }
 

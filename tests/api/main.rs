@@ -14,6 +14,7 @@ mod messages;
 mod notifications;
 mod pagination;
 mod presence;
+mod rate_limits;
 mod rooms;
 mod scale_out;
 mod schema;
