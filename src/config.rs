@@ -2,6 +2,8 @@
 //! `cargo run` works on a fresh machine.
 use std::net::SocketAddr;
 
+use crate::limits::Rate;
+
 /// Server settings. Every field is a `serve` flag and an environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -70,6 +72,62 @@ pub struct Config {
     /// milliseconds (absorbs quick reconnects).
     #[arg(long, env = "PALAVER_PRESENCE_GRACE_MS", default_value_t = 3000)]
     pub presence_grace_ms: u64,
+
+    /// Answer introspection (`__schema`, `__type`). Turn off in production so that strangers are
+    /// not handed a map of the API; `__typename` keeps working either way.
+    #[arg(long, env = "PALAVER_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Serve GraphiQL on `GET /graphql` (404 when off).
+    #[arg(long, env = "PALAVER_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphiql: bool,
+
+    /// Most operations in one batched request (a JSON array); more is BATCH_TOO_LARGE.
+    #[arg(long, env = "PALAVER_MAX_BATCH", default_value_t = 10)]
+    pub max_batch: usize,
+
+    /// Most root fields one operation may select, aliases and fragments included; more is
+    /// QUERY_TOO_COMPLEX. Each root field may cost a database round trip (or a password hash).
+    #[arg(long, env = "PALAVER_MAX_ROOT_FIELDS", default_value_t = 20)]
+    pub max_root_fields: usize,
+
+    /// Most aliases in one document; more is QUERY_TOO_COMPLEX.
+    #[arg(long, env = "PALAVER_MAX_ALIASES", default_value_t = 50)]
+    pub max_aliases: usize,
+
+    /// Messages a user may send: a burst, refilled over a period (token bucket).
+    #[arg(long, env = "PALAVER_RATE_SEND", default_value = "30/10s")]
+    pub send_rate: Rate,
+
+    /// Files a user may upload (counted on top of `send_rate`).
+    #[arg(long, env = "PALAVER_RATE_UPLOAD", default_value = "10/1m")]
+    pub upload_rate: Rate,
+
+    /// Failed sign-ins per username. Refills by itself, so a brute force is slowed to a crawl
+    /// while the real user is never locked out for longer than one refill.
+    #[arg(long, env = "PALAVER_RATE_LOGIN_USER", default_value = "10/15m")]
+    pub login_user_rate: Rate,
+
+    /// Sign-in attempts per client address, failed or not (credential stuffing across usernames).
+    #[arg(long, env = "PALAVER_RATE_LOGIN_ADDR", default_value = "30/1m")]
+    pub login_addr_rate: Rate,
+
+    /// Open WebSockets a user may hold at once (across instances with Redis).
+    #[arg(long, env = "PALAVER_MAX_WS_PER_USER", default_value_t = 10)]
+    pub max_ws_per_user: u64,
+
+    /// Subscriptions one WebSocket may run at once.
+    #[arg(long, env = "PALAVER_MAX_SUBSCRIPTIONS", default_value_t = 20)]
+    pub max_subscriptions: usize,
+
+    /// How often the server pings each WebSocket, in milliseconds; a socket that sends nothing
+    /// (not even the pong every client answers with) for three of these is closed.
+    #[arg(long, env = "PALAVER_WS_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub ws_keepalive_ms: u64,
+
+    /// Largest WebSocket message (and frame) accepted; a larger one closes the socket (1009).
+    #[arg(long, env = "PALAVER_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub ws_max_message_bytes: usize,
 }
 
 /// Executables, installers and scripts: what a chat should not hand to a double-click.

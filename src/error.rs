@@ -117,18 +117,56 @@ pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
         {
             return;
         }
+        None if error.message.contains("stack limit reached") => {
+            // The parser gave up on nesting deeper than its stack allows; its message would
+            // repeat the whole query back.
+            error.message = "the query is nested too deep".into();
+            "QUERY_TOO_COMPLEX"
+        }
         None if error.message.contains("too complex")
-            || error.message.contains("nested too deep") =>
+            || error.message.contains("nested too deep")
+            || error.message.contains("recursion depth")
+            || error.message.contains("number of directives") =>
         {
             "QUERY_TOO_COMPLEX"
         }
-        None => "BAD_USER_INPUT",
+        None => {
+            shorten_parse_error(error);
+            "BAD_USER_INPUT"
+        }
     };
     let extensions = error.extensions.get_or_insert_with(Default::default);
     extensions.set("code", code);
     if let Some(secs) = retry_after {
         extensions.set("retryAfter", secs);
     }
+}
+
+/// Longest parser message passed on as is. Beyond it, only its last line (what was expected)
+/// is kept: the parser quotes the offending line, which for a one-line query of a megabyte
+/// would send the megabyte back.
+const MAX_PARSE_MESSAGE: usize = 1000;
+
+fn shorten_parse_error(error: &mut async_graphql::ServerError) {
+    if error.message.len() <= MAX_PARSE_MESSAGE {
+        return;
+    }
+    let last = error
+        .message
+        .lines()
+        .rev()
+        .map(|l| l.trim().trim_start_matches('=').trim())
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let mut short = format!("the query could not be parsed: {last}");
+    if short.len() > MAX_PARSE_MESSAGE {
+        let mut end = MAX_PARSE_MESSAGE;
+        while !short.is_char_boundary(end) {
+            end -= 1;
+        }
+        short.truncate(end);
+    }
+    error.message = short;
 }
 
 impl axum::response::IntoResponse for AppError {

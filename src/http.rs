@@ -1,5 +1,6 @@
 //! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET for GraphiQL),
 //! `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+use std::net::SocketAddr;
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,7 +14,7 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::{
     Router,
     body::Body,
-    extract::{DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -29,6 +30,7 @@ use crate::{
     error::AppError,
     files,
     graphql::{AppSchema, build_schema},
+    limits::{ClientAddr, SubscriptionSlots},
 };
 
 /// Largest JSON GraphQL request body accepted (and what a multipart request may carry besides
@@ -63,7 +65,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(HttpState { app: state, schema })
 }
 
-async fn graphiql() -> Html<String> {
+async fn graphiql(State(state): State<HttpState>) -> Response {
+    if !state.app.config.graphiql {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")
@@ -71,6 +76,7 @@ async fn graphiql() -> Html<String> {
             .title("Palaver")
             .finish(),
     )
+    .into_response()
 }
 
 async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Auth, AppError> {
@@ -84,16 +90,25 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
     auth::authenticate(&state.db, token).await
 }
 
-async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn graphql(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let request = match read_request(&state.app, &headers, body).await {
         Ok(request) => request,
         Err(err) => return rejection_response(err),
     };
+    if let Err(response) = check_request_size(&state.app, &request) {
+        return *response;
+    }
     let auth = match viewer_from_headers(&state.app, &headers).await {
         Ok(auth) => auth,
         Err(err) => return err.into_response(),
     };
-    GraphQLResponse::from(state.schema.execute_batch(request.data(auth)).await).into_response()
+    let request = request.data(auth).data(ClientAddr(peer.ip()));
+    GraphQLResponse::from(state.schema.execute_batch(request).await).into_response()
 }
 
 /// Reads a GraphQL request: JSON, or the GraphQL multipart request spec (operations, map, files).
@@ -149,6 +164,41 @@ async fn read_request(
     }
 }
 
+/// Refuses a batch of more than `PALAVER_MAX_BATCH` operations (BATCH_TOO_LARGE), and query text
+/// longer than [`MAX_JSON_BODY`] that arrived inside a (larger) multipart body, before anything
+/// is parsed.
+fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Box<Response>> {
+    let requests = match request {
+        BatchRequest::Single(one) => std::slice::from_ref(one),
+        BatchRequest::Batch(many) => many.as_slice(),
+    };
+    if requests.len() > state.config.max_batch {
+        let message = format!(
+            "a batch may hold at most {} operations; this one has {}",
+            state.config.max_batch,
+            requests.len()
+        );
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "BATCH_TOO_LARGE",
+            message,
+        )));
+    }
+    if requests.iter().any(|r| r.query.len() > MAX_JSON_BODY) {
+        return Err(Box::new(rejection_response(
+            ParseRequestError::PayloadTooLarge,
+        )));
+    }
+    Ok(())
+}
+
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 /// A request that could not be read as GraphQL at all gets a GraphQL-shaped error with a code.
 fn rejection_response(rejection: ParseRequestError) -> Response {
     use async_graphql::ParseRequestError as E;
@@ -160,14 +210,12 @@ fn rejection_response(rejection: ParseRequestError) -> Response {
         E::Io(_) => "the request body could not be read".to_string(),
         other => other.to_string(),
     };
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, axum::Json(body)).into_response()
+    error_response(status, code, message)
 }
 
 async fn websocket(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
@@ -176,6 +224,7 @@ async fn websocket(
         Ok(auth) => auth,
         Err(err) => return err.into_response(),
     };
+    let max_message = state.app.config.ws_max_message_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // tungstenite's defaults (128 KiB each way) would cost every idle connection ~256 KiB;
@@ -185,60 +234,119 @@ async fn websocket(
         // A client that stops reading is closed once this much is queued for it, rather than
         // holding server memory without bound; it resumes with its cursor when it reconnects.
         .max_write_buffer_size(WS_MAX_QUEUED)
+        // A larger message closes the socket with 1009 before it is buffered whole.
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .on_upgrade(move |socket| {
             let tracker = state.app.connections.clone();
-            tracker.track_future(serve_socket(state, socket, protocol, header_auth))
+            tracker.track_future(serve_socket(state, socket, protocol, header_auth, peer))
         })
 }
 
-/// Runs one GraphQL WebSocket until the client leaves or the server shuts down (then it is closed
-/// with 1001, going away), and undoes what the connection held: presence and typing indicators.
+/// Keep-alive pings a socket may leave unanswered (sending nothing at all) before it is closed.
+const MISSED_PINGS: u32 = 3;
+
+/// Runs one GraphQL WebSocket until the client leaves, goes quiet for [`MISSED_PINGS`] keep-alive
+/// intervals, or the server shuts down (then it is closed with 1001, going away), and undoes what
+/// the connection held: presence and typing indicators.
 async fn serve_socket(
     state: HttpState,
     socket: axum::extract::ws::WebSocket,
     protocol: GraphQLProtocol,
     header_auth: Auth,
+    peer: SocketAddr,
 ) {
     use axum::extract::ws::{CloseFrame, Message};
     use futures_util::{SinkExt, StreamExt};
-    {
-        let app = state.app.clone();
-        let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
-        // Who this socket turned out to be, once `connection_init` is accepted.
-        let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
-        let on_init = {
-            let app = app.clone();
-            let signed_in = signed_in.clone();
-            move |payload: serde_json::Value| async move {
-                let auth = match auth::token_from_init_payload(&payload) {
-                    Some(token) => auth::authenticate(&app.db, Some(&token)).await?,
-                    None => header_auth,
-                };
-                if let Auth::Invalid = auth {
-                    // The socket is closed (1002, with this reason): a client holding a dead
-                    // token must sign in again rather than retry.
-                    return Err(async_graphql::Error::new(
-                        "UNAUTHENTICATED: the token is invalid, expired or revoked",
-                    ));
-                }
-                if let Auth::User(viewer) = auth {
-                    *lock(&signed_in) = Some(viewer.user_id);
-                    app.presence
-                        .connected(&app, viewer.user_id, connection)
-                        .await;
-                }
-                let mut data = async_graphql::Data::default();
-                data.insert(auth);
-                data.insert(connection);
-                Ok(data)
+    let app = state.app.clone();
+    let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+    // Who this socket turned out to be, once `connection_init` is accepted.
+    let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
+    let on_init = {
+        let app = app.clone();
+        let signed_in = signed_in.clone();
+        move |payload: serde_json::Value| async move {
+            let auth = match auth::token_from_init_payload(&payload) {
+                Some(token) => auth::authenticate(&app.db, Some(&token)).await?,
+                None => header_auth,
+            };
+            if let Auth::Invalid = auth {
+                // The socket is closed (1002, with this reason): a client holding a dead
+                // token must sign in again rather than retry.
+                return Err(async_graphql::Error::new(
+                    "UNAUTHENTICATED: the token is invalid, expired or revoked",
+                ));
             }
-        };
-        let (mut sink, stream) = socket.split();
-        let stream = stream.take_until(app.shutdown.clone().cancelled_owned());
-        GraphQLWebSocket::new_with_pair(&mut sink, stream, state.schema.clone(), protocol)
-            .on_connection_init(on_init)
-            .serve()
-            .await;
+            if let Auth::User(viewer) = auth {
+                // Checked, then counted: two sockets opening at the same instant may both get
+                // in, which a limit against floods can afford.
+                let open = app.presence.open_connections(viewer.user_id).await;
+                if open >= app.config.max_ws_per_user {
+                    return Err(async_graphql::Error::new(format!(
+                        "RATE_LIMITED: at most {} open connections per user; retryAfter=5",
+                        app.config.max_ws_per_user
+                    )));
+                }
+                *lock(&signed_in) = Some(viewer.user_id);
+                app.presence
+                    .connected(&app, viewer.user_id, connection)
+                    .await;
+            }
+            let mut data = async_graphql::Data::default();
+            data.insert(auth);
+            data.insert(connection);
+            data.insert(ClientAddr(peer.ip()));
+            data.insert(SubscriptionSlots::new(app.config.max_subscriptions));
+            Ok(data)
+        }
+    };
+    let (mut sink, stream) = socket.split();
+    // Anything the client sends (a pong included) shows it is alive. async-graphql's own
+    // `keepalive_timeout` only sees GraphQL messages, not the WebSocket pongs that browsers send
+    // by themselves, so the pings and the idle check are done here.
+    let last_heard = Arc::new(Mutex::new(std::time::Instant::now()));
+    let idle = tokio_util::sync::CancellationToken::new();
+    let stream = {
+        let last_heard = last_heard.clone();
+        stream
+            .inspect(move |_| *lock(&last_heard) = std::time::Instant::now())
+            .take_until(app.shutdown.clone().cancelled_owned())
+            .take_until(idle.clone().cancelled_owned())
+    };
+    // GraphQL replies go through a channel to one writer, which also sends the pings.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
+    let keepalive = std::time::Duration::from_millis(app.config.ws_keepalive_ms.max(1));
+    let writer = async {
+        let mut tick = tokio::time::interval(keepalive);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(message) => {
+                        if sink.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if lock(&last_heard).elapsed() > keepalive * MISSED_PINGS {
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code: 4408,
+                                reason: "idle: keep-alive pings went unanswered".into(),
+                            })))
+                            .await;
+                        idle.cancel();
+                        return;
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         if app.shutdown.is_cancelled() {
             let _ = sink
                 .send(Message::Close(Some(CloseFrame {
@@ -247,11 +355,19 @@ async fn serve_socket(
                 })))
                 .await;
         }
-        app.typing.connection_closed(&app, connection).await;
-        let user = *lock(&signed_in);
-        if let Some(user_id) = user {
-            app.presence.disconnected(&app, user_id, connection);
-        }
+    };
+    let serve = async {
+        let sender = tokio_util::sync::PollSender::new(tx);
+        GraphQLWebSocket::new_with_pair(sender, stream, state.schema.clone(), protocol)
+            .on_connection_init(on_init)
+            .serve()
+            .await;
+    };
+    tokio::join!(serve, writer);
+    app.typing.connection_closed(&app, connection).await;
+    let user = *lock(&signed_in);
+    if let Some(user_id) = user {
+        app.presence.disconnected(&app, user_id, connection);
     }
 }
 

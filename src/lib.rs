@@ -12,6 +12,7 @@ pub mod files;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod telemetry;
 
 use std::{
@@ -36,6 +37,8 @@ pub struct AppState {
     pub statements: Arc<AtomicU64>,
     pub typing: chat::typing::Typing,
     pub presence: chat::presence::Presence,
+    /// Rate-limit buckets (shared through Redis when it is configured).
+    pub limits: limits::Limiter,
     /// Identifies this deployment's data; event cursors carry it, so that a cursor from other data
     /// is recognised (RESYNC_REQUIRED) instead of silently replaying the wrong things.
     pub epoch: i64,
@@ -83,6 +86,7 @@ impl Application {
                 shared.clone(),
             ),
             files,
+            limits: limits::Limiter::new(shared.clone()),
             config: Arc::new(config),
             statements,
             typing: chat::typing::Typing::new(shared),

@@ -97,6 +97,20 @@ impl Presence {
     }
 
     /// A connection of the user was authenticated.
+    /// How many connections the user holds open: on any instance with Redis (falling back to
+    /// this instance's count if Redis cannot be asked), else on this one.
+    pub async fn open_connections(&self, user_id: i64) -> u64 {
+        let here = self.lock().connections.get(&user_id).copied().unwrap_or(0) as u64;
+        match &self.shared {
+            Some(shared) => shared
+                .live_connections(user_id)
+                .await
+                .unwrap_or(here)
+                .max(here),
+            None => here,
+        }
+    }
+
     pub async fn connected(&self, app: &AppState, user_id: i64, connection: ConnectionId) {
         let announce_here = {
             let mut state = self.lock();

@@ -168,4 +168,49 @@ impl SharedState {
         let ttl: i64 = timed(conn.ttl(&key)).await?;
         Ok((used, ttl.max(1) as u64))
     }
+
+    /// Moves `cost` tokens out of a shared token bucket (see `crate::limits`); returns 0 if it
+    /// could, else the milliseconds until it could. One script, so that concurrent callers on
+    /// any instance see one bucket; Redis's clock, so that instances' clocks need not agree.
+    pub async fn token_bucket(
+        &self,
+        budget: &str,
+        key: &str,
+        rate: crate::limits::Rate,
+        cost: f64,
+    ) -> anyhow::Result<u64> {
+        const SCRIPT: &str = r"
+            local burst = tonumber(ARGV[1])
+            local period = tonumber(ARGV[2])
+            local cost = tonumber(ARGV[3])
+            local time = redis.call('TIME')
+            local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+            local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+            local tokens = tonumber(state[1]) or burst
+            local at = tonumber(state[2]) or now
+            local per_ms = burst / period
+            tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
+            local wait = 0
+            if tokens >= cost then
+                tokens = math.min(burst, tokens - cost)
+            else
+                wait = math.ceil((cost - tokens) / per_ms)
+            end
+            redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+            redis.call('PEXPIRE', KEYS[1], period)
+            return wait
+        ";
+        let redis_key = self.key(&format!("bucket:{budget}:{key}"));
+        let mut conn = self.conn.clone();
+        let wait: i64 = timed(
+            redis::Script::new(SCRIPT)
+                .key(redis_key)
+                .arg(rate.burst)
+                .arg(rate.period.as_millis() as u64)
+                .arg(cost)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(wait.max(0) as u64)
+    }
 }

@@ -6,6 +6,7 @@ mod loaders;
 mod mutation;
 mod query;
 mod rooms;
+mod shape;
 mod subscription;
 mod types;
 
@@ -37,15 +38,23 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 /// Builds the schema around the server's state.
 pub fn build_schema(state: AppState) -> AppSchema {
     let loaders = Loaders::new(&state.db);
-    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+    let shape = shape::QueryShape {
+        max_root_fields: state.config.max_root_fields,
+        max_aliases: state.config.max_aliases,
+        introspection: state.config.introspection,
+    };
+    let mut builder = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .extension(errors::ErrorCodes)
+        .extension(shape)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
-        .limit_directives(8)
-        .data(loaders)
-        .data(state)
-        .finish()
+        .limit_directives(8);
+    if !state.config.introspection {
+        // `QueryShape` already refuses with a code; this makes sure nothing slips past it.
+        builder = builder.disable_introspection();
+    }
+    builder.data(loaders).data(state).finish()
 }
 
 /// The SDL that `palaver schema` prints and `schema.graphql` holds.

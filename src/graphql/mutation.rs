@@ -17,6 +17,7 @@ use crate::{
     error::AppError,
     files::IncomingFile,
     ids::{self, Kind},
+    limits::{Budget, ClientAddr},
 };
 
 #[derive(Default)]
@@ -75,8 +76,29 @@ impl MutationRoot {
         password: String,
     ) -> Result<AuthPayload> {
         let state = ctx.state();
+        let config = &state.config;
+        let addr = ctx
+            .data_opt::<ClientAddr>()
+            .map_or_else(|| "unknown".to_owned(), |a| a.0.to_string());
+        state
+            .limits
+            .take(Budget::LoginAddr, &addr, config.login_addr_rate)
+            .await?;
+        // Names that cannot exist share one bucket: they never sign anyone in anyway.
+        let user_key = users::Username::parse(&username)
+            .map(|name| name.key())
+            .unwrap_or_default();
+        state
+            .limits
+            .take(Budget::LoginUser, &user_key, config.login_user_rate)
+            .await?;
         let (user, token) =
-            users::login(&state.db, &username, &password, state.config.token_ttl_secs).await?;
+            users::login(&state.db, &username, &password, config.token_ttl_secs).await?;
+        // Only failures count against the username, so its owner signing in costs nothing.
+        state
+            .limits
+            .refund(Budget::LoginUser, &user_key, config.login_user_rate)
+            .await;
         Ok(AuthPayload { token, user })
     }
 
@@ -91,6 +113,17 @@ impl MutationRoot {
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
+        let user_key = viewer.user_id.to_string();
+        state
+            .limits
+            .take(Budget::Send, &user_key, state.config.send_rate)
+            .await?;
+        if input.file.is_some() {
+            state
+                .limits
+                .take(Budget::Upload, &user_key, state.config.upload_rate)
+                .await?;
+        }
         let target = match (&input.conversation_id, &input.recipient_id) {
             (Some(id), None) => Target::Conversation(ids::decode(Kind::Conversation, id)?),
             (None, Some(id)) => Target::User(ids::decode(Kind::User, id)?),

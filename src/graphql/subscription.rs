@@ -21,7 +21,24 @@ use crate::{
     error::AppError,
     events::{Envelope, Event, MessageChange},
     ids::{self, CursorKind, Kind},
+    limits::{SlotGuard, SubscriptionSlots},
 };
+
+/// Claims one of the connection's subscription slots (over HTTP there is no connection, and
+/// subscriptions are refused anyway).
+fn claim_slot(ctx: &Context<'_>) -> Result<Option<SlotGuard>, AppError> {
+    ctx.data_opt::<SubscriptionSlots>()
+        .map(SubscriptionSlots::claim)
+        .transpose()
+}
+
+/// Keeps a subscription's slot taken for as long as its stream lives.
+fn hold<S: Stream>(slot: Option<SlotGuard>, stream: S) -> impl Stream<Item = S::Item> {
+    stream.map(move |item| {
+        let _held = &slot;
+        item
+    })
+}
 
 pub struct SubscriptionRoot;
 
@@ -36,6 +53,7 @@ impl SubscriptionRoot {
         since: Option<String>,
     ) -> Result<impl Stream<Item = MessageEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         let since = since
@@ -60,50 +78,53 @@ impl SubscriptionRoot {
         };
         let user_id = viewer.user_id;
         let db = state.db.clone();
-        Ok(durable(
-            live,
-            since,
-            latest,
-            move |after, limit| {
-                let db = db.clone();
-                async move {
-                    let rows =
-                        messages::events_after(&db, user_id, conversation, after, limit).await?;
-                    Ok(rows
-                        .into_iter()
-                        .filter_map(|(event, message)| {
-                            let change = MessageChange::parse(&event.kind)?;
-                            Some((
-                                event.id,
-                                MessageEvent {
-                                    event_id: event.id,
-                                    kind: change.into(),
-                                    message,
-                                },
-                            ))
-                        })
-                        .collect())
-                }
-            },
-            move |envelope| match &envelope.event {
-                Event::Message {
-                    event_id,
-                    change,
-                    message,
-                } if envelope.is_for(user_id)
-                    && conversation.is_none_or(|c| c == message.conversation_id) =>
-                {
-                    Some((
-                        *event_id,
-                        MessageEvent {
-                            event_id: *event_id,
-                            kind: (*change).into(),
-                            message: message.as_ref().clone(),
-                        },
-                    ))
-                }
-                _ => None,
-            },
+        Ok(hold(
+            slot,
+            durable(
+                live,
+                since,
+                latest,
+                move |after, limit| {
+                    let db = db.clone();
+                    async move {
+                        let rows = messages::events_after(&db, user_id, conversation, after, limit)
+                            .await?;
+                        Ok(rows
+                            .into_iter()
+                            .filter_map(|(event, message)| {
+                                let change = MessageChange::parse(&event.kind)?;
+                                Some((
+                                    event.id,
+                                    MessageEvent {
+                                        event_id: event.id,
+                                        kind: change.into(),
+                                        message,
+                                    },
+                                ))
+                            })
+                            .collect())
+                    }
+                },
+                move |envelope| match &envelope.event {
+                    Event::Message {
+                        event_id,
+                        change,
+                        message,
+                    } if envelope.is_for(user_id)
+                        && conversation.is_none_or(|c| c == message.conversation_id) =>
+                    {
+                        Some((
+                            *event_id,
+                            MessageEvent {
+                                event_id: *event_id,
+                                kind: (*change).into(),
+                                message: message.as_ref().clone(),
+                            },
+                        ))
+                    }
+                    _ => None,
+                },
+            ),
         ))
     }
 
@@ -114,31 +135,34 @@ impl SubscriptionRoot {
         conversation_id: Option<ID>,
     ) -> Result<impl Stream<Item = TypingEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         if let Some(id) = conversation {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         let user_id = viewer.user_id;
-        Ok(live(
-            state.bus.subscribe(),
-            move |envelope| match envelope.event {
-                Event::Typing {
-                    conversation_id,
-                    user_id: typist,
-                    is_typing,
-                } if envelope.is_for(user_id)
-                    && typist != user_id
-                    && conversation.is_none_or(|c| c == conversation_id) =>
-                {
-                    Some(TypingEvent {
-                        conversation_id: ids::encode(Kind::Conversation, conversation_id),
+        Ok(hold(
+            slot,
+            live(state.bus.subscribe(), move |envelope| {
+                match envelope.event {
+                    Event::Typing {
+                        conversation_id,
                         user_id: typist,
                         is_typing,
-                    })
+                    } if envelope.is_for(user_id)
+                        && typist != user_id
+                        && conversation.is_none_or(|c| c == conversation_id) =>
+                    {
+                        Some(TypingEvent {
+                            conversation_id: ids::encode(Kind::Conversation, conversation_id),
+                            user_id: typist,
+                            is_typing,
+                        })
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }),
         ))
     }
 
@@ -152,6 +176,7 @@ impl SubscriptionRoot {
         since: Option<String>,
     ) -> Result<impl Stream<Item = ReadReceiptEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         let since = since
@@ -176,38 +201,41 @@ impl SubscriptionRoot {
                 },
             )
         };
-        Ok(durable(
-            live,
-            since,
-            start,
-            move |after, limit| {
-                let db = db.clone();
-                async move {
-                    let rows =
-                        conversations::receipts_after(&db, user_id, conversation, after, limit)
-                            .await?;
-                    Ok(rows.into_iter().map(receipt).collect())
-                }
-            },
-            move |envelope| match envelope.event {
-                Event::ReadReceipt {
-                    conversation_id,
-                    user_id: reader,
-                    up_to_message_id,
-                    read_at,
-                    ..
-                } if envelope.is_for(user_id)
-                    && conversation.is_none_or(|c| c == conversation_id) =>
-                {
-                    Some(receipt(conversations::Receipt {
+        Ok(hold(
+            slot,
+            durable(
+                live,
+                since,
+                start,
+                move |after, limit| {
+                    let db = db.clone();
+                    async move {
+                        let rows =
+                            conversations::receipts_after(&db, user_id, conversation, after, limit)
+                                .await?;
+                        Ok(rows.into_iter().map(receipt).collect())
+                    }
+                },
+                move |envelope| match envelope.event {
+                    Event::ReadReceipt {
                         conversation_id,
                         user_id: reader,
                         up_to_message_id,
                         read_at,
-                    }))
-                }
-                _ => None,
-            },
+                        ..
+                    } if envelope.is_for(user_id)
+                        && conversation.is_none_or(|c| c == conversation_id) =>
+                    {
+                        Some(receipt(conversations::Receipt {
+                            conversation_id,
+                            user_id: reader,
+                            up_to_message_id,
+                            read_at,
+                        }))
+                    }
+                    _ => None,
+                },
+            ),
         ))
     }
 
@@ -219,6 +247,7 @@ impl SubscriptionRoot {
         since: Option<String>,
     ) -> Result<impl Stream<Item = Notification> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let since = since
             .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
@@ -228,27 +257,30 @@ impl SubscriptionRoot {
         let user_id = viewer.user_id;
         let db = state.db.clone();
         let position = |n: &entity::notification::Model| (n.updated_at.timestamp_micros(), n.id);
-        Ok(durable(
-            live,
-            since,
-            start,
-            move |after, limit| {
-                let db = db.clone();
-                async move {
-                    let rows = notifications::changed_after(&db, user_id, after, limit).await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|n| (position(&n), Notification(n)))
-                        .collect())
-                }
-            },
-            move |envelope| match &envelope.event {
-                Event::Notifications { rows } if envelope.is_for(user_id) => rows
-                    .iter()
-                    .find(|n| n.user_id == user_id)
-                    .map(|n| (position(n), Notification(n.clone()))),
-                _ => None,
-            },
+        Ok(hold(
+            slot,
+            durable(
+                live,
+                since,
+                start,
+                move |after, limit| {
+                    let db = db.clone();
+                    async move {
+                        let rows = notifications::changed_after(&db, user_id, after, limit).await?;
+                        Ok(rows
+                            .into_iter()
+                            .map(|n| (position(&n), Notification(n)))
+                            .collect())
+                    }
+                },
+                move |envelope| match &envelope.event {
+                    Event::Notifications { rows } if envelope.is_for(user_id) => rows
+                        .iter()
+                        .find(|n| n.user_id == user_id)
+                        .map(|n| (position(n), Notification(n.clone()))),
+                    _ => None,
+                },
+            ),
         ))
     }
 
@@ -261,6 +293,7 @@ impl SubscriptionRoot {
         user_ids: Option<Vec<ID>>,
     ) -> Result<impl Stream<Item = PresenceEvent> + use<>> {
         let viewer = ctx.viewer()?;
+        let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let wanted = match user_ids {
             Some(list) if list.len() > 500 => {
@@ -318,7 +351,10 @@ impl SubscriptionRoot {
             }
             _ => None,
         });
-        Ok(futures_util::stream::iter(snapshot).chain(updates))
+        Ok(hold(
+            slot,
+            futures_util::stream::iter(snapshot).chain(updates),
+        ))
     }
 }
 

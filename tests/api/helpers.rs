@@ -70,6 +70,12 @@ pub async fn test_config() -> Config {
     config.redis_url = std::env::var("PALAVER_TEST_REDIS_URL").ok();
     config.redis_channel = unique("palaver-test:");
     config.storage_url = "memory://".into();
+    // Tests send in bursts no user would; the rate-limit tests set small limits of their own.
+    let unlimited: palaver::limits::Rate = "1000000/1s".parse().unwrap();
+    config.send_rate = unlimited;
+    config.upload_rate = unlimited;
+    config.login_user_rate = unlimited;
+    config.login_addr_rate = unlimited;
     config
 }
 

@@ -1,0 +1,287 @@
+//! Rate limits as token buckets: a bucket holds up to `burst` tokens and refills at `burst` per
+//! `period`, so a quiet user may burst and a busy one is held to the average. Buckets live in
+//! this process, or in Redis when it is configured so that every instance draws on the same ones.
+//! A refusal is RATE_LIMITED with the seconds until the next token.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    error::{AppError, AppResult},
+    events::shared_state::SharedState,
+};
+
+/// A bucket's size and refill: `30/10s` is a burst of 30, refilled at 30 per 10 seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub period: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("`{s}` is no rate: write e.g. `30/10s`, `5/1m`, `100/1h`");
+        let (burst, period) = s.trim().split_once('/').ok_or_else(usage)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| usage())?;
+        let period = period.trim();
+        let split = period
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(usage)?;
+        let (number, unit) = period.split_at(split);
+        let number: u64 = if number.is_empty() {
+            1
+        } else {
+            number.parse().map_err(|_| usage())?
+        };
+        let unit = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(usage()),
+        };
+        let period = Duration::from_millis(number.saturating_mul(unit));
+        if burst == 0 || period.is_zero() {
+            return Err(usage());
+        }
+        Ok(Rate { burst, period })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}ms", self.burst, self.period.as_millis())
+    }
+}
+
+impl Rate {
+    /// Tokens added per millisecond.
+    fn per_ms(&self) -> f64 {
+        f64::from(self.burst) / self.period.as_millis().max(1) as f64
+    }
+}
+
+/// The address a request came from (the TCP peer), for limits per client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// What each limit protects; part of the bucket's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Budget {
+    Send,
+    Upload,
+    LoginUser,
+    LoginAddr,
+}
+
+impl Budget {
+    fn name(self) -> &'static str {
+        match self {
+            Budget::Send => "send",
+            Budget::Upload => "upload",
+            Budget::LoginUser => "login-user",
+            Budget::LoginAddr => "login-addr",
+        }
+    }
+
+    fn refusal(self) -> &'static str {
+        match self {
+            Budget::Send => "too many messages sent; slow down",
+            Budget::Upload => "too many files uploaded; slow down",
+            Budget::LoginUser => "too many failed sign-ins for this username; try again later",
+            Budget::LoginAddr => "too many sign-in attempts from this address; try again later",
+        }
+    }
+}
+
+/// The subscriptions running on one WebSocket, held to `PALAVER_MAX_SUBSCRIPTIONS`.
+#[derive(Clone, Debug)]
+pub struct SubscriptionSlots {
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// One running subscription; its slot is freed when the subscription's stream is dropped
+/// (completed by the client, ended by the server, or the socket closed).
+#[derive(Debug)]
+pub struct SlotGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl SubscriptionSlots {
+    /// Slots for a new connection.
+    pub fn new(max: usize) -> Self {
+        Self {
+            running: Arc::default(),
+            max,
+        }
+    }
+
+    /// Claims a slot, or refuses with RATE_LIMITED. The wait is a hint: a slot frees when the
+    /// client completes one of its subscriptions, not after a time.
+    pub fn claim(&self) -> AppResult<SlotGuard> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.running
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.max).then_some(n + 1))
+            .map(|_| SlotGuard(self.running.clone()))
+            .map_err(|_| AppError::RateLimited {
+                message: format!(
+                    "at most {} subscriptions may run on one connection; complete one first",
+                    self.max
+                ),
+                retry_after_secs: 1,
+            })
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Above this many local buckets, full ones (which equal a missing one) are dropped, so that
+/// keys chosen by clients (usernames, addresses) cannot grow the map without end.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// The buckets of this instance, or the shared ones in Redis.
+#[derive(Clone, Default)]
+pub struct Limiter {
+    local: Arc<Mutex<HashMap<(Budget, String), Bucket>>>,
+    shared: Option<SharedState>,
+    /// Until when Redis is passed over after a failed call, so that an outage costs one
+    /// timeout now and then instead of one per request.
+    shared_down_until: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How long Redis is passed over after a failed call.
+const SHARED_RETRY: Duration = Duration::from_secs(5);
+
+impl Limiter {
+    /// Buckets in this process, or in Redis when `shared` is given.
+    pub fn new(shared: Option<SharedState>) -> Self {
+        Self {
+            local: Arc::default(),
+            shared,
+            shared_down_until: Arc::default(),
+        }
+    }
+
+    /// Takes a token, or refuses with RATE_LIMITED and the wait until the next one.
+    pub async fn take(&self, budget: Budget, key: &str, rate: Rate) -> AppResult<()> {
+        match self.apply(budget, key, rate, 1.0).await {
+            0 => Ok(()),
+            wait_ms => Err(AppError::RateLimited {
+                message: budget.refusal().into(),
+                retry_after_secs: wait_ms.div_ceil(1000).max(1),
+            }),
+        }
+    }
+
+    /// Gives a token back (a sign-in that succeeded does not count against the username).
+    pub async fn refund(&self, budget: Budget, key: &str, rate: Rate) {
+        self.apply(budget, key, rate, -1.0).await;
+    }
+
+    /// Moves `cost` tokens out of the bucket; returns 0 if it could, else the milliseconds until
+    /// it could.
+    async fn apply(&self, budget: Budget, key: &str, rate: Rate, cost: f64) -> u64 {
+        let down = |until: &mut Option<Instant>| until.is_some_and(|t| Instant::now() < t);
+        if let Some(shared) = &self.shared
+            && !down(&mut lock(&self.shared_down_until))
+        {
+            match shared.token_bucket(budget.name(), key, rate, cost).await {
+                Ok(wait) => return wait,
+                // Without Redis each instance still limits on its own rather than not at all.
+                Err(err) => {
+                    tracing::warn!(error = %err, "shared rate limit unavailable");
+                    *lock(&self.shared_down_until) = Some(Instant::now() + SHARED_RETRY);
+                }
+            }
+        }
+        self.apply_local(budget, key, rate, cost, Instant::now())
+    }
+
+    fn apply_local(&self, budget: Budget, key: &str, rate: Rate, cost: f64, now: Instant) -> u64 {
+        let mut local = lock(&self.local);
+        if local.len() > PRUNE_ABOVE {
+            local.retain(|(_, _), bucket| now.duration_since(bucket.updated) < rate.period);
+        }
+        let burst = f64::from(rate.burst);
+        let bucket = local.entry((budget, key.to_owned())).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_millis() as f64;
+        bucket.tokens = (bucket.tokens + elapsed * rate.per_ms()).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= cost {
+            bucket.tokens = (bucket.tokens - cost).min(burst);
+            0
+        } else {
+            ((cost - bucket.tokens) / rate.per_ms()).ceil() as u64
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_and_refuse_nonsense() {
+        let rate: Rate = "30/10s".parse().unwrap();
+        assert_eq!(rate.burst, 30);
+        assert_eq!(rate.period, Duration::from_secs(10));
+        assert_eq!(
+            "5/m".parse::<Rate>().unwrap().period,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            "1/250ms".parse::<Rate>().unwrap().period,
+            Duration::from_millis(250)
+        );
+        for bad in ["", "30", "0/1s", "3/0s", "x/1s", "3/1d", "3/s1", "-1/1s"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_allows_a_burst_then_refills_over_time() {
+        let limiter = Limiter::default();
+        let rate: Rate = "3/3s".parse().unwrap();
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.apply_local(Budget::Send, "u", rate, 1.0, start), 0);
+        }
+        let wait = limiter.apply_local(Budget::Send, "u", rate, 1.0, start);
+        assert_eq!(wait, 1000);
+        // Another key has its own bucket.
+        assert_eq!(limiter.apply_local(Budget::Send, "v", rate, 1.0, start), 0);
+        let later = start + Duration::from_millis(1000);
+        assert_eq!(limiter.apply_local(Budget::Send, "u", rate, 1.0, later), 0);
+        // A refund never overfills.
+        let much_later = start + Duration::from_secs(60);
+        limiter.apply_local(Budget::Send, "u", rate, -1.0, much_later);
+        for _ in 0..3 {
+            assert_eq!(
+                limiter.apply_local(Budget::Send, "u", rate, 1.0, much_later),
+                0
+            );
+        }
+        assert!(limiter.apply_local(Budget::Send, "u", rate, 1.0, much_later) > 0);
+    }
+}
