@@ -57,7 +57,9 @@ pub struct Application {
 
 impl Application {
     /// Connects the database (running pending migrations), starts the event bus and binds the port.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        // `REDIS_URL=` (set but empty) means no Redis, as unset does.
+        config.redis_url = config.redis_url.filter(|url| !url.trim().is_empty());
         let statements = Arc::new(AtomicU64::new(0));
         let mut db = db::connect(&config.database_url).await?;
         db::count_statements(&mut db, statements.clone());
