@@ -10,7 +10,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use super::pagination::Page;
+use super::pagination::{Page, beyond_position};
 use crate::{
     AppState,
     auth::Viewer,
@@ -145,25 +145,16 @@ pub async fn list_for_user(
     if let Some(kind) = kind {
         query = query.filter(conversation::Column::Kind.eq(kind));
     }
-    if let Some((micros, id)) = after {
-        let at = DateTime::<Utc>::from_timestamp_micros(micros)
-            .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
-        query = query.filter(
-            Expr::col(conversation::Column::LastActivityAt)
-                .lt(at)
-                .or(Expr::col(conversation::Column::LastActivityAt)
-                    .eq(at)
-                    .and(Expr::col(conversation::Column::Id).lt(id))),
-        );
+    if let Some(position) = after {
+        query = query.filter(beyond_position(
+            conversation::Column::LastActivityAt,
+            conversation::Column::Id,
+            position,
+            false,
+        )?);
     }
-    let mut rows = query.limit(first + 1).all(db).await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok(Page {
-        items: rows,
-        has_previous: after.is_some(),
-        has_next,
-    })
+    let rows = query.limit(first + 1).all(db).await?;
+    Ok(Page::forward(rows, first, after.is_some()))
 }
 
 /// Conversations by id, for batching.

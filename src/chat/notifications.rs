@@ -1,17 +1,15 @@
 //! Notifications: made in the same transaction as the message that causes them, for every member
 //! but the sender. To keep the volume bounded, a member's unread MESSAGE/FILE notifications for one
 //! conversation collapse into a single row that counts them; mentions and replies stay one row each.
-use chrono::{DateTime, Utc};
 use entity::{member, message, notification, user};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, Value,
-    sea_query::{Expr, ExprTrait},
+    QueryFilter, QueryOrder, QuerySelect, Set, Value, sea_query::Expr,
 };
 
 use super::{
     conversations::{self, now, sql},
-    pagination::Page,
+    pagination::{Page, beyond_position},
 };
 use crate::{
     AppState,
@@ -265,25 +263,16 @@ pub async fn list(
     if unread_only {
         query = query.filter(notification::Column::IsRead.eq(false));
     }
-    if let Some((micros, id)) = after {
-        let at = DateTime::<Utc>::from_timestamp_micros(micros)
-            .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
-        query = query.filter(
-            Expr::col(notification::Column::UpdatedAt)
-                .lt(at)
-                .or(Expr::col(notification::Column::UpdatedAt)
-                    .eq(at)
-                    .and(Expr::col(notification::Column::Id).lt(id))),
-        );
+    if let Some(position) = after {
+        query = query.filter(beyond_position(
+            notification::Column::UpdatedAt,
+            notification::Column::Id,
+            position,
+            false,
+        )?);
     }
-    let mut rows = query.limit(first + 1).all(db).await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok(Page {
-        items: rows,
-        has_previous: after.is_some(),
-        has_next,
-    })
+    let rows = query.limit(first + 1).all(db).await?;
+    Ok(Page::forward(rows, first, after.is_some()))
 }
 
 /// A user's notifications created or updated after a position (updated µs, id), oldest first: what
@@ -291,20 +280,17 @@ pub async fn list(
 pub async fn changed_after(
     db: &DatabaseConnection,
     user_id: i64,
-    (micros, id): (i64, i64),
+    position: (i64, i64),
     limit: u64,
 ) -> AppResult<Vec<notification::Model>> {
-    let at = DateTime::<Utc>::from_timestamp_micros(micros)
-        .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
     Ok(notification::Entity::find()
         .filter(notification::Column::UserId.eq(user_id))
-        .filter(
-            Expr::col(notification::Column::UpdatedAt)
-                .gt(at)
-                .or(Expr::col(notification::Column::UpdatedAt)
-                    .eq(at)
-                    .and(Expr::col(notification::Column::Id).gt(id))),
-        )
+        .filter(beyond_position(
+            notification::Column::UpdatedAt,
+            notification::Column::Id,
+            position,
+            true,
+        )?)
         .order_by_asc(notification::Column::UpdatedAt)
         .order_by_asc(notification::Column::Id)
         .limit(limit)

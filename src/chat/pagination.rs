@@ -14,6 +14,42 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
+impl<T> Page<T> {
+    /// A forward page from rows fetched with one extra (`limit + 1`): the extra one only says that
+    /// there is a next page.
+    pub fn forward(mut rows: Vec<T>, limit: u64, has_previous: bool) -> Self {
+        let has_next = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        Page {
+            items: rows,
+            has_previous,
+            has_next,
+        }
+    }
+}
+
+/// The rows on one side of a (time, id) position in (time, id) order: `later` ones for a resume
+/// or an ascending list, earlier ones for a newest-first list. Time is in µs, as cursors carry it.
+pub fn beyond_position(
+    time: impl sea_orm::sea_query::IntoColumnRef + Copy,
+    id: impl sea_orm::sea_query::IntoColumnRef + Copy,
+    (micros, row): (i64, i64),
+    later: bool,
+) -> AppResult<sea_orm::sea_query::SimpleExpr> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    let at = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| AppError::bad_input("cursor out of range"))?;
+    Ok(if later {
+        Expr::col(time)
+            .gt(at)
+            .or(Expr::col(time).eq(at).and(Expr::col(id).gt(row)))
+    } else {
+        Expr::col(time)
+            .lt(at)
+            .or(Expr::col(time).eq(at).and(Expr::col(id).lt(row)))
+    })
+}
+
 /// Which way a page is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

@@ -208,14 +208,8 @@ pub async fn search(
                 ),
         );
     }
-    let mut rows = query.limit(first + 1).all(db).await?;
-    let has_more = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok(Page {
-        items: rows,
-        has_previous: after_id.is_some(),
-        has_next: has_more,
-    })
+    let rows = query.limit(first + 1).all(db).await?;
+    Ok(Page::forward(rows, first, after_id.is_some()))
 }
 
 fn escape_like(s: &str) -> String {
