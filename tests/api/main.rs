@@ -18,5 +18,6 @@ mod rate_limits;
 mod rooms;
 mod scale_out;
 mod schema;
+mod security_headers;
 mod subscriptions;
 mod typing;
