@@ -109,6 +109,45 @@ impl MutationRoot {
         Ok(true)
     }
 
+    /// Signs out one of the viewer's own sessions (NOT_FOUND for any other id). Revoking the
+    /// current session is the same as `logout`.
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let token_id = ids::decode(Kind::Session, &id)?;
+        if !tokens::revoke_own(&ctx.state().db, viewer.user_id, token_id).await? {
+            return Err(AppError::not_found("session").into());
+        }
+        Ok(true)
+    }
+
+    /// Changes the viewer's password (`currentPassword` must be right: BAD_USER_INPUT otherwise)
+    /// and signs out every other session; this one stays signed in. Wrong guesses count against
+    /// the same limit as failed sign-ins.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let rate = state.config.login_user_rate;
+        // Keyed by user id, apart from the sign-in buckets keyed by name: a stolen token must not
+        // lock its owner out of signing in.
+        let key = format!("change-password:{}", viewer.user_id);
+        state.limits.take(Budget::LoginUser, &key, rate).await?;
+        users::change_password(
+            &state.db,
+            viewer.user_id,
+            viewer.token_id,
+            &current_password,
+            &new_password,
+        )
+        .await?;
+        state.limits.refund(Budget::LoginUser, &key, rate).await;
+        Ok(true)
+    }
+
     /// Sends a message.
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
         let viewer = ctx.viewer()?;

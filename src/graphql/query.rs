@@ -3,7 +3,7 @@ use async_graphql::{Context, ID, Object, Result, connection::Connection};
 
 use super::{
     ContextExt,
-    types::{Conversation, ConversationKind, Message, Notification, User, load_user},
+    types::{Conversation, ConversationKind, Message, Notification, Session, User, load_user},
 };
 use crate::{
     chat::{
@@ -62,6 +62,20 @@ impl QueryRoot {
         load_user(ctx, viewer.user_id)
             .await?
             .ok_or_else(|| AppError::Unauthenticated("the account no longer exists").into())
+    }
+
+    /// The viewer's sessions still in force (neither revoked nor expired), newest first; at most
+    /// the newest 100.
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let viewer = ctx.viewer()?;
+        let tokens = crate::auth::tokens::active(&ctx.state().db, viewer.user_id).await?;
+        Ok(tokens
+            .into_iter()
+            .map(|token| Session {
+                current: token.id == viewer.token_id,
+                token,
+            })
+            .collect())
     }
 
     /// A user by id (null if there is none).

@@ -19,5 +19,6 @@ mod rooms;
 mod scale_out;
 mod schema;
 mod security_headers;
+mod sessions;
 mod subscriptions;
 mod typing;
