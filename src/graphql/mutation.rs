@@ -8,7 +8,7 @@ use super::{
 use crate::{
     auth::tokens,
     chat::{
-        conversations,
+        blocks, conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
         notifications,
         typing::ConnectionId,
@@ -145,6 +145,24 @@ impl MutationRoot {
         )
         .await?;
         state.limits.refund(Budget::LoginUser, &key, rate).await;
+        Ok(true)
+    }
+
+    /// Blocks a user: they can no longer write to the viewer directly (nor start a direct
+    /// conversation: FORBIDDEN), and their typing and presence are hidden from the viewer. Rooms
+    /// are unaffected. Blocking someone already blocked is not an error.
+    async fn block_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let blocked = ids::decode(Kind::User, &user_id)?;
+        blocks::block(&ctx.state().db, viewer.user_id, blocked).await?;
+        Ok(true)
+    }
+
+    /// Lifts a block (not an error if there was none).
+    async fn unblock_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let blocked = ids::decode(Kind::User, &user_id)?;
+        blocks::unblock(&ctx.state().db, viewer.user_id, blocked).await?;
         Ok(true)
     }
 

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::{
     chat::{
-        conversations, messages, notifications,
+        blocks, conversations, messages, notifications,
         pagination::{DEFAULT_PAGE, Direction, Page, PageRequest, page_size},
         users,
     },
@@ -75,6 +75,19 @@ impl QueryRoot {
                 current: token.id == viewer.token_id,
                 token,
             })
+            .collect())
+    }
+
+    /// The users the viewer has blocked, most recently blocked first.
+    async fn blocked_users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        let viewer = ctx.viewer()?;
+        let db = &ctx.state().db;
+        let ids = blocks::blocked_by(db, viewer.user_id).await?;
+        let mut found = users::by_ids(db, &ids).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.remove(id))
+            .map(User)
             .collect())
     }
 

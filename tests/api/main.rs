@@ -7,6 +7,7 @@ mod auth;
 mod authorization;
 mod bad_input;
 mod batching;
+mod blocking;
 mod conversations;
 mod files;
 mod limits;
