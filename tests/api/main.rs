@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod authorization;
+mod authorization_matrix;
 mod bad_input;
 mod batching;
 mod blocking;
