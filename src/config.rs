@@ -128,6 +128,37 @@ pub struct Config {
     /// Largest WebSocket message (and frame) accepted; a larger one closes the socket (1009).
     #[arg(long, env = "PALAVER_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub ws_max_message_bytes: usize,
+
+    /// Web origins (`https://chat.example.com`, comma-separated) whose pages may call the API from
+    /// a browser; unset: no CORS headers at all, so only same-origin pages (and non-browser
+    /// clients) can use it.
+    #[arg(long, env = "PALAVER_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<CorsOrigin>,
+}
+
+/// One allowed web origin: a scheme and a host (and port), as browsers send it in `Origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsOrigin(pub axum::http::HeaderValue);
+
+impl std::str::FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Browsers never send a trailing slash or a path; one in the setting would never match.
+        let origin = s.trim().trim_end_matches('/');
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| format!("CORS origin {origin:?} must start with http:// or https://"))?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', '*', ' ']) {
+            return Err(format!(
+                "CORS origin {origin:?} must be a scheme and host only, like https://chat.example.com"
+            ));
+        }
+        axum::http::HeaderValue::from_str(origin)
+            .map(CorsOrigin)
+            .map_err(|_| format!("CORS origin {origin:?} is not a valid header value"))
+    }
 }
 
 /// Executables, installers and scripts: what a chat should not hand to a double-click.

@@ -15,13 +15,17 @@ use axum::{
     Router,
     body::Body,
     extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use sea_orm::ConnectionTrait;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
 
 use crate::{
     AppState,
@@ -53,7 +57,7 @@ impl FromRef<HttpState> for AppState {
 pub fn router(state: AppState) -> Router {
     let schema = build_schema(state.clone());
     let body_limit = (state.config.max_upload_bytes as usize).saturating_add(MAX_JSON_BODY);
-    Router::new()
+    let router = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(websocket))
         // `get` also answers HEAD; the handler then skips reading the store.
@@ -61,22 +65,83 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
-        .with_state(HttpState { app: state, schema })
+        .layer(TraceLayer::new_for_http());
+    let router = match cors(&state.config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    security_headers(router).with_state(HttpState { app: state, schema })
+}
+
+/// The policy of every response that sets none of its own: the API serves JSON and text, never
+/// a page, so nothing may load from it, and nothing may frame it.
+const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// GraphiQL's page loads React and GraphiQL from unpkg.com, runs an inline script and talks to
+/// this server over HTTP and WebSocket; it may still not be framed.
+const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
+style-src 'self' 'unsafe-inline' https://unpkg.com; font-src 'self' data: https://unpkg.com; \
+img-src 'self' data: https://unpkg.com https://graphql.org; connect-src 'self' ws: wss:; \
+worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// Headers every response carries, outermost so that errors, CORS preflights and unknown paths
+/// get them too. `if_not_present`: a route that sets its own (the file route's `sandbox` policy,
+/// GraphiQL's) keeps it.
+fn security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_CSP),
+        ))
+}
+
+/// Browsers on the configured origins may call the API; with none configured, no CORS headers
+/// are sent and browsers keep to the same-origin rule. Tokens travel in `Authorization`, never in
+/// cookies, so credentials are not allowed.
+fn cors(origins: &[crate::config::CorsOrigin]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().map(|o| o.0.clone())))
+            .allow_methods([Method::GET, Method::POST, Method::HEAD, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn graphiql(State(state): State<HttpState>) -> Response {
     if !state.app.config.graphiql {
         return StatusCode::NOT_FOUND.into_response();
     }
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Palaver")
-            .finish(),
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(GRAPHIQL_CSP),
+        )],
+        Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
+                .title("Palaver")
+                .finish(),
+        ),
     )
-    .into_response()
+        .into_response()
 }
 
 async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Auth, AppError> {

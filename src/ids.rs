@@ -13,6 +13,8 @@ pub enum Kind {
     Conversation,
     Message,
     Notification,
+    /// A signed-in session (one bearer token).
+    Session,
 }
 
 impl Kind {
@@ -22,6 +24,7 @@ impl Kind {
             Kind::Conversation => "cnv_",
             Kind::Message => "msg_",
             Kind::Notification => "ntf_",
+            Kind::Session => "ses_",
         }
     }
 
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Conversation => "conversation",
             Kind::Message => "message",
             Kind::Notification => "notification",
+            Kind::Session => "session",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Palaver's tables as sea-orm entities: one module per table, nothing else.
 pub mod auth_token;
+pub mod block;
 pub mod conversation;
 pub mod conversation_event;
 pub mod member;

@@ -4,7 +4,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{Duration, Utc};
 use entity::auth_token;
 use rand::RngCore;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
 use sha2::{Digest, Sha256};
 
 use super::Viewer;
@@ -67,4 +70,51 @@ pub async fn revoke(db: &impl ConnectionTrait, token_id: i64) -> AppResult<()> {
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Most sessions `sessions` lists: the newest ones.
+pub const MAX_LISTED: u64 = 100;
+
+/// A user's sessions still in force (neither revoked nor expired), newest first.
+pub async fn active(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<auth_token::Model>> {
+    Ok(auth_token::Entity::find()
+        .filter(auth_token::Column::UserId.eq(user_id))
+        .filter(auth_token::Column::RevokedAt.is_null())
+        .filter(auth_token::Column::ExpiresAt.gt(Utc::now()))
+        .order_by_desc(auth_token::Column::Id)
+        .limit(MAX_LISTED)
+        .all(db)
+        .await?)
+}
+
+/// Revokes one of the user's own sessions in force; false if they have no such session (another
+/// user's is left alone, and looks the same as a missing one).
+pub async fn revoke_own(db: &impl ConnectionTrait, user_id: i64, token_id: i64) -> AppResult<bool> {
+    let done = auth_token::Entity::update_many()
+        .col_expr(
+            auth_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(auth_token::Column::Id.eq(token_id))
+        .filter(auth_token::Column::UserId.eq(user_id))
+        .filter(auth_token::Column::RevokedAt.is_null())
+        .filter(auth_token::Column::ExpiresAt.gt(Utc::now()))
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected > 0)
+}
+
+/// Revokes every session of the user except `keep`; returns how many were revoked.
+pub async fn revoke_others(db: &impl ConnectionTrait, user_id: i64, keep: i64) -> AppResult<u64> {
+    let done = auth_token::Entity::update_many()
+        .col_expr(
+            auth_token::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(auth_token::Column::UserId.eq(user_id))
+        .filter(auth_token::Column::Id.ne(keep))
+        .filter(auth_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected)
 }

@@ -101,13 +101,17 @@ pub async fn send(
     }
     let conversation_id = match new.target {
         Target::Conversation(id) => {
-            conversations::require_member(db, id, viewer.user_id).await?;
+            let (conversation, _) = conversations::require_member(db, id, viewer.user_id).await?;
+            if conversation.kind == conversations::DIRECT {
+                super::blocks::ensure_direct_not_blocked(db, id, viewer.user_id).await?;
+            }
             id
         }
         Target::User(user_id) => {
             if super::users::find(db, user_id).await?.is_none() {
                 return Err(AppError::not_found("user"));
             }
+            super::blocks::ensure_not_blocked(db, user_id, viewer.user_id).await?;
             conversations::get_or_create_direct(db, viewer.user_id, user_id)
                 .await?
                 .id

@@ -216,7 +216,8 @@ pub async fn audience(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<
     Ok(ids)
 }
 
-/// Which of `others` share a conversation with `viewer` (the viewer counts as sharing with self).
+/// Which of `others` share a conversation with `viewer` (the viewer counts as sharing with self)
+/// and are not blocked by the viewer.
 pub async fn visible_to(
     db: &DatabaseConnection,
     viewer: i64,
@@ -237,7 +238,9 @@ pub async fn visible_to(
             &format!(
                 "SELECT DISTINCT b.user_id AS user_id FROM members a \
                  JOIN members b ON b.conversation_id = a.conversation_id \
-                 WHERE a.user_id = $1 AND b.user_id IN ({list})"
+                 WHERE a.user_id = $1 AND b.user_id IN ({list}) \
+                 AND NOT EXISTS (SELECT 1 FROM blocks k \
+                 WHERE k.blocker_id = $1 AND k.blocked_id = b.user_id)"
             ),
             values,
         ))

@@ -5,7 +5,7 @@ use chrono::Utc;
 use entity::user;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, Func},
 };
 
@@ -129,6 +129,43 @@ pub async fn register(
     })?;
     let token = tokens::issue(db, user.id, token_ttl_secs).await?;
     Ok((user, token))
+}
+
+/// Changes a user's password after checking the current one, and signs out every other session
+/// (a thief holding one of them loses it); the session `keep` (the one asking) stays.
+pub async fn change_password(
+    db: &DatabaseConnection,
+    user_id: i64,
+    keep: i64,
+    current: &str,
+    new: &str,
+) -> AppResult<()> {
+    let user = find(db, user_id)
+        .await?
+        .ok_or(AppError::Unauthenticated("the account no longer exists"))?;
+    let new = Password::parse(new, &Username(user.username.clone()))?;
+    if !password::verify(current.to_owned(), user.password_hash.clone()).await? {
+        return Err(AppError::bad_input(
+            "currentPassword is not the current password",
+        ));
+    }
+    let hash = password::hash(new.0).await?;
+    let txn = db.begin().await?;
+    // Only if the password is still the one checked: of two changes at once, one wins.
+    let updated = user::Entity::update_many()
+        .col_expr(user::Column::PasswordHash, Expr::value(hash))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::PasswordHash.eq(user.password_hash))
+        .exec(&txn)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(AppError::Conflict(
+            "the password was changed at the same time; try again".into(),
+        ));
+    }
+    tokens::revoke_others(&txn, user_id, keep).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Signs a user in. Unknown users and wrong passwords get the same answer, after the same work.

@@ -8,7 +8,7 @@ use super::{
 use crate::{
     auth::tokens,
     chat::{
-        conversations,
+        blocks, conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
         notifications,
         typing::ConnectionId,
@@ -106,6 +106,63 @@ impl MutationRoot {
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
         let viewer = ctx.viewer()?;
         tokens::revoke(&ctx.state().db, viewer.token_id).await?;
+        Ok(true)
+    }
+
+    /// Signs out one of the viewer's own sessions (NOT_FOUND for any other id). Revoking the
+    /// current session is the same as `logout`.
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let token_id = ids::decode(Kind::Session, &id)?;
+        if !tokens::revoke_own(&ctx.state().db, viewer.user_id, token_id).await? {
+            return Err(AppError::not_found("session").into());
+        }
+        Ok(true)
+    }
+
+    /// Changes the viewer's password (`currentPassword` must be right: BAD_USER_INPUT otherwise)
+    /// and signs out every other session; this one stays signed in. Wrong guesses count against
+    /// the same limit as failed sign-ins.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let rate = state.config.login_user_rate;
+        // Keyed by user id, apart from the sign-in buckets keyed by name: a stolen token must not
+        // lock its owner out of signing in.
+        let key = format!("change-password:{}", viewer.user_id);
+        state.limits.take(Budget::LoginUser, &key, rate).await?;
+        users::change_password(
+            &state.db,
+            viewer.user_id,
+            viewer.token_id,
+            &current_password,
+            &new_password,
+        )
+        .await?;
+        state.limits.refund(Budget::LoginUser, &key, rate).await;
+        Ok(true)
+    }
+
+    /// Blocks a user: they can no longer write to the viewer directly (nor start a direct
+    /// conversation: FORBIDDEN), and their typing and presence are hidden from the viewer. Rooms
+    /// are unaffected. Blocking someone already blocked is not an error.
+    async fn block_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let blocked = ids::decode(Kind::User, &user_id)?;
+        blocks::block(&ctx.state().db, viewer.user_id, blocked).await?;
+        Ok(true)
+    }
+
+    /// Lifts a block (not an error if there was none).
+    async fn unblock_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let viewer = ctx.viewer()?;
+        let blocked = ids::decode(Kind::User, &user_id)?;
+        blocks::unblock(&ctx.state().db, viewer.user_id, blocked).await?;
         Ok(true)
     }
 

@@ -3,11 +3,11 @@ use async_graphql::{Context, ID, Object, Result, connection::Connection};
 
 use super::{
     ContextExt,
-    types::{Conversation, ConversationKind, Message, Notification, User, load_user},
+    types::{Conversation, ConversationKind, Message, Notification, Session, User, load_user},
 };
 use crate::{
     chat::{
-        conversations, messages, notifications,
+        blocks, conversations, messages, notifications,
         pagination::{DEFAULT_PAGE, Direction, Page, PageRequest, page_size},
         users,
     },
@@ -62,6 +62,33 @@ impl QueryRoot {
         load_user(ctx, viewer.user_id)
             .await?
             .ok_or_else(|| AppError::Unauthenticated("the account no longer exists").into())
+    }
+
+    /// The viewer's sessions still in force (neither revoked nor expired), newest first; at most
+    /// the newest 100.
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let viewer = ctx.viewer()?;
+        let tokens = crate::auth::tokens::active(&ctx.state().db, viewer.user_id).await?;
+        Ok(tokens
+            .into_iter()
+            .map(|token| Session {
+                current: token.id == viewer.token_id,
+                token,
+            })
+            .collect())
+    }
+
+    /// The users the viewer has blocked, most recently blocked first.
+    async fn blocked_users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        let viewer = ctx.viewer()?;
+        let db = &ctx.state().db;
+        let ids = blocks::blocked_by(db, viewer.user_id).await?;
+        let mut found = users::by_ids(db, &ids).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.remove(id))
+            .map(User)
+            .collect())
     }
 
     /// A user by id (null if there is none).

@@ -17,7 +17,7 @@ use super::{
     },
 };
 use crate::{
-    chat::{conversations, messages, notifications, presence, users},
+    chat::{blocks, conversations, messages, notifications, presence, users},
     error::AppError,
     events::{Envelope, Event, MessageChange},
     ids::{self, CursorKind, Kind},
@@ -142,6 +142,8 @@ impl SubscriptionRoot {
             conversations::require_member(&state.db, id, viewer.user_id).await?;
         }
         let user_id = viewer.user_id;
+        // Taken when the subscription starts: a block or unblock applies to the next one.
+        let blocked = blocks::blocked_set(&state.db, user_id).await?;
         Ok(hold(
             slot,
             live(state.bus.subscribe(), move |envelope| {
@@ -152,6 +154,7 @@ impl SubscriptionRoot {
                         is_typing,
                     } if envelope.is_for(user_id)
                         && typist != user_id
+                        && !blocked.contains(&typist)
                         && conversation.is_none_or(|c| c == conversation_id) =>
                     {
                         Some(TypingEvent {
@@ -307,6 +310,8 @@ impl SubscriptionRoot {
             None => None,
         };
         let rx = state.bus.subscribe();
+        // Taken when the subscription starts: a block or unblock applies to the next one.
+        let blocked = blocks::blocked_set(&state.db, viewer.user_id).await?;
         let mut snapshot = Vec::new();
         if let Some(wanted) = &wanted {
             let list: Vec<i64> = wanted.iter().copied().collect();
@@ -335,6 +340,7 @@ impl SubscriptionRoot {
                 online,
                 last_seen_at,
             } if envelope.is_for(viewer.user_id)
+                && !blocked.contains(&user_id)
                 && wanted
                     .as_ref()
                     .map_or(user_id != viewer.user_id, |w| w.contains(&user_id)) =>

@@ -12,6 +12,34 @@ use crate::{
     ids::{self, CursorKind, Kind},
 };
 
+/// One of the viewer's signed-in sessions: a bearer token still in force.
+pub struct Session {
+    pub token: entity::auth_token::Model,
+    /// Whether this is the token the request was made with.
+    pub current: bool,
+}
+
+#[Object]
+impl Session {
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Session, self.token.id)
+    }
+
+    /// When the session signed in (`register` or `login`).
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.token.created_at
+    }
+
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.token.expires_at
+    }
+
+    /// True for the session this request was made with.
+    async fn current(&self) -> bool {
+        self.current
+    }
+}
+
 /// A person who can chat.
 pub struct User(pub user::Model);
 

@@ -5,8 +5,10 @@ mod helpers;
 
 mod auth;
 mod authorization;
+mod authorization_matrix;
 mod bad_input;
 mod batching;
+mod blocking;
 mod conversations;
 mod files;
 mod limits;
@@ -18,5 +20,7 @@ mod rate_limits;
 mod rooms;
 mod scale_out;
 mod schema;
+mod security_headers;
+mod sessions;
 mod subscriptions;
 mod typing;

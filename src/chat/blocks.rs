@@ -1,0 +1,118 @@
+//! Blocking: a user (the blocker) stops another from writing to them directly, and stops seeing
+//! their typing and presence. Rooms are unaffected: blocking is between two people.
+use std::collections::HashSet;
+
+use chrono::Utc;
+use entity::block;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+
+use crate::error::{AppError, AppResult};
+
+/// Most users one user may block; enough for anyone, and a bound on the sets held per socket.
+pub const MAX_BLOCKED: u64 = 1000;
+
+/// Blocks a user; blocking one already blocked is not an error.
+pub async fn block(db: &DatabaseConnection, blocker: i64, blocked: i64) -> AppResult<()> {
+    if blocker == blocked {
+        return Err(AppError::bad_input("one cannot block oneself"));
+    }
+    if super::users::find(db, blocked).await?.is_none() {
+        return Err(AppError::not_found("user"));
+    }
+    let count = block::Entity::find()
+        .filter(block::Column::BlockerId.eq(blocker))
+        .count(db)
+        .await?;
+    if count >= MAX_BLOCKED {
+        return Err(AppError::bad_input(format!(
+            "at most {MAX_BLOCKED} users can be blocked"
+        )));
+    }
+    block::Entity::insert(block::ActiveModel {
+        blocker_id: Set(blocker),
+        blocked_id: Set(blocked),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict_do_nothing_on([block::Column::BlockerId, block::Column::BlockedId])
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// Lifts a block; lifting one that is not there is not an error.
+pub async fn unblock(db: &DatabaseConnection, blocker: i64, blocked: i64) -> AppResult<()> {
+    block::Entity::delete_many()
+        .filter(block::Column::BlockerId.eq(blocker))
+        .filter(block::Column::BlockedId.eq(blocked))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Whom a user has blocked, most recent first.
+pub async fn blocked_by(db: &impl ConnectionTrait, blocker: i64) -> AppResult<Vec<i64>> {
+    Ok(block::Entity::find()
+        .select_only()
+        .column(block::Column::BlockedId)
+        .filter(block::Column::BlockerId.eq(blocker))
+        .order_by_desc(block::Column::CreatedAt)
+        .limit(MAX_BLOCKED)
+        .into_tuple::<i64>()
+        .all(db)
+        .await?)
+}
+
+/// The same, as a set for filtering live events.
+pub async fn blocked_set(db: &impl ConnectionTrait, blocker: i64) -> AppResult<HashSet<i64>> {
+    Ok(blocked_by(db, blocker).await?.into_iter().collect())
+}
+
+/// Whether `blocker` has blocked `sender`.
+pub async fn is_blocked(db: &impl ConnectionTrait, blocker: i64, sender: i64) -> AppResult<bool> {
+    Ok(block::Entity::find_by_id((blocker, sender))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// FORBIDDEN when `recipient` has blocked `sender`: the check before anything direct is written.
+pub async fn ensure_not_blocked(
+    db: &impl ConnectionTrait,
+    recipient: i64,
+    sender: i64,
+) -> AppResult<()> {
+    if is_blocked(db, recipient, sender).await? {
+        return Err(AppError::Forbidden(
+            "this user does not accept direct messages from you".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// FORBIDDEN when the other member of a direct conversation has blocked `sender`.
+pub async fn ensure_direct_not_blocked(
+    db: &impl ConnectionTrait,
+    conversation_id: i64,
+    sender: i64,
+) -> AppResult<()> {
+    use sea_orm::sea_query::Query;
+    let members = Query::select()
+        .column(entity::member::Column::UserId)
+        .from(entity::member::Entity)
+        .and_where(entity::member::Column::ConversationId.eq(conversation_id))
+        .to_owned();
+    let blocked = block::Entity::find()
+        .filter(block::Column::BlockedId.eq(sender))
+        .filter(block::Column::BlockerId.in_subquery(members))
+        .one(db)
+        .await?;
+    if blocked.is_some() {
+        return Err(AppError::Forbidden(
+            "this user does not accept direct messages from you".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Security headers on every response, and the CORS allow-list.
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with, test_config};
+
+fn assert_hardened(response: &reqwest::Response, what: &str) {
+    let headers = response.headers();
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(headers["x-frame-options"], "DENY", "{what}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{what}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_errors_included() {
+    let app = spawn_app().await;
+
+    let ok = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_hardened(&ok, "POST /graphql");
+    assert!(
+        ok.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+
+    let health = app.fetch(Method::GET, "/healthz", None, &[]).await;
+    assert_eq!(health.status(), 200);
+    assert_hardened(&health, "/healthz");
+
+    let malformed = app
+        .fetch(
+            Method::POST,
+            "/graphql",
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(malformed.status(), 400);
+    assert_hardened(&malformed, "a malformed request");
+
+    let missing = app.fetch(Method::GET, "/files/nope", None, &[]).await;
+    assert!(missing.status().is_client_error());
+    assert_hardened(&missing, "a missing file");
+
+    let unknown = app.fetch(Method::GET, "/no-such-path", None, &[]).await;
+    assert_eq!(unknown.status(), 404);
+    assert_hardened(&unknown, "an unknown path");
+}
+
+#[tokio::test]
+async fn graphiql_gets_a_policy_that_allows_the_scripts_it_loads() {
+    let app = spawn_app().await;
+
+    let page = app.fetch(Method::GET, "/graphql", None, &[]).await;
+
+    assert_eq!(page.status(), 200);
+    assert_hardened(&page, "GraphiQL");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let script_src = csp
+        .split(';')
+        .find_map(|d| d.trim().strip_prefix("script-src "))
+        .unwrap_or_else(|| panic!("no script-src in {csp}"));
+    assert!(script_src.contains("'unsafe-inline'"), "{csp}");
+    // Every host a script or stylesheet comes from is allowed.
+    for needle in ["src=\"https://", "href=\"https://"] {
+        for rest in html.split(needle).skip(1) {
+            let host = rest.split('/').next().unwrap();
+            assert!(
+                csp.contains(&format!("https://{host}")),
+                "{host} is missing from {csp}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_configured_origins_no_cors_headers_are_sent() {
+    let app = spawn_app().await;
+
+    let preflight = app
+        .fetch(
+            Method::OPTIONS,
+            "/graphql",
+            None,
+            &[
+                ("origin", "https://chat.example.com"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
+
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_succeeds_and_another_origin_gets_no_allow_origin() {
+    let mut config = test_config().await;
+    config.cors_origins = vec![
+        "https://chat.example.com/".parse().unwrap(),
+        "http://localhost:3000".parse().unwrap(),
+    ];
+    let app = spawn_app_with(config).await;
+
+    let allowed = preflight(&app, "https://chat.example.com").await;
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    let methods = headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_ascii_uppercase();
+    assert!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("authorization") && allowed_headers.contains("content-type"),
+        "{allowed_headers}"
+    );
+    assert_hardened(&allowed, "a preflight");
+
+    let other = preflight(&app, "https://evil.example.net").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // An actual request from an allowed origin is answered with the origin too.
+    let request = app
+        .http
+        .post(app.url("/graphql"))
+        .header("origin", "http://localhost:3000")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        request.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+}
+
+async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> reqwest::Response {
+    app.fetch(
+        Method::OPTIONS,
+        "/graphql",
+        None,
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type",
+            ),
+        ],
+    )
+    .await
+}
+
+#[test]
+fn origins_that_could_never_match_are_refused_at_startup() {
+    for bad in [
+        "chat.example.com",
+        "https://",
+        "https://chat.example.com/app",
+        "*",
+        "https://*.example.com",
+    ] {
+        assert!(
+            bad.parse::<palaver::config::CorsOrigin>().is_err(),
+            "{bad} was accepted"
+        );
+    }
+}
