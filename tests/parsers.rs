@@ -1,0 +1,93 @@
+//! Property tests for the pieces that parse untrusted input: ids, cursors, signed download URLs,
+//! upload file names and Range headers. Whatever arrives, they answer with a value or a refusal,
+//! never a panic, and what the server itself writes always reads back.
+use axum::http::HeaderValue;
+use palaver::{
+    files::{download::parse_range, kind::sanitize_filename, signing::SigningKey},
+    ids::{self, CursorKind, Kind},
+};
+use proptest::prelude::*;
+
+const KINDS: [Kind; 4] = [
+    Kind::User,
+    Kind::Conversation,
+    Kind::Message,
+    Kind::Notification,
+];
+const CURSORS: [CursorKind; 4] = [
+    CursorKind::Message,
+    CursorKind::Event,
+    CursorKind::Activity,
+    CursorKind::Receipt,
+];
+
+proptest! {
+    #[test]
+    fn any_text_as_an_id_is_a_value_or_a_refusal(text in ".{0,80}") {
+        for kind in KINDS {
+            if let Ok(id) = ids::decode(kind, &async_graphql::ID(text.clone())) {
+                prop_assert!(id > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn ids_round_trip(n in 1i64..i64::MAX) {
+        for kind in KINDS {
+            prop_assert_eq!(ids::decode(kind, &ids::encode(kind, n)).unwrap(), n);
+        }
+    }
+
+    #[test]
+    fn any_text_as_a_cursor_is_a_value_or_a_refusal(text in ".{0,200}", arity in 1usize..4) {
+        for kind in CURSORS {
+            if let Ok(parts) = ids::decode_cursor(kind, &text, arity) {
+                prop_assert_eq!(parts.len(), arity);
+                prop_assert!(parts.iter().all(|p| *p >= 0));
+            }
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_stay_in_their_kind(parts in proptest::collection::vec(0i64..i64::MAX, 1..4)) {
+        for kind in CURSORS {
+            let cursor = ids::cursor(kind, &parts);
+            prop_assert_eq!(ids::decode_cursor(kind, &cursor, parts.len()).unwrap(), parts.clone());
+            for other in CURSORS.into_iter().filter(|o| *o != kind) {
+                prop_assert!(ids::decode_cursor(other, &cursor, parts.len()).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_exact_signature_verifies(message in 1i64..1_000_000, expires in 0i64..4_000_000_000, forged in ".{0,100}") {
+        let key = SigningKey::new(*b"0123456789abcdef0123456789abcdef");
+        let signature = key.signature(message, expires);
+        prop_assert!(key.verify(message, expires, &signature, expires - 1));
+        prop_assert!(!key.verify(message, expires, &signature, expires + 1), "expired");
+        prop_assert!(!key.verify(message + 1, expires, &signature, 0), "other message");
+        prop_assert!(!key.verify(message, expires + 1, &signature, 0), "other expiry");
+        if forged != signature {
+            prop_assert!(!key.verify(message, expires, &forged, 0));
+        }
+    }
+
+    #[test]
+    fn file_names_become_harmless_base_names(raw in ".{0,400}") {
+        let name = sanitize_filename(&raw);
+        prop_assert!(!name.is_empty());
+        prop_assert!(name.len() <= 200);
+        prop_assert!(!name.contains('/') && !name.contains('\\'));
+        prop_assert!(!name.chars().any(char::is_control));
+        prop_assert!(name != "." && name != "..");
+    }
+
+    #[test]
+    fn range_headers_give_a_range_inside_the_file_or_a_refusal(header in "[ -~]{0,60}", size in 0u64..10_000) {
+        if let Ok(value) = HeaderValue::from_str(&header)
+            && let Ok(Some((start, end))) = parse_range(&value, size)
+        {
+            prop_assert!(start <= end && end < size);
+        }
+    }
+}
