@@ -25,6 +25,19 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Manage server administrators (who may read the audit log).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make a user a server administrator.
+    Grant { username: String },
+    /// Take administrator rights away from a user.
+    Revoke { username: String },
 }
 
 #[tokio::main]
@@ -41,6 +54,20 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
         Command::Schema => print!("{}", palaver::graphql::sdl()),
+        Command::Admin { action } => {
+            let db = palaver::db::connect(&cli.config.database_url).await?;
+            let (username, admin) = match &action {
+                AdminAction::Grant { username } => (username, true),
+                AdminAction::Revoke { username } => (username, false),
+            };
+            if !palaver::chat::audit::set_admin(&db, username, admin).await? {
+                anyhow::bail!("no user named {username}");
+            }
+            println!(
+                "{username} is {} a server administrator",
+                if admin { "now" } else { "no longer" }
+            );
+        }
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 //! Palaver's tables as sea-orm entities: one module per table, nothing else.
+pub mod audit_entry;
 pub mod auth_token;
 pub mod block;
 pub mod conversation;

@@ -387,6 +387,8 @@ pub async fn edit(
     active.body = Set(Some(body.0));
     active.edited_at = Set(Some(now()));
     let message = active.update(&txn).await?;
+    let target = Some(crate::ids::encode(crate::ids::Kind::Message, message.id).0);
+    super::audit::record(&txn, Some(viewer.user_id), "message.edited", target, None).await?;
     commit_and_publish(state, txn, MessageChange::Edited, message).await
 }
 
@@ -416,6 +418,16 @@ pub async fn delete(
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
     let message = active.update(&txn).await?;
+    let target = Some(crate::ids::encode(crate::ids::Kind::Message, message.id).0);
+    let detail = (message.sender_id != Some(viewer.user_id)).then(|| "by a moderator".to_owned());
+    super::audit::record(
+        &txn,
+        Some(viewer.user_id),
+        "message.deleted",
+        target,
+        detail,
+    )
+    .await?;
     let message = commit_and_publish(state, txn, MessageChange::Deleted, message).await?;
     // Only after the commit: were the delete rolled back, the file would still be needed. If this
     // fails, the orphan sweep removes it (it spares only objects of live messages).

@@ -1,5 +1,6 @@
 //! The domain: rules and queries for users, conversations, rooms, messages and read markers. Nothing here
 //! knows about GraphQL; the transport layer calls in with parsed values.
+pub mod audit;
 pub mod blocks;
 pub mod conversations;
 pub mod messages;

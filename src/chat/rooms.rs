@@ -340,6 +340,14 @@ impl RoomTxn {
             Some(reserved) => reserved,
             None => messages::next_seq(&self.txn, self.room.id).await?,
         };
+        super::audit::record(
+            &self.txn,
+            Some(self.actor.user_id),
+            &format!("room.{}", kind.as_str().to_ascii_lowercase()),
+            Some(crate::ids::encode(crate::ids::Kind::Conversation, self.room.id).0),
+            Some(body.clone()),
+        )
+        .await?;
         let message = message::ActiveModel {
             conversation_id: Set(self.room.id),
             seq: Set(seq),

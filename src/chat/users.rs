@@ -185,12 +185,18 @@ pub async fn login(
         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4M9YqkzYfH3xKDWd4l9Ck1UZhM4bHy8mS6zB3Pq1l0g".into()
     });
     let ok = password::verify(password.to_owned(), stored).await?;
+    // The name tried, never the password; cut short so the log cannot be flooded through it.
+    let tried: String = username.trim().chars().take(64).collect();
     match found {
         Some(user) if ok => {
             let token = tokens::issue(db, user.id, token_ttl_secs).await?;
+            super::audit::record_or_log(db, Some(user.id), "login.succeeded", Some(tried)).await;
             Ok((user, token))
         }
-        _ => Err(REFUSED),
+        _ => {
+            super::audit::record_or_log(db, None, "login.failed", Some(tried)).await;
+            Err(REFUSED)
+        }
     }
 }
 

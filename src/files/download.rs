@@ -106,6 +106,10 @@ async fn serve(
         return Err(not_found());
     }
     let file = Attachment::of(&message).ok_or_else(not_found)?;
+    if signed {
+        let target = Some(ids::encode(Kind::Message, message.id).0);
+        crate::chat::audit::record_or_log(&state.db, None, "file.signed_download", target).await;
+    }
 
     let etag = format!("\"{}\"", file.sha256);
     let mut response_headers = file.headers(&etag);

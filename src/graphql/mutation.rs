@@ -8,7 +8,7 @@ use super::{
 use crate::{
     auth::tokens,
     chat::{
-        blocks, conversations,
+        audit, blocks, conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
         notifications,
         typing::ConnectionId,
@@ -105,7 +105,10 @@ impl MutationRoot {
     /// Revokes the token this request was made with.
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
         let viewer = ctx.viewer()?;
-        tokens::revoke(&ctx.state().db, viewer.token_id).await?;
+        let db = &ctx.state().db;
+        tokens::revoke(db, viewer.token_id).await?;
+        let session = Some(ids::encode(Kind::Session, viewer.token_id).0);
+        audit::record_or_log(db, Some(viewer.user_id), "session.logout", session).await;
         Ok(true)
     }
 
@@ -114,9 +117,12 @@ impl MutationRoot {
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let token_id = ids::decode(Kind::Session, &id)?;
-        if !tokens::revoke_own(&ctx.state().db, viewer.user_id, token_id).await? {
+        let db = &ctx.state().db;
+        if !tokens::revoke_own(db, viewer.user_id, token_id).await? {
             return Err(AppError::not_found("session").into());
         }
+        let session = Some(ids::encode(Kind::Session, token_id).0);
+        audit::record_or_log(db, Some(viewer.user_id), "session.revoked", session).await;
         Ok(true)
     }
 
@@ -145,6 +151,7 @@ impl MutationRoot {
         )
         .await?;
         state.limits.refund(Budget::LoginUser, &key, rate).await;
+        audit::record_or_log(&state.db, Some(viewer.user_id), "password.changed", None).await;
         Ok(true)
     }
 

@@ -3,11 +3,13 @@ use async_graphql::{Context, ID, Object, Result, connection::Connection};
 
 use super::{
     ContextExt,
-    types::{Conversation, ConversationKind, Message, Notification, Session, User, load_user},
+    types::{
+        AuditEntry, Conversation, ConversationKind, Message, Notification, Session, User, load_user,
+    },
 };
 use crate::{
     chat::{
-        blocks, conversations, messages, notifications,
+        audit, blocks, conversations, messages, notifications,
         pagination::{DEFAULT_PAGE, Direction, Page, PageRequest, page_size},
         users,
     },
@@ -253,6 +255,26 @@ impl QueryRoot {
     async fn notification_unread_count(&self, ctx: &Context<'_>) -> Result<u64> {
         let viewer = ctx.viewer()?;
         Ok(notifications::unread_count(&ctx.state().db, viewer.user_id).await?)
+    }
+
+    /// The audit log, newest first. Server administrators only (FORBIDDEN for anyone else).
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, AuditEntry>> {
+        let viewer = ctx.viewer()?;
+        let first = page_size("first", first)?.unwrap_or(DEFAULT_PAGE);
+        let after = after
+            .map(|c| ids::decode_cursor(CursorKind::Row, &c, 1).map(|v| v[0]))
+            .transpose()?;
+        let page = audit::list(&ctx.state().db, viewer, after, first).await?;
+        Ok(connection(
+            page,
+            |e| ids::cursor(CursorKind::Row, &[e.id]),
+            AuditEntry,
+        ))
     }
 
     /// Unread messages across all the viewer's conversations.

@@ -740,3 +740,39 @@ impl PresenceEvent {
         load_user(ctx, self.user_id).await
     }
 }
+
+/// One line of the audit log (visible to server administrators only).
+pub struct AuditEntry(pub entity::audit_entry::Model);
+
+#[Object]
+impl AuditEntry {
+    async fn id(&self) -> ID {
+        ID(format!("aud_{}", self.0.id))
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+
+    /// Who acted; null for a failed sign-in or a signed-URL download.
+    async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.0.actor_id {
+            Some(id) => load_user(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// What happened, e.g. `login.failed`, `message.deleted`, `room.member_removed`.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+
+    /// What it happened to: an id such as `msg_12`, or the username a sign-in tried.
+    async fn target(&self) -> Option<&str> {
+        self.0.target.as_deref()
+    }
+
+    async fn detail(&self) -> Option<&str> {
+        self.0.detail.as_deref()
+    }
+}

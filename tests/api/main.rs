@@ -3,6 +3,7 @@
 //! and `PALAVER_TEST_REDIS_URL` to run the same tests against PostgreSQL and Redis.
 mod helpers;
 
+mod audit;
 mod auth;
 mod authorization;
 mod authorization_matrix;
