@@ -8,6 +8,7 @@ mod auth;
 mod authorization;
 mod authorization_matrix;
 mod bad_input;
+mod bad_input_corpus;
 mod batching;
 mod blocking;
 mod conversations;

@@ -1,0 +1,239 @@
+//! A corpus of hostile or broken requests sent to the running server: each gets a clear error with
+//! `extensions.code` (or is stored as the literal text it is), and afterwards the server is healthy
+//! and nothing it held has changed.
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const NASTY: &[&str] = &[
+    "'; DROP TABLE messages; --",
+    "\" OR 1=1 --",
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "%00%27%22",
+    "\\x00\\u0000",
+    "${jndi:ldap://x}",
+    "../../etc/passwd",
+    "🙂 ∑ é 中文",
+];
+
+async fn snapshot(app: &TestApp, user: &TestUser, conversation: &str) -> Value {
+    app.data(
+        &user.token,
+        "query($c: ID!) { conversations { edges { node { id unreadCount } } } messages(conversationId: $c, first: 100) { edges { node { id body } } } unreadCount }",
+        json!({ "c": conversation }),
+    )
+    .await
+}
+
+async fn post_raw(app: &TestApp, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn broken_bodies_get_coded_errors_and_change_nothing() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let before = snapshot(&app, &alice, &conversation).await;
+
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "application/json",
+            b"{\"query\": \"{ me { id } }\"".to_vec(),
+        ),
+        ("application/json", vec![0xff, 0xfe, 0x7b, 0x22, 0x80, 0x81]),
+        ("application/json", b"{\"query\": \"\xc3\x28\"}".to_vec()),
+        ("application/json", b"".to_vec()),
+        ("application/json", b"null".to_vec()),
+        (
+            "application/json",
+            b"{\"query\": [\"not\", \"a\", \"string\"]}".to_vec(),
+        ),
+        ("application/xml", b"<query>{ me { id } }</query>".to_vec()),
+        ("text/plain", b"{ me { id } }".to_vec()),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nnonsense".to_vec(),
+        ),
+    ];
+    for (content_type, body) in bodies {
+        let (status, json) = post_raw(&app, content_type, body.clone()).await;
+        assert!(
+            (400..500).contains(&status) || error_code(&json).is_some(),
+            "{content_type} {body:?}: {status} {json}"
+        );
+        assert!(
+            error_code(&json).is_some(),
+            "{content_type} {body:?}: {json}"
+        );
+        assert_ne!(error_code(&json), Some("INTERNAL_SERVER_ERROR"));
+    }
+    assert_eq!(snapshot(&app, &alice, &conversation).await, before);
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn multipart_requests_with_a_wrong_map_are_refused_and_store_nothing() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let before = snapshot(&app, &alice, &conversation).await;
+    let operations = json!({
+        "query": "mutation($input: SendMessageInput!) { sendMessage(input: $input) { id } }",
+        "variables": { "input": { "conversationId": conversation, "file": null } },
+    })
+    .to_string();
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        // The map names a part that is not there.
+        (r#"{"0": ["variables.input.file"]}"#, vec![]),
+        // A part is sent that the map does not name (and the variable stays null).
+        (r#"{}"#, vec!["0"]),
+        // The map points at a variable that does not exist.
+        (r#"{"0": ["variables.nothing.here"]}"#, vec!["0"]),
+        // The map is not JSON.
+        (r#"{"0": "#, vec!["0"]),
+    ];
+    for (map, parts) in cases {
+        let mut form = reqwest::multipart::Form::new()
+            .text("operations", operations.clone())
+            .text("map", map.to_owned());
+        for part in parts {
+            form = form.part(
+                part.to_owned(),
+                reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
+            );
+        }
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .bearer_auth(&alice.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let json: Value = response.json().await.unwrap_or(Value::Null);
+        let code = error_code(&json);
+        assert!(matches!(code, Some("BAD_USER_INPUT")), "map {map}: {json}");
+    }
+    assert_eq!(snapshot(&app, &alice, &conversation).await, before);
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn sql_and_html_metacharacters_in_every_string_input_are_data_or_refused() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    for (i, nasty) in NASTY.iter().enumerate() {
+        // Message bodies are stored and returned exactly as sent.
+        let sent = app.send(&alice, &conversation, nasty).await;
+        assert_eq!(sent["body"], *nasty);
+        // Every other string input: accepted as literal data, or refused with a code.
+        let attempts = [
+            (
+                "mutation($v: String!) { register(input: {username: $v, password: \"s3cret-pass\"}) { token } }",
+                json!({ "v": nasty }),
+            ),
+            (
+                "mutation($v: String!) { register(input: {username: \"name\", password: $v}) { token } }",
+                json!({ "v": nasty }),
+            ),
+            (
+                "mutation($v: String!, $u: String!) { register(input: {username: $u, password: \"s3cret-pass\", displayName: $v}) { user { displayName } } }",
+                json!({ "v": nasty, "u": format!("disp{i}x{}", &alice.username[5..]) }),
+            ),
+            (
+                "mutation($v: String!) { login(username: $v, password: $v) { token } }",
+                json!({ "v": nasty }),
+            ),
+            (
+                "query($v: String) { users(search: $v) { edges { node { id } } } }",
+                json!({ "v": nasty }),
+            ),
+            (
+                "mutation($v: String!) { createRoom(input: {name: $v, topic: $v, memberIds: []}) { name topic } }",
+                json!({ "v": nasty }),
+            ),
+            (
+                "mutation($c: ID!, $v: String!) { sendMessage(input: {conversationId: $c, body: \"x\", clientMessageId: $v}) { clientMessageId } }",
+                json!({ "c": conversation, "v": nasty }),
+            ),
+            (
+                "query($v: ID!) { messages(conversationId: $v) { edges { cursor } } }",
+                json!({ "v": nasty }),
+            ),
+            (
+                "query($c: ID!, $v: String) { messages(conversationId: $c, after: $v) { edges { cursor } } }",
+                json!({ "c": conversation, "v": nasty }),
+            ),
+        ];
+        for (query, vars) in attempts {
+            let response = app.gql(Some(&alice.token), query, vars.clone()).await;
+            match error_code(&response) {
+                None => {
+                    // Accepted: whatever string came back is the very text sent.
+                    let text = response["data"].to_string();
+                    assert!(!text.contains("INTERNAL"), "{query} {vars}: {response}");
+                }
+                Some(code) => assert!(
+                    matches!(
+                        code,
+                        "BAD_USER_INPUT" | "UNAUTHENTICATED" | "CONFLICT" | "NOT_FOUND"
+                    ),
+                    "{query} {vars}: {response}"
+                ),
+            }
+        }
+    }
+    // Everything sent is there, verbatim, and nothing else was touched.
+    let page = app
+        .data(&bob.token, "query($c: ID!) { messages(conversationId: $c, first: 100) { edges { node { body } } } }", json!({ "c": conversation }))
+        .await;
+    let bodies: Vec<&str> = page["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["node"]["body"].as_str())
+        .collect();
+    for nasty in NASTY {
+        assert!(bodies.contains(nasty), "{nasty} missing from {bodies:?}");
+    }
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
