@@ -106,20 +106,14 @@ impl Loader<(i64, i64)> for UnreadLoader {
         &self,
         keys: &[(i64, i64)],
     ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
-        let mut by_viewer: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (viewer, conversation) in keys {
-            by_viewer.entry(*viewer).or_default().push(*conversation);
-        }
-        let mut out = HashMap::new();
-        for (viewer, conversation_ids) in by_viewer {
-            let counts = conversations::unread_counts(&self.0, viewer, &conversation_ids)
-                .await
-                .map_err(Arc::new)?;
-            for id in conversation_ids {
-                out.insert((viewer, id), counts.get(&id).copied().unwrap_or(0));
-            }
-        }
-        Ok(out)
+        per_viewer(keys, |viewer, conversation_ids| async move {
+            let counts = conversations::unread_counts(&self.0, viewer, &conversation_ids).await?;
+            Ok(conversation_ids
+                .into_iter()
+                .map(|id| (id, counts.get(&id).copied().unwrap_or(0)))
+                .collect())
+        })
+        .await
     }
 }
 
@@ -134,19 +128,36 @@ impl Loader<(i64, i64)> for VisibilityLoader {
         &self,
         keys: &[(i64, i64)],
     ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
-        let mut by_viewer: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (viewer, user) in keys {
-            by_viewer.entry(*viewer).or_default().push(*user);
-        }
-        let mut out = HashMap::new();
-        for (viewer, users) in by_viewer {
-            let visible = presence::visible_to(&self.0, viewer, &users)
-                .await
-                .map_err(Arc::new)?;
-            for user in users {
-                out.insert((viewer, user), visible.contains(&user));
-            }
-        }
-        Ok(out)
+        per_viewer(keys, |viewer, users| async move {
+            let visible = presence::visible_to(&self.0, viewer, &users).await?;
+            Ok(users
+                .into_iter()
+                .map(|user| (user, visible.contains(&user)))
+                .collect())
+        })
+        .await
     }
+}
+
+/// Loads (viewer, id) keys with one query per viewer in the batch (in practice one: a request has
+/// one viewer), so that per-viewer values batch like the others.
+async fn per_viewer<V, F, Fut>(
+    keys: &[(i64, i64)],
+    load: F,
+) -> Result<HashMap<(i64, i64), V>, LoadError>
+where
+    F: Fn(i64, Vec<i64>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(i64, V)>, AppError>>,
+{
+    let mut by_viewer: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (viewer, id) in keys {
+        by_viewer.entry(*viewer).or_default().push(*id);
+    }
+    let mut out = HashMap::new();
+    for (viewer, ids) in by_viewer {
+        for (id, value) in load(viewer, ids).await.map_err(Arc::new)? {
+            out.insert((viewer, id), value);
+        }
+    }
+    Ok(out)
 }
