@@ -1,7 +1,9 @@
 //! An authorization matrix generated from the schema by introspection: every query, mutation and
-//! subscription field is tried without a token, and every field that names a conversation or a
-//! message is tried by a user outside it. Each is refused and nothing changes. A field added later
-//! is tried too, so a new operation that forgets its check fails here.
+//! subscription field is tried without a token; every field that names a conversation or a message
+//! is tried by a user outside it and refused; and every other field is tried by that outsider with
+//! arguments pointing at someone else's session, notification and user, and must neither reveal nor
+//! change anything of theirs. A field added later is tried too, so a new operation that forgets its
+//! check fails here.
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -27,6 +29,9 @@ struct Targets {
     conversation: String,
     message: String,
     user: String,
+    /// One of Alice's sessions and one of her notifications (`ses_1`/`ntf_1` when unset).
+    session: String,
+    notification: String,
 }
 
 struct Schema(Value);
@@ -145,8 +150,8 @@ fn id_for(field: &str, arg: &str, targets: &Targets) -> String {
         "conversationId" => targets.conversation.clone(),
         "userId" | "userIds" | "recipientId" | "memberIds" => targets.user.clone(),
         "upToMessageId" | "replyToId" | "messageId" => targets.message.clone(),
-        _ if field.contains("session") => "ses_1".into(),
-        _ if field.contains("notification") => "ntf_1".into(),
+        _ if field.contains("session") => targets.session.clone(),
+        _ if field.contains("notification") => targets.notification.clone(),
         _ if field.contains("message") => targets.message.clone(),
         _ if field.contains("user") => targets.user.clone(),
         _ => targets.conversation.clone(),
@@ -179,6 +184,8 @@ async fn every_operation_without_a_token_is_unauthenticated_and_changes_nothing(
         conversation,
         message: message["id"].as_str().unwrap().into(),
         user: alice.id.clone(),
+        session: "ses_1".into(),
+        notification: "ntf_1".into(),
     };
     let schema = schema(&app, &alice.token).await;
     let before = snapshot(&app, &alice, &targets.conversation).await;
@@ -225,6 +232,8 @@ async fn every_operation_on_a_conversation_or_message_is_refused_to_an_outsider(
         conversation,
         message: message["id"].as_str().unwrap().into(),
         user: alice.id.clone(),
+        session: "ses_1".into(),
+        notification: "ntf_1".into(),
     };
     let schema = schema(&app, &alice.token).await;
     let before = snapshot(&app, &alice, &targets.conversation).await;
@@ -277,4 +286,82 @@ async fn every_operation_on_a_conversation_or_message_is_refused_to_an_outsider(
         "only {tried} operations were aimed at the conversation"
     );
     assert_eq!(snapshot(&app, &alice, &targets.conversation).await, before);
+}
+
+/// Alice's own things that no one else may read or change: one session, one unread notification,
+/// her block list.
+async fn account_snapshot(app: &TestApp, alice: &TestUser) -> Value {
+    app.data(
+        &alice.token,
+        "{ sessions { id } notifications { edges { node { id isRead } } } blockedUsers { id } }",
+        json!({}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_other_operation_aimed_at_someone_elses_account_reveals_and_changes_nothing_of_it() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let eve = app.user("eve").await;
+    let conversation = app.direct(&bob, &alice).await;
+    let message = app.send(&alice, &conversation, "private").await;
+    let account = account_snapshot(&app, &alice).await;
+    let session = account["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let notification = account["notifications"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let targets = Targets {
+        conversation,
+        message: message["id"].as_str().unwrap().into(),
+        user: alice.id.clone(),
+        session: session.clone(),
+        notification: notification.clone(),
+    };
+    let schema = schema(&app, &alice.token).await;
+    let before = snapshot(&app, &alice, &targets.conversation).await;
+    let mut tried = 0;
+
+    for (root, kind) in [("queryType", "query"), ("mutationType", "mutation")] {
+        let mut fields = schema.root_fields(root);
+        // Signing out ends the caller's own session: do it last, so every other call is made.
+        fields.sort_by_key(|f| f["name"] == "logout");
+        for field in &fields {
+            let name = field["name"].as_str().unwrap();
+            if PUBLIC.contains(&name) {
+                continue;
+            }
+            let (query, variables) = schema.operation(kind, field, &targets);
+            let response = app.gql(Some(&eve.token), &query, variables.clone()).await;
+            let text = response.to_string();
+            assert_ne!(
+                error_code(&response),
+                Some("INTERNAL_SERVER_ERROR"),
+                "{query}"
+            );
+            assert!(
+                !text.contains("private") && !text.contains(&alice.token),
+                "{query} {variables} showed Eve Alice's data: {response}"
+            );
+            tried += 1;
+        }
+    }
+
+    assert!(tried > 30, "only {tried} operations were found");
+    // Her conversation is untouched (her total unread count may grow: anyone may put her in a
+    // new room, which is not hers to refuse).
+    let now = snapshot(&app, &alice, &targets.conversation).await;
+    assert_eq!(now["conversation"], before["conversation"]);
+    assert_eq!(now["messages"], before["messages"]);
+    let after = account_snapshot(&app, &alice).await;
+    assert!(after["sessions"].to_string().contains(&session), "{after}");
+    let still_unread = after["notifications"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["node"]["id"] == notification.as_str() && e["node"]["isRead"] == false);
+    assert!(still_unread, "{after}");
+    assert_eq!(after["blockedUsers"], account["blockedUsers"]);
 }
