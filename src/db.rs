@@ -11,7 +11,7 @@ use migration::MigratorTrait;
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
 
 /// Connects and runs pending migrations. A SQLite file's folder is created if missing.
@@ -33,6 +33,9 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
+        })
+        .map_sqlx_sqlite_pool_opts(|pool| {
+            pool.after_connect(|conn, _| Box::pin(async move { stable_query_plans(conn).await }))
         });
     if url.starts_with("postgres") {
         options.max_connections(20);
@@ -44,6 +47,35 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
+/// Turns on SQLite's query planner stability guarantee for a new connection.
+///
+/// Without it SQLite treats some bound values as able to change a statement's plan (`LIMIT ?`,
+/// which every sea-orm `.one()` carries, is one) and, on every execution that binds them, throws
+/// the cached statement away and compiles it again. Profiling sends showed that re-preparing as
+/// the largest single cost on the database thread. Our plans never depend on those values.
+async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
+    use libsqlite3_sys::{SQLITE_DBCONFIG_ENABLE_QPSG, SQLITE_OK, sqlite3_db_config};
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle();
+    // SAFETY: `raw` is the open connection's handle, held locked (no other thread uses it) for
+    // the duration of the call; ENABLE_QPSG takes an int and an optional int* out-parameter.
+    let rc = unsafe {
+        sqlite3_db_config(
+            raw.as_ptr(),
+            SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            std::ptr::null_mut::<std::ffi::c_int>(),
+        )
+    };
+    if rc == SQLITE_OK {
+        Ok(())
+    } else {
+        Err(sea_orm::sqlx::Error::Configuration(
+            format!("sqlite3_db_config(ENABLE_QPSG) failed with code {rc}").into(),
+        ))
+    }
+}
+
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://")?;
     let path = rest.split('?').next()?;
@@ -52,8 +84,10 @@ fn sqlite_path(url: &str) -> Option<&str> {
 
 /// Counts every statement the connection runs, for `/metrics` and the statement-count tests.
 pub fn count_statements(db: &mut DatabaseConnection, counter: Arc<AtomicU64>) {
-    db.set_metric_callback(move |_| {
+    db.set_metric_callback(move |info| {
         counter.fetch_add(1, Ordering::Relaxed);
+        // The SQL text only: bound values (token hashes, bodies) never reach the logs.
+        tracing::trace!(target: "palaver::sql", micros = info.elapsed.as_micros() as u64, sql = %info.statement.sql);
     });
 }
 
@@ -69,6 +103,21 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     } else {
         db.begin().await
     }
+}
+
+/// The lock that orders change-log writes on PostgreSQL (see `chat::messages::log_change`).
+pub const CHANGE_LOG_LOCK: &str = "SELECT pg_advisory_xact_lock(727274)";
+
+/// Begins a transaction that will write to the change log. On PostgreSQL it takes the change-log
+/// lock before anything else, so that every such transaction, the send writer's batches among
+/// them, takes its locks in the same order (this lock, then rows) and none can deadlock another.
+pub async fn begin_change(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let txn = begin_write(db).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        use sea_orm::ConnectionTrait;
+        txn.execute_unprepared(CHANGE_LOG_LOCK).await?;
+    }
+    Ok(txn)
 }
 
 /// The value of a server setting, created with `init` by whichever instance asks first (all

@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod telemetry;
+pub mod writer;
 
 use std::{
     net::SocketAddr,
@@ -46,6 +47,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The WebSocket connections, so that shutdown can wait for them to close.
     pub connections: tokio_util::task::TaskTracker,
+    /// The single writer that commits sends in batches.
+    pub writer: writer::Writer,
 }
 
 /// A built server, bound to its address, ready to run.
@@ -80,9 +83,11 @@ impl Application {
             }
             None => None,
         };
+        let writer = writer::Writer::start(db.clone(), bus.clone());
         let state = AppState {
             db,
             bus,
+            writer,
             presence: chat::presence::Presence::new(
                 std::time::Duration::from_millis(config.presence_grace_ms),
                 shared.clone(),

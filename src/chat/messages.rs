@@ -156,7 +156,9 @@ pub async fn send(
     result
 }
 
-/// The transactional half of [`send`]: the row, the conversation's pointer, the change log.
+/// The transactional half of [`send`]: the row, the conversation's pointer, notifications and the
+/// change log, written by the single writer in its next batch (group commit). Events are
+/// published by the writer after the batch commits.
 async fn insert_message(
     state: &AppState,
     viewer: Viewer,
@@ -165,19 +167,14 @@ async fn insert_message(
     file: Option<&StoredFile>,
     reply_to_sender: Option<i64>,
 ) -> AppResult<message::Model> {
-    let db = &state.db;
-    let txn = db::begin_write(db).await?;
-    let (seq, at) = next_seq(&txn, conversation_id).await?;
-    let kind = file.map_or("TEXT", |f| f.kind.as_str());
-    let inserted = message::ActiveModel {
+    let cmid = new.client_message_id.as_ref().map(|c| c.0.clone());
+    let row = message::ActiveModel {
         conversation_id: Set(conversation_id),
-        seq: Set(seq),
         sender_id: Set(Some(viewer.user_id)),
-        kind: Set(kind.into()),
+        kind: Set(file.map_or("TEXT", |f| f.kind.as_str()).into()),
         body: Set(new.body.map(|b| b.0)),
         reply_to_id: Set(new.reply_to_id),
-        client_message_id: Set(new.client_message_id.as_ref().map(|c| c.0.clone())),
-        created_at: Set(at),
+        client_message_id: Set(cmid.clone()),
         edited_at: Set(None),
         deleted_at: Set(None),
         attachment_key: Set(file.map(|f| f.key.clone())),
@@ -186,35 +183,54 @@ async fn insert_message(
         attachment_size: Set(file.map(|f| f.size)),
         attachment_sha256: Set(file.map(|f| f.sha256.clone())),
         ..Default::default()
-    }
-    .insert(&txn)
-    .await;
-    let message = match inserted {
-        Ok(message) => message,
-        Err(err) if is_unique_violation(&err) && new.client_message_id.is_some() => {
+    };
+    let idempotent = cmid.is_some();
+    let written = state
+        .writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let (seq, at) = next_seq(txn, conversation_id).await?;
+                let mut row = row;
+                row.seq = Set(seq);
+                row.created_at = Set(at);
+                let message = match row.insert(txn).await {
+                    Ok(message) => message,
+                    Err(err) if idempotent && is_unique_violation(&err) => {
+                        return Err(AppError::Conflict(DUPLICATE_SEND.into()));
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                conversation::Entity::update_many()
+                    .col_expr(conversation::Column::LastMessageId, Expr::value(message.id))
+                    .filter(conversation::Column::Id.eq(conversation_id))
+                    .exec(txn)
+                    .await?;
+                let notes = notifications::for_new_message(txn, &message, reply_to_sender).await?;
+                let logged = log_change(txn, MessageChange::Created, message.clone()).await?;
+                let recipients = recipients(txn, conversation_id, &[]).await?;
+                let mut events = envelopes(vec![logged], recipients);
+                events.extend(notifications::envelope(notes));
+                Ok((message, events))
+            })
+        })
+        .await;
+    match written {
+        Err(AppError::Conflict(reason)) if reason == DUPLICATE_SEND => {
             // A concurrent retry won the race; hand back what it made (the caller removes the
             // file this attempt stored).
-            txn.rollback().await?;
-            let cmid = new.client_message_id.as_ref().map(|c| c.0.clone());
-            return message::Entity::find()
+            message::Entity::find()
                 .filter(message::Column::SenderId.eq(viewer.user_id))
                 .filter(message::Column::ClientMessageId.eq(cmid))
-                .one(db)
+                .one(&state.db)
                 .await?
-                .ok_or_else(|| AppError::Internal("idempotent send lost its message".into()));
+                .ok_or_else(|| AppError::Internal("idempotent send lost its message".into()))
         }
-        Err(err) => return Err(err.into()),
-    };
-    conversation::Entity::update_many()
-        .col_expr(conversation::Column::LastMessageId, Expr::value(message.id))
-        .filter(conversation::Column::Id.eq(conversation_id))
-        .exec(&txn)
-        .await?;
-    let notes = notifications::for_new_message(&txn, &message, reply_to_sender).await?;
-    let message = commit_and_publish(state, txn, MessageChange::Created, message).await?;
-    notifications::publish(state, notes).await;
-    Ok(message)
+        other => other,
+    }
 }
+
+/// Why the writer refused a send whose client message id was taken meanwhile.
+const DUPLICATE_SEND: &str = "a message with this clientMessageId was sent meanwhile";
 
 async fn find_by_client_id(
     db: &DatabaseConnection,
@@ -270,8 +286,9 @@ pub(crate) async fn log_change(
         // Change-log ids must commit in id order, or a subscriber following several conversations
         // could see id 11, resume after it, and never see an id 10 that committed later. SQLite
         // serialises writers already; on PostgreSQL this lock does it until commit.
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(727274)")
-            .await?;
+        // Already held when the transaction began with `db::begin_change` (taking it again is
+        // free); taken here for any that did not.
+        txn.execute_unprepared(db::CHANGE_LOG_LOCK).await?;
     }
     let event = conversation_event::ActiveModel {
         conversation_id: Set(message.conversation_id),
@@ -290,6 +307,43 @@ pub(crate) async fn log_change(
     })
 }
 
+/// The conversation's members as they are now (in the transaction: at commit, so a member removed
+/// in it is left out unless named in `also`): who is told about its changes.
+pub(crate) async fn recipients(
+    txn: &DatabaseTransaction,
+    conversation_id: i64,
+    also: &[i64],
+) -> AppResult<Vec<i64>> {
+    let mut recipients = conversations::member_ids(txn, conversation_id).await?;
+    for id in also {
+        if !recipients.contains(id) {
+            recipients.push(*id);
+        }
+    }
+    Ok(recipients)
+}
+
+/// The events telling `recipients` about each logged change, in order.
+pub(crate) fn envelopes(logged: Vec<Logged>, recipients: Vec<i64>) -> Vec<Envelope> {
+    logged
+        .into_iter()
+        .map(
+            |Logged {
+                 event_id,
+                 change,
+                 message,
+             }| Envelope {
+                recipients: recipients.clone(),
+                event: Event::Message {
+                    event_id,
+                    change,
+                    message: Box::new(message),
+                },
+            },
+        )
+        .collect()
+}
+
 /// Commits, then tells the conversation's members (as they are at commit, so a member removed in
 /// this transaction is left out unless named in `also`) about each logged change, in order.
 pub(crate) async fn commit_and_publish_all(
@@ -299,30 +353,10 @@ pub(crate) async fn commit_and_publish_all(
     logged: Vec<Logged>,
     also: &[i64],
 ) -> AppResult<()> {
-    let mut recipients = conversations::member_ids(&txn, conversation_id).await?;
-    for id in also {
-        if !recipients.contains(id) {
-            recipients.push(*id);
-        }
-    }
+    let recipients = recipients(&txn, conversation_id, also).await?;
     txn.commit().await?;
-    for Logged {
-        event_id,
-        change,
-        message,
-    } in logged
-    {
-        state
-            .bus
-            .publish(Envelope {
-                recipients: recipients.clone(),
-                event: Event::Message {
-                    event_id,
-                    change,
-                    message: Box::new(message),
-                },
-            })
-            .await;
+    for envelope in envelopes(logged, recipients) {
+        state.bus.publish(envelope).await;
     }
     Ok(())
 }
@@ -382,7 +416,7 @@ pub async fn edit(
     if message.deleted_at.is_some() {
         return Err(AppError::bad_input("a deleted message cannot be edited"));
     }
-    let txn = db::begin_write(&state.db).await?;
+    let txn = db::begin_change(&state.db).await?;
     let mut active: message::ActiveModel = message.into();
     active.body = Set(Some(body.0));
     active.edited_at = Set(Some(now()));
@@ -414,7 +448,7 @@ pub async fn delete(
     if message.deleted_at.is_some() {
         return Ok(message);
     }
-    let txn = db::begin_write(db).await?;
+    let txn = db::begin_change(db).await?;
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
     let message = active.update(&txn).await?;

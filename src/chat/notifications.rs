@@ -235,17 +235,21 @@ pub async fn create_one(
 
 /// Publishes notifications (after their transaction committed), each to its own user.
 pub async fn publish(state: &AppState, rows: Vec<notification::Model>) {
+    if let Some(envelope) = envelope(rows) {
+        state.bus.publish(envelope).await;
+    }
+}
+
+/// The event telling each user about their new or updated notifications (none for no rows).
+pub fn envelope(rows: Vec<notification::Model>) -> Option<Envelope> {
     if rows.is_empty() {
-        return;
+        return None;
     }
     let recipients = rows.iter().map(|n| n.user_id).collect();
-    state
-        .bus
-        .publish(Envelope {
-            recipients,
-            event: Event::Notifications { rows },
-        })
-        .await;
+    Some(Envelope {
+        recipients,
+        event: Event::Notifications { rows },
+    })
 }
 
 /// A user's notifications, most recently updated first. Positions are (updated µs, id).

@@ -75,7 +75,11 @@ async fn forward(
                     continue;
                 };
                 match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(envelope) => {
+                    Ok(mut envelope) => {
+                        // Sorted by the publisher already; `is_for` depends on it, so make sure.
+                        if !envelope.recipients.is_sorted() {
+                            envelope.recipients.sort_unstable();
+                        }
                         let _ = local.send(Arc::new(envelope));
                     }
                     Err(err) => tracing::warn!(error = %err, "undecodable event on redis"),
