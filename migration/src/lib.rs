@@ -7,6 +7,7 @@ mod m20261124_000003_rooms;
 mod m20261124_000004_notifications;
 mod m20261124_000006_blocks;
 mod m20261124_000007_audit_log;
+mod m20261124_000008_notification_lookups;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             // Keep last: numbered after 000005, which lands from another branch.
             Box::new(m20261124_000006_blocks::Migration),
             Box::new(m20261124_000007_audit_log::Migration),
+            Box::new(m20261124_000008_notification_lookups::Migration),
         ]
     }
 }

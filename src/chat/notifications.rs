@@ -193,7 +193,7 @@ pub async fn for_new_message(
             "INSERT INTO notifications \
              (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
              SELECT a.user_id, $4, $1, $2, $6, $3, 1, FALSE, $5, $5 FROM ({audience}) a \
-             WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE n.user_id = a.user_id AND {unread_row})"
+             WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
         ),
         values,
     ))
@@ -245,6 +245,9 @@ pub fn envelope(rows: Vec<notification::Model>) -> Option<Envelope> {
     if rows.is_empty() {
         return None;
     }
+    let mut rows = rows;
+    // Sorted by user, so that each subscriber finds its own row by binary search.
+    rows.sort_unstable_by_key(|n| n.user_id);
     let recipients = rows.iter().map(|n| n.user_id).collect();
     Some(Envelope {
         recipients,

@@ -278,9 +278,9 @@ impl SubscriptionRoot {
                 },
                 move |envelope| match &envelope.event {
                     Event::Notifications { rows } if envelope.is_for(user_id) => rows
-                        .iter()
-                        .find(|n| n.user_id == user_id)
-                        .map(|n| (position(n), Notification(n.clone()))),
+                        .binary_search_by_key(&user_id, |n| n.user_id)
+                        .ok()
+                        .map(|i| (position(&rows[i]), Notification(rows[i].clone()))),
                     _ => None,
                 },
             ),
