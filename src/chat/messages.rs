@@ -185,10 +185,18 @@ async fn insert_message(
         ..Default::default()
     };
     let idempotent = cmid.is_some();
+    let cmid_in_txn = new.client_message_id;
     let written = state
         .writer
         .write(move |txn| {
             Box::pin(async move {
+                // A retry queued in the same batch as its first attempt finds it here (it is not
+                // committed yet, so the check before queueing could not see it).
+                if let Some(cmid) = &cmid_in_txn
+                    && let Some(existing) = find_by_client_id(txn, viewer.user_id, cmid).await?
+                {
+                    return Ok((existing, Vec::new()));
+                }
                 let (seq, at) = next_seq(txn, conversation_id).await?;
                 let mut row = row;
                 row.seq = Set(seq);
@@ -233,7 +241,7 @@ async fn insert_message(
 const DUPLICATE_SEND: &str = "a message with this clientMessageId was sent meanwhile";
 
 async fn find_by_client_id(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     sender_id: i64,
     cmid: &ClientMessageId,
 ) -> AppResult<Option<message::Model>> {

@@ -171,3 +171,52 @@ async fn a_retried_send_with_the_same_client_message_id_returns_the_first_messag
     // Two messages in all: the greeting and one "once".
     assert_eq!(page["messages"]["edges"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_burst_of_sends_with_racing_retries_stores_each_message_once_and_counts_unread_exactly() {
+    // Sends are committed in batches by one writer; a retry that loses its race inside a batch
+    // must undo only itself (its sequence number included), never its neighbours.
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let send = "mutation($c: ID!, $b: String!, $k: String!) { sendMessage(input: {conversationId: $c, body: $b, clientMessageId: $k}) { id } }";
+    let mut sends = Vec::new();
+    for i in 0..30 {
+        sends.push(
+            json!({ "c": conversation, "b": format!("burst {i}"), "k": format!("burst-{i}") }),
+        );
+    }
+    for _ in 0..4 {
+        sends.push(json!({ "c": conversation, "b": "retried", "k": "retried-1" }));
+    }
+    let results =
+        futures_util::future::join_all(sends.into_iter().map(|v| app.data(&alice.token, send, v)))
+            .await;
+    let retried: std::collections::HashSet<_> = results[30..]
+        .iter()
+        .map(|r| r["sendMessage"]["id"].clone())
+        .collect();
+    assert_eq!(retried.len(), 1, "every retry got the first message");
+
+    let page = app
+        .data(
+            &bob.token,
+            "query($c: ID!) { messages(conversationId: $c, first: 100) { edges { node { id body } } } conversation(id: $c) { unreadCount } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    let edges = page["messages"]["edges"].as_array().unwrap();
+    // The greeting, 30 distinct sends and one "retried".
+    assert_eq!(edges.len(), 32);
+    let ids: std::collections::HashSet<_> = edges.iter().map(|e| e["node"]["id"].clone()).collect();
+    assert_eq!(ids.len(), 32);
+    assert_eq!(
+        edges
+            .iter()
+            .filter(|e| e["node"]["body"] == "retried")
+            .count(),
+        1
+    );
+    assert_eq!(page["conversation"]["unreadCount"], 32);
+}
