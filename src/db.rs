@@ -108,18 +108,6 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 /// The lock that orders change-log writes on PostgreSQL (see `chat::messages::log_change`).
 pub const CHANGE_LOG_LOCK: &str = "SELECT pg_advisory_xact_lock(727274)";
 
-/// Begins a transaction that will write to the change log. On PostgreSQL it takes the change-log
-/// lock before anything else, so that every such transaction, the send writer's batches among
-/// them, takes its locks in the same order (this lock, then rows) and none can deadlock another.
-pub async fn begin_change(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    let txn = begin_write(db).await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        use sea_orm::ConnectionTrait;
-        txn.execute_unprepared(CHANGE_LOG_LOCK).await?;
-    }
-    Ok(txn)
-}
-
 /// The value of a server setting, created with `init` by whichever instance asks first (all
 /// instances then read the same value).
 pub async fn setting_or_init(

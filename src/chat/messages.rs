@@ -294,8 +294,6 @@ pub(crate) async fn log_change(
         // Change-log ids must commit in id order, or a subscriber following several conversations
         // could see id 11, resume after it, and never see an id 10 that committed later. SQLite
         // serialises writers already; on PostgreSQL this lock does it until commit.
-        // Already held when the transaction began with `db::begin_change` (taking it again is
-        // free); taken here for any that did not.
         txn.execute_unprepared(db::CHANGE_LOG_LOCK).await?;
     }
     let event = conversation_event::ActiveModel {
@@ -424,7 +422,7 @@ pub async fn edit(
     if message.deleted_at.is_some() {
         return Err(AppError::bad_input("a deleted message cannot be edited"));
     }
-    let txn = db::begin_change(&state.db).await?;
+    let txn = db::begin_write(&state.db).await?;
     let mut active: message::ActiveModel = message.into();
     active.body = Set(Some(body.0));
     active.edited_at = Set(Some(now()));
@@ -456,7 +454,7 @@ pub async fn delete(
     if message.deleted_at.is_some() {
         return Ok(message);
     }
-    let txn = db::begin_change(db).await?;
+    let txn = db::begin_write(db).await?;
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
     let message = active.update(&txn).await?;

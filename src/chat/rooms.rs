@@ -296,7 +296,7 @@ impl RoomTxn {
     /// Locks the room and loads the viewer's membership. Outsiders get NOT_FOUND, as for any
     /// conversation; a direct conversation is not a room.
     async fn open(db: &DatabaseConnection, room_id: i64, user_id: i64) -> AppResult<Self> {
-        let txn = db::begin_change(db).await?;
+        let txn = db::begin_write(db).await?;
         // Taking the sequence number first serialises this operation with every other change to
         // the room, so the checks below cannot be raced. Refusing rolls it back.
         let reserved = messages::next_seq(&txn, room_id).await?;
@@ -471,7 +471,7 @@ pub async fn create(
             return Err(AppError::bad_input("memberIds names someone twice"));
         }
     }
-    let txn = db::begin_change(&state.db).await?;
+    let txn = db::begin_write(&state.db).await?;
     let mut everyone = new.member_ids.clone();
     everyone.push(viewer.user_id);
     let names = usernames(&txn, &everyone).await?;
