@@ -437,7 +437,7 @@ async fn serve_socket(
 }
 
 /// Initial read buffer of a WebSocket connection.
-const WS_READ_BUFFER: usize = 4 * 1024;
+const WS_READ_BUFFER: usize = 1024;
 /// Most bytes queued for one WebSocket client before it is deemed gone and closed.
 const WS_MAX_QUEUED: usize = 1024 * 1024;
 
