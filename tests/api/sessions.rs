@@ -224,7 +224,7 @@ async fn no_token_or_password_appears_in_the_logs_even_at_trace_level() {
         .env_remove("REDIS_URL")
         .env(
             "RUST_LOG",
-            "debug,tower_http=trace,sea_orm=debug,sqlx=debug",
+            "debug,tower_http=trace,sea_orm=debug,sqlx=debug,palaver::sql=trace",
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
