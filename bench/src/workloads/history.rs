@@ -52,8 +52,9 @@ pub struct HistoryArgs {
     /// Seeding requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub seed_concurrency: usize,
-    /// sendMessage mutations per seeding request (aliases in one document).
-    #[arg(long, default_value_t = 50)]
+    /// sendMessage mutations per seeding request (aliases in one document). Palaver refuses more
+    /// than 20 root fields per operation by default (`PALAVER_MAX_ROOT_FIELDS`).
+    #[arg(long, default_value_t = 20)]
     pub seed_batch: usize,
     /// Conversation kind to seed.
     #[arg(long, value_enum, default_value_t = Kind::Direct)]
