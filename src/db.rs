@@ -51,8 +51,8 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 ///
 /// Without it SQLite treats some bound values as able to change a statement's plan (`LIMIT ?`,
 /// which every sea-orm `.one()` carries, is one) and, on every execution that binds them, throws
-/// the cached statement away and compiles it again. Profiling sends showed that re-preparing as
-/// the largest single cost on the database thread. Our plans never depend on those values.
+/// the cached statement away and compiles it again. Profiling sends showed re-preparing as the
+/// largest single cost on the database thread. Our plans never depend on those values.
 async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
     use libsqlite3_sys::{SQLITE_DBCONFIG_ENABLE_QPSG, SQLITE_OK, sqlite3_db_config};
     let mut handle = conn.lock_handle().await?;
@@ -104,9 +104,6 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
         db.begin().await
     }
 }
-
-/// The lock that orders change-log writes on PostgreSQL (see `chat::messages::log_change`).
-pub const CHANGE_LOG_LOCK: &str = "SELECT pg_advisory_xact_lock(727274)";
 
 /// The value of a server setting, created with `init` by whichever instance asks first (all
 /// instances then read the same value).

@@ -294,7 +294,8 @@ pub(crate) async fn log_change(
         // Change-log ids must commit in id order, or a subscriber following several conversations
         // could see id 11, resume after it, and never see an id 10 that committed later. SQLite
         // serialises writers already; on PostgreSQL this lock does it until commit.
-        txn.execute_unprepared(db::CHANGE_LOG_LOCK).await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(727274)")
+            .await?;
     }
     let event = conversation_event::ActiveModel {
         conversation_id: Set(message.conversation_id),
