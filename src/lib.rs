@@ -36,6 +36,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// SQL statements executed since start; exported on `/metrics`.
     pub statements: Arc<AtomicU64>,
+    /// Subscription deliveries served from a render another subscriber made; on `/metrics`.
+    pub shared_renders: Arc<AtomicU64>,
     pub typing: chat::typing::Typing,
     pub presence: chat::presence::Presence,
     /// Rate-limit buckets (shared through Redis when it is configured).
@@ -96,6 +98,7 @@ impl Application {
             limits: limits::Limiter::new(shared.clone()),
             config: Arc::new(config),
             statements,
+            shared_renders: Arc::default(),
             typing: chat::typing::Typing::new(shared),
             epoch,
             shutdown: Default::default(),

@@ -302,16 +302,16 @@ pub async fn mark_read(
         let recipients = member_ids(db, conversation_id).await?;
         state
             .bus
-            .publish(Envelope {
+            .publish(Envelope::new(
                 recipients,
-                event: Event::ReadReceipt {
+                Event::ReadReceipt {
                     conversation_id,
                     user_id: viewer.user_id,
                     up_to_seq,
                     up_to_message_id,
                     read_at,
                 },
-            })
+            ))
             .await;
     }
     Ok(conversation)

@@ -1,6 +1,6 @@
 //! Messages: send (idempotent with a client message id), edit, soft delete, history pages, and the
 //! durable change log that subscriptions replay from.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use entity::{conversation, conversation_event, message};
 use sea_orm::{
@@ -339,13 +339,15 @@ pub(crate) fn envelopes(logged: Vec<Logged>, recipients: Vec<i64>) -> Vec<Envelo
                  event_id,
                  change,
                  message,
-             }| Envelope {
-                recipients: recipients.clone(),
-                event: Event::Message {
-                    event_id,
-                    change,
-                    message: Box::new(message),
-                },
+             }| {
+                Envelope::new(
+                    recipients.clone(),
+                    Event::Message {
+                        event_id,
+                        change,
+                        message: Arc::new(message),
+                    },
+                )
             },
         )
         .collect()

@@ -249,10 +249,7 @@ pub fn envelope(rows: Vec<notification::Model>) -> Option<Envelope> {
     // Sorted by user, so that each subscriber finds its own row by binary search.
     rows.sort_unstable_by_key(|n| n.user_id);
     let recipients = rows.iter().map(|n| n.user_id).collect();
-    Some(Envelope {
-        recipients,
-        event: Event::Notifications { rows },
-    })
+    Some(Envelope::new(recipients, Event::Notifications { rows }))
 }
 
 /// A user's notifications, most recently updated first. Positions are (updated µs, id).

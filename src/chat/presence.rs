@@ -259,14 +259,14 @@ async fn publish(app: &AppState, user_id: i64, online: bool, last_seen_at: Optio
     match audience(&app.db, user_id).await {
         Ok(recipients) => {
             app.bus
-                .publish(Envelope {
+                .publish(Envelope::new(
                     recipients,
-                    event: Event::Presence {
+                    Event::Presence {
                         user_id,
                         online,
                         last_seen_at,
                     },
-                })
+                ))
                 .await
         }
         Err(err) => tracing::warn!(error = %err, "presence: could not load audience"),

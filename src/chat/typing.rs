@@ -271,13 +271,13 @@ async fn broadcast(app: &AppState, conversation_id: i64, user_id: i64, is_typing
         }
     };
     app.bus
-        .publish(Envelope {
+        .publish(Envelope::new(
             recipients,
-            event: Event::Typing {
+            Event::Typing {
                 conversation_id,
                 user_id,
                 is_typing,
             },
-        })
+        ))
         .await;
 }

@@ -3,12 +3,12 @@
 mod redis_bus;
 pub mod shared_state;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use entity::{message, notification};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{OnceCell, broadcast};
 
 /// How many events a slow subscriber may fall behind before it must catch up from the database.
 const LOCAL_CAPACITY: usize = 4096;
@@ -52,9 +52,10 @@ pub enum Event {
     Message {
         event_id: i64,
         change: MessageChange,
-        /// Boxed: with its attachment fields the row dwarfs the other variants. (Serialised the
-        /// same as unboxed, so the Redis wire format is unchanged.)
-        message: Box<message::Model>,
+        /// Shared: with its attachment fields the row dwarfs the other variants, and every
+        /// subscriber's event points at this one copy. (Serialised the same as a plain row, so
+        /// the Redis wire format is unchanged.)
+        message: Arc<message::Model>,
     },
     Typing {
         conversation_id: i64,
@@ -86,14 +87,64 @@ pub enum Event {
 pub struct Envelope {
     pub recipients: Vec<i64>,
     pub event: Event,
+    /// What subscriptions on this instance resolved the event to, kept for the other subscribers
+    /// who asked the same (see `graphql::shared`). Never sent between instances.
+    #[serde(skip)]
+    pub renders: Renders,
 }
 
 impl Envelope {
+    pub fn new(recipients: Vec<i64>, event: Event) -> Self {
+        Self {
+            recipients,
+            event,
+            renders: Renders::default(),
+        }
+    }
+
     /// Whether `user_id` may see this event. The bus sorts `recipients` before publishing, so
     /// each subscriber's check is a binary search, not a scan: in a room of 10,000 members
     /// every event is checked by every subscriber.
     pub fn is_for(&self, user_id: i64) -> bool {
         self.recipients.binary_search(&user_id).is_ok()
+    }
+}
+
+/// How many selection shapes one event keeps renders for; subscribers asking in yet another
+/// shape resolve the event on their own.
+const MAX_SHAPES: usize = 16;
+
+/// One resolved GraphQL value per selection shape, each made once by whichever subscriber gets
+/// there first while the others wait for it.
+#[derive(Default)]
+pub struct Renders(Mutex<Vec<(String, Arc<OnceCell<async_graphql::Value>>)>>);
+
+impl Renders {
+    /// The slot for one shape (None when the event already keeps [`MAX_SHAPES`] others).
+    pub fn slot(&self, shape: &str) -> Option<Arc<OnceCell<async_graphql::Value>>> {
+        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, cell)) = slots.iter().find(|(s, _)| s == shape) {
+            return Some(cell.clone());
+        }
+        if slots.len() >= MAX_SHAPES {
+            return None;
+        }
+        let cell = Arc::new(OnceCell::new());
+        slots.push((shape.to_owned(), cell.clone()));
+        Some(cell)
+    }
+}
+
+/// A copy of an envelope renders afresh.
+impl Clone for Renders {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for Renders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Renders")
     }
 }
 

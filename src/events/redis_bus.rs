@@ -100,9 +100,6 @@ async fn forward(
         };
         tracing::info!("redis subscription restored");
         // Whatever was published while we were away never reached us: let durable streams replay.
-        let _ = local.send(Arc::new(Envelope {
-            recipients: Vec::new(),
-            event: super::Event::Resync,
-        }));
+        let _ = local.send(Arc::new(Envelope::new(Vec::new(), super::Event::Resync)));
     }
 }

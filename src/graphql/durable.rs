@@ -30,7 +30,7 @@ where
     T: Send + 'static,
     R: Fn(P, u64) -> Fut + Send + 'static,
     Fut: Future<Output = AppResult<Vec<(P, T)>>> + Send,
-    F: Fn(&Envelope) -> Option<(P, T)> + Send + 'static,
+    F: Fn(&Arc<Envelope>) -> Option<(P, T)> + Send + 'static,
 {
     async_stream::stream! {
         // Positions a replay delivered, which the live feed may carry again.

@@ -7,6 +7,7 @@ mod mutation;
 mod query;
 mod rooms;
 mod shape;
+mod shared;
 mod subscription;
 mod types;
 

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::{
     ContextExt,
     durable::durable,
+    shared::{self, Shared},
     types::{
         MessageEvent, Notification, PresenceEvent, PresenceStatus, ReadReceiptEvent, TypingEvent,
     },
@@ -51,7 +52,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         conversation_id: Option<ID>,
         since: Option<String>,
-    ) -> Result<impl Stream<Item = MessageEvent> + use<>> {
+    ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>> {
         let viewer = ctx.viewer()?;
         let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
@@ -78,6 +79,10 @@ impl SubscriptionRoot {
         };
         let user_id = viewer.user_id;
         let db = state.db.clone();
+        let shape = shared::shape_of(
+            ctx,
+            &<MessageEvent as async_graphql::OutputType>::type_name(),
+        );
         Ok(hold(
             slot,
             durable(
@@ -95,11 +100,11 @@ impl SubscriptionRoot {
                                 let change = MessageChange::parse(&event.kind)?;
                                 Some((
                                     event.id,
-                                    MessageEvent {
+                                    Shared::alone(MessageEvent {
                                         event_id: event.id,
                                         kind: change.into(),
-                                        message,
-                                    },
+                                        message: Arc::new(message),
+                                    }),
                                 ))
                             })
                             .collect())
@@ -115,11 +120,15 @@ impl SubscriptionRoot {
                     {
                         Some((
                             *event_id,
-                            MessageEvent {
-                                event_id: *event_id,
-                                kind: (*change).into(),
-                                message: message.as_ref().clone(),
-                            },
+                            Shared::live(
+                                MessageEvent {
+                                    event_id: *event_id,
+                                    kind: (*change).into(),
+                                    message: message.clone(),
+                                },
+                                envelope,
+                                shape.as_ref(),
+                            ),
                         ))
                     }
                     _ => None,

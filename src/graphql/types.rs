@@ -506,7 +506,7 @@ impl From<MessageChange> for MessageEventKind {
 pub struct MessageEvent {
     pub event_id: i64,
     pub kind: MessageEventKind,
-    pub message: message::Model,
+    pub message: std::sync::Arc<message::Model>,
 }
 
 #[Object]
@@ -521,7 +521,7 @@ impl MessageEvent {
     }
 
     async fn message(&self) -> Message {
-        Message(self.message.clone())
+        Message(self.message.as_ref().clone())
     }
 }
 

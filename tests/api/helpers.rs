@@ -186,6 +186,11 @@ impl TestApp {
 
     /// The number of SQL statements the server has run so far.
     pub async fn statements(&self) -> u64 {
+        self.metric("palaver_db_statements_total").await
+    }
+
+    /// A counter from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
         let text = self
             .http
             .get(self.url("/metrics"))
@@ -196,9 +201,9 @@ impl TestApp {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("palaver_db_statements_total "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|n| n.trim().parse().ok())
-            .expect("statement counter in /metrics")
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
     }
 
     /// Opens a graphql-transport-ws connection, authenticated with `token` if given.

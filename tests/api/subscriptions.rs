@@ -235,3 +235,127 @@ async fn queries_and_mutations_work_over_the_websocket_and_the_legacy_protocol()
     let data = data.expect("a data frame");
     assert_eq!(data["payload"]["data"]["me"]["id"], bob.id);
 }
+
+/// Only fields that read the same to every member: resolved once per event and shared.
+const SHAREABLE: &str = "subscription($c: ID) { messageEvents(conversationId: $c) { kind cursor message { id body sender { id username } conversation { id } } } }";
+/// Reaches fields that differ per viewer: resolved for each subscriber.
+const PER_VIEWER: &str = "subscription($c: ID) { messageEvents(conversationId: $c) { cursor message { id clientMessageId isRead conversation { unreadCount } } } }";
+
+const SHARED_RENDERS: &str = "palaver_subscription_shared_renders_total";
+
+async fn room_of(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> String {
+    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+    app.data(
+        &owner.token,
+        "mutation($m: [ID!]!) { createRoom(input: {name: \"Lobby\", memberIds: $m}) { id } }",
+        json!({ "m": ids }),
+    )
+    .await["createRoom"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn members_asking_the_same_question_of_an_event_share_one_render_and_each_gets_all_of_it() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let members = [
+        app.user("bob").await,
+        app.user("carol").await,
+        app.user("dave").await,
+    ];
+    let room = room_of(&app, &alice, &members.iter().collect::<Vec<_>>()).await;
+    let mut sockets = Vec::new();
+    for member in &members {
+        let mut ws = app.ws(Some(&member.token)).await;
+        ws.subscribe("e", SHAREABLE, json!({ "c": room })).await;
+        sockets.push(ws);
+    }
+    tokio::time::sleep(QUIET).await;
+    let before = app.metric(SHARED_RENDERS).await;
+
+    let sent = app.send(&alice, &room, "one for all").await;
+
+    let mut payloads = Vec::new();
+    for ws in &mut sockets {
+        payloads.push(ws.next_data("e").await["messageEvents"].clone());
+    }
+    let event = &payloads[0];
+    assert_eq!(event["kind"], "CREATED");
+    assert_eq!(event["message"]["id"], sent["id"]);
+    assert_eq!(event["message"]["body"], "one for all");
+    assert_eq!(event["message"]["sender"]["id"], alice.id);
+    assert_eq!(event["message"]["sender"]["username"], alice.username);
+    assert_eq!(event["message"]["conversation"]["id"], room);
+    assert!(event["cursor"].is_string());
+    for other in &payloads[1..] {
+        assert_eq!(other, event);
+    }
+    // One member resolved it; the two others were served that render.
+    assert_eq!(app.metric(SHARED_RENDERS).await - before, 2);
+}
+
+#[tokio::test]
+async fn fields_that_differ_per_viewer_are_resolved_for_each_subscriber_even_beside_shared_ones() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = room_of(&app, &alice, &[&bob, &carol]).await;
+    let mut alice_ws = app.ws(Some(&alice.token)).await;
+    alice_ws
+        .subscribe("own", PER_VIEWER, json!({ "c": room }))
+        .await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe("own", PER_VIEWER, json!({ "c": room }))
+        .await;
+    bob_ws
+        .subscribe("plain", SHAREABLE, json!({ "c": room }))
+        .await;
+    let mut carol_ws = app.ws(Some(&carol.token)).await;
+    carol_ws
+        .subscribe("plain", SHAREABLE, json!({ "c": room }))
+        .await;
+    tokio::time::sleep(QUIET).await;
+    let before = app.metric(SHARED_RENDERS).await;
+    let bob_unread_before = app
+        .data(
+            &bob.token,
+            "query($c: ID!) { conversation(id: $c) { unreadCount } }",
+            json!({ "c": room }),
+        )
+        .await["conversation"]["unreadCount"]
+        .as_i64()
+        .unwrap();
+
+    app.data(
+        &alice.token,
+        "mutation($c: ID!) { sendMessage(input: {conversationId: $c, body: \"mine\", clientMessageId: \"device-7\"}) { id } }",
+        json!({ "c": room }),
+    )
+    .await;
+
+    let for_alice = alice_ws.next_data("own").await["messageEvents"].clone();
+    let for_bob = bob_ws.next_data("own").await["messageEvents"].clone();
+    // The sender sees her own client id; nobody else does.
+    assert_eq!(for_alice["message"]["clientMessageId"], "device-7");
+    assert!(for_bob["message"]["clientMessageId"].is_null());
+    // Unread counts and read state are each viewer's own.
+    assert_eq!(for_alice["message"]["conversation"]["unreadCount"], 0);
+    assert_eq!(
+        for_bob["message"]["conversation"]["unreadCount"],
+        bob_unread_before + 1
+    );
+    assert_eq!(for_alice["message"]["isRead"], false);
+    assert_eq!(for_bob["message"]["isRead"], false);
+    assert_eq!(for_alice["cursor"], for_bob["cursor"]);
+
+    let bob_plain = bob_ws.next_data("plain").await["messageEvents"].clone();
+    let carol_plain = carol_ws.next_data("plain").await["messageEvents"].clone();
+    assert_eq!(bob_plain, carol_plain);
+    assert_eq!(bob_plain["message"]["body"], "mine");
+    // Only the shareable pair shared: the per-viewer pair resolved twice.
+    assert_eq!(app.metric(SHARED_RENDERS).await - before, 1);
+}

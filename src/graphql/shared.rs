@@ -1,0 +1,286 @@
+//! Resolving a live event once for all its subscribers. In a room of 1,000 members, one message
+//! reaches 1,000 subscriptions; most ask the same question of it (`message { id body sender { id } }`),
+//! and for fields that read the same to every member the answer is the same. A [`Shared`] event
+//! resolves its selection once per distinct shape, keeps the value in the event's envelope, and
+//! hands copies to the other subscribers who asked in that shape. A selection that reaches any field
+//! whose value depends on the viewer (`clientMessageId`, `isRead`, `conversation.unreadCount`,
+//! `sender.presence`, ...) is resolved per subscriber, as before.
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, atomic::Ordering},
+};
+
+use async_graphql::{
+    Context, ContextSelectionSet, Name, OutputType, Positioned, ServerError, ServerResult, Value,
+    parser::types::{Field, FragmentDefinition, Selection, SelectionSet},
+    registry::Registry,
+};
+
+use crate::{AppState, events::Envelope};
+
+/// A subscription item and, for live events, the envelope it came in (where shared renders live)
+/// and the shape of the subscriber's selection (None when it is not the same for every viewer).
+pub struct Shared<T> {
+    pub item: T,
+    pub shared: Option<(Arc<Envelope>, Arc<str>)>,
+}
+
+impl<T> Shared<T> {
+    /// An item resolved on its own (read back from the database, or asked for per viewer).
+    pub fn alone(item: T) -> Self {
+        Self { item, shared: None }
+    }
+
+    /// An item from a live event, which shares its renders when the selection allows.
+    pub fn live(item: T, envelope: &Arc<Envelope>, shape: Option<&Arc<str>>) -> Self {
+        Self {
+            item,
+            shared: shape.map(|shape| (envelope.clone(), shape.clone())),
+        }
+    }
+}
+
+/// Why a render was not kept for others.
+enum Unshared {
+    Failed(ServerError),
+    /// Resolved, but with field errors: they belong to this subscriber's response alone.
+    Partial(Value),
+}
+
+impl<T: OutputType> OutputType for Shared<T> {
+    fn type_name() -> Cow<'static, str> {
+        T::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        T::qualified_type_name()
+    }
+
+    fn introspection_type_name(&self) -> Cow<'static, str> {
+        self.item.introspection_type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        T::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let slot = self
+            .shared
+            .as_ref()
+            .and_then(|(envelope, shape)| envelope.renders.slot(shape));
+        let Some(slot) = slot else {
+            return self.item.resolve(ctx, field).await;
+        };
+        let mut made_here = false;
+        let render = slot
+            .get_or_try_init(|| async {
+                made_here = true;
+                let errors_before = ctx.query_env.errors.lock().map_or(0, |e| e.len());
+                let value = self
+                    .item
+                    .resolve(ctx, field)
+                    .await
+                    .map_err(Unshared::Failed)?;
+                let errors_after = ctx.query_env.errors.lock().map_or(0, |e| e.len());
+                if errors_after == errors_before {
+                    Ok(value)
+                } else {
+                    Err(Unshared::Partial(value))
+                }
+            })
+            .await;
+        match render {
+            Ok(value) => {
+                if !made_here && let Some(state) = ctx.data_opt::<AppState>() {
+                    state.shared_renders.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(value.clone())
+            }
+            Err(Unshared::Failed(err)) => Err(err),
+            Err(Unshared::Partial(value)) => Ok(value),
+        }
+    }
+}
+
+/// A canonical spelling of the selection under a subscription field, taken once when the
+/// subscription starts, or None if it reaches a field whose value may differ from one viewer to the
+/// next (or uses something this check does not follow: arguments, directives, fragments on other
+/// types).
+pub fn shape_of(ctx: &Context<'_>, type_name: &str) -> Option<Arc<str>> {
+    let mut shape = String::new();
+    let fragments = &ctx.query_env.fragments;
+    write_shape(
+        fragments,
+        type_name,
+        &ctx.item.node.selection_set.node,
+        &mut shape,
+    )
+    .then(|| shape.into())
+}
+
+fn write_shape(
+    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
+    type_name: &str,
+    set: &SelectionSet,
+    shape: &mut String,
+) -> bool {
+    for selection in &set.items {
+        let ok = match &selection.node {
+            Selection::Field(field) => {
+                let field = &field.node;
+                let name = field.name.node.as_str();
+                let leads_to = if name == "__typename" {
+                    Some(None)
+                } else {
+                    same_for_every_viewer(type_name, name)
+                };
+                match leads_to {
+                    Some(_) if !field.arguments.is_empty() || !field.directives.is_empty() => false,
+                    None => false,
+                    Some(child) => {
+                        if let Some(alias) = &field.alias {
+                            let _ = write!(shape, "{}:", alias.node);
+                        }
+                        shape.push_str(name);
+                        let inner = match child {
+                            Some(child) => {
+                                shape.push('{');
+                                let ok =
+                                    write_shape(fragments, child, &field.selection_set.node, shape);
+                                shape.push('}');
+                                ok
+                            }
+                            None => true,
+                        };
+                        shape.push(' ');
+                        inner
+                    }
+                }
+            }
+            Selection::FragmentSpread(spread) => {
+                let spread = &spread.node;
+                match fragments.get(&spread.fragment_name.node) {
+                    Some(fragment)
+                        if spread.directives.is_empty()
+                            && fragment.node.directives.is_empty()
+                            && fragment.node.type_condition.node.on.node == type_name =>
+                    {
+                        write_shape(
+                            fragments,
+                            type_name,
+                            &fragment.node.selection_set.node,
+                            shape,
+                        )
+                    }
+                    _ => false,
+                }
+            }
+            Selection::InlineFragment(fragment) => {
+                let fragment = &fragment.node;
+                let on_this_type = fragment
+                    .type_condition
+                    .as_ref()
+                    .is_none_or(|condition| condition.node.on.node == type_name);
+                on_this_type
+                    && fragment.directives.is_empty()
+                    && write_shape(fragments, type_name, &fragment.selection_set.node, shape)
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// The fields whose value is the same for every viewer allowed to see the event, with the type each
+/// leads to (`Some(None)` for a leaf). Everything else, `Message.isRead` or
+/// `Conversation.unreadCount` say, is resolved per subscriber.
+fn same_for_every_viewer(type_name: &str, field: &str) -> Option<Option<&'static str>> {
+    Some(match (type_name, field) {
+        ("MessageEvent", "kind" | "cursor") => None,
+        ("MessageEvent", "message") => Some("Message"),
+        ("Message", "id" | "kind" | "body" | "createdAt" | "editedAt" | "deletedAt") => None,
+        ("Message", "sender") => Some("User"),
+        ("Message", "replyTo") => Some("Message"),
+        ("Message", "attachment") => Some("Attachment"),
+        ("Message", "systemEvent") => Some("SystemEvent"),
+        ("Message", "conversation") => Some("Conversation"),
+        ("Conversation", "id" | "kind" | "name" | "topic" | "lastActivityAt" | "createdAt") => None,
+        ("User", "id" | "username" | "displayName" | "createdAt") => None,
+        ("Attachment", "filename" | "contentType" | "size" | "sha256" | "downloadUrl") => None,
+        ("SystemEvent", "kind" | "role") => None,
+        ("SystemEvent", "actor" | "target") => Some("User"),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_for_every_viewer;
+
+    /// Every field the table names exists in the schema with the type the table says, so a
+    /// renamed or retyped field cannot slip past the check unnoticed.
+    #[test]
+    fn the_table_of_shared_fields_matches_the_schema() {
+        let sdl = super::super::sdl();
+        let fields = |type_name: &str| -> Vec<(String, String)> {
+            let start = sdl
+                .find(&format!("type {type_name} {{"))
+                .unwrap_or_else(|| panic!("type {type_name} in the schema"));
+            let body = &sdl[start..];
+            let body = &body[..body.find("\n}").unwrap()];
+            body.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let line = line.trim();
+                    let (name, ty) = line.split_once(':')?;
+                    let name = name.split('(').next()?.trim().to_string();
+                    let ty = ty.trim().trim_matches(|c| c == '!' || c == '[' || c == ']');
+                    Some((name, ty.trim_end_matches('!').to_string()))
+                })
+                .collect()
+        };
+        let mut checked = 0;
+        for type_name in [
+            "MessageEvent",
+            "Message",
+            "User",
+            "Conversation",
+            "Attachment",
+            "SystemEvent",
+        ] {
+            for (name, ty) in fields(type_name) {
+                if let Some(leads_to) = same_for_every_viewer(type_name, &name) {
+                    checked += 1;
+                    if let Some(child) = leads_to {
+                        assert_eq!(ty, child, "{type_name}.{name}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            checked, 33,
+            "every field in the table was found in the schema"
+        );
+        // Viewer-dependent fields stay out.
+        for (type_name, field) in [
+            ("Message", "clientMessageId"),
+            ("Message", "isRead"),
+            ("Message", "readBy"),
+            ("Conversation", "unreadCount"),
+            ("Conversation", "title"),
+            ("Conversation", "muted"),
+            ("User", "presence"),
+        ] {
+            assert_eq!(same_for_every_viewer(type_name, field), None);
+        }
+    }
+}
