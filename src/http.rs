@@ -8,9 +8,12 @@ use std::sync::{
 
 use async_graphql::{
     BatchRequest, ParseRequestError,
-    http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, receive_batch_body},
+    http::{
+        ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, WebSocketProtocols, WsMessage,
+        receive_batch_body,
+    },
 };
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::GraphQLResponse;
 use axum::{
     Router,
     body::Body,
@@ -282,9 +285,20 @@ async fn websocket(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The first GraphQL subprotocol the client offers (graphql-transport-ws or graphql-ws).
+    let Some(protocol) = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|offered| {
+            offered
+                .split(',')
+                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        })
+    else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
     let header_auth = match viewer_from_headers(&state.app, &headers).await {
         Ok(auth) => auth,
         Err(err) => return err.into_response(),
@@ -317,7 +331,7 @@ const MISSED_PINGS: u32 = 3;
 async fn serve_socket(
     state: HttpState,
     socket: axum::extract::ws::WebSocket,
-    protocol: GraphQLProtocol,
+    protocol: WebSocketProtocols,
     header_auth: Auth,
     peer: SocketAddr,
 ) {
@@ -370,28 +384,41 @@ async fn serve_socket(
     // `keepalive_timeout` only sees GraphQL messages, not the WebSocket pongs that browsers send
     // by themselves, so the pings and the idle check are done here.
     let last_heard = Arc::new(Mutex::new(std::time::Instant::now()));
-    let idle = tokio_util::sync::CancellationToken::new();
-    let stream = {
+    let input = {
         let last_heard = last_heard.clone();
         stream
             .inspect(move |_| *lock(&last_heard) = std::time::Instant::now())
-            .take_until(app.shutdown.clone().cancelled_owned())
-            .take_until(idle.clone().cancelled_owned())
+            .take_while(|frame| std::future::ready(frame.is_ok()))
+            .filter_map(|frame| {
+                std::future::ready(match frame {
+                    Ok(frame @ (Message::Text(_) | Message::Binary(_))) => Some(frame.into_data()),
+                    _ => None,
+                })
+            })
     };
-    // GraphQL replies go through a channel to one writer, which also sends the pings.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
-    let keepalive = std::time::Duration::from_millis(app.config.ws_keepalive_ms.max(1));
-    let writer = async {
+    // The replies (and the subscriptions they hold) end with this block, before the clean-up.
+    {
+        let replies = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+            .on_connection_init(on_init);
+        futures_util::pin_mut!(replies);
+        // One loop writes both the GraphQL replies and the pings, so a connection needs no queue and
+        // no second task between them.
+        let keepalive = std::time::Duration::from_millis(app.config.ws_keepalive_ms.max(1));
         let mut tick = tokio::time::interval(keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
-                message = rx.recv() => match message {
-                    Some(message) => {
-                        if sink.send(message).await.is_err() {
+                reply = replies.next() => match reply {
+                    Some(WsMessage::Text(text)) => {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
                             break;
                         }
+                    }
+                    Some(WsMessage::Close(code, reason)) => {
+                        let close = CloseFrame { code, reason: reason.into() };
+                        let _ = sink.send(Message::Close(Some(close))).await;
+                        break;
                     }
                     None => break,
                 },
@@ -403,32 +430,24 @@ async fn serve_socket(
                                 reason: "idle: keep-alive pings went unanswered".into(),
                             })))
                             .await;
-                        idle.cancel();
-                        return;
+                        break;
                     }
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break;
                     }
                 }
+                _ = app.shutdown.cancelled() => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1001,
+                            reason: "server shutting down".into(),
+                        })))
+                        .await;
+                    break;
+                }
             }
         }
-        if app.shutdown.is_cancelled() {
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1001,
-                    reason: "server shutting down".into(),
-                })))
-                .await;
-        }
-    };
-    let serve = async {
-        let sender = tokio_util::sync::PollSender::new(tx);
-        GraphQLWebSocket::new_with_pair(sender, stream, state.schema.clone(), protocol)
-            .on_connection_init(on_init)
-            .serve()
-            .await;
-    };
-    tokio::join!(serve, writer);
+    }
     app.typing.connection_closed(&app, connection).await;
     let user = *lock(&signed_in);
     if let Some(user_id) = user {

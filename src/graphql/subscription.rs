@@ -25,6 +25,10 @@ use crate::{
     limits::{SlotGuard, SubscriptionSlots},
 };
 
+// The database calls a subscription makes when it starts are boxed (`Box::pin(...).await`):
+// async-graphql keeps the resolver's future allocated beside the stream for as long as the
+// subscription lives, so anything held inline in it costs every idle subscriber its size.
+
 /// Claims one of the connection's subscription slots (over HTTP there is no connection, and
 /// subscriptions are refused anyway).
 fn claim_slot(ctx: &Context<'_>) -> Result<Option<SlotGuard>, AppError> {
@@ -61,11 +65,11 @@ impl SubscriptionRoot {
             .map(|c| ids::decode_cursor(CursorKind::Event, &c, 2))
             .transpose()?;
         if let Some(id) = conversation {
-            conversations::require_member(&state.db, id, viewer.user_id).await?;
+            Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
         }
         // Listen before reading the log, so nothing falls between replay and live.
         let live = state.bus.subscribe();
-        let latest = messages::latest_event_id(&state.db).await?;
+        let latest = Box::pin(messages::latest_event_id(&state.db)).await?;
         let since = match since.as_deref() {
             None => None,
             Some(&[epoch, id]) if epoch == state.epoch && id <= latest => Some(id),
@@ -148,11 +152,11 @@ impl SubscriptionRoot {
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         if let Some(id) = conversation {
-            conversations::require_member(&state.db, id, viewer.user_id).await?;
+            Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
         }
         let user_id = viewer.user_id;
         // Taken when the subscription starts: a block or unblock applies to the next one.
-        let blocked = blocks::blocked_set(&state.db, user_id).await?;
+        let blocked = Box::pin(blocks::blocked_set(&state.db, user_id)).await?;
         Ok(hold(
             slot,
             live(state.bus.subscribe(), move |envelope| {
@@ -195,7 +199,7 @@ impl SubscriptionRoot {
             .map(|c| ids::decode_cursor(CursorKind::Receipt, &c, 3).map(|v| (v[0], v[1], v[2])))
             .transpose()?;
         if let Some(id) = conversation {
-            conversations::require_member(&state.db, id, viewer.user_id).await?;
+            Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
         }
         let live = state.bus.subscribe();
         let start = (chrono::Utc::now().timestamp_micros(), 0, 0);
@@ -320,14 +324,14 @@ impl SubscriptionRoot {
         };
         let rx = state.bus.subscribe();
         // Taken when the subscription starts: a block or unblock applies to the next one.
-        let blocked = blocks::blocked_set(&state.db, viewer.user_id).await?;
+        let blocked = Box::pin(blocks::blocked_set(&state.db, viewer.user_id)).await?;
         let mut snapshot = Vec::new();
         if let Some(wanted) = &wanted {
             let list: Vec<i64> = wanted.iter().copied().collect();
-            let visible = presence::visible_to(&state.db, viewer.user_id, &list).await?;
-            let found = users::by_ids(&state.db, &list).await?;
+            let visible = Box::pin(presence::visible_to(&state.db, viewer.user_id, &list)).await?;
+            let found = Box::pin(users::by_ids(&state.db, &list)).await?;
             for id in list.into_iter().filter(|id| visible.contains(id)) {
-                let online = state.presence.is_online(id).await;
+                let online = Box::pin(state.presence.is_online(id)).await;
                 snapshot.push(PresenceEvent {
                     user_id: id,
                     status: if online {
