@@ -335,7 +335,7 @@ async fn serve_socket(
     header_auth: Auth,
     peer: SocketAddr,
 ) {
-    use axum::extract::ws::{CloseFrame, Message};
+    use axum::extract::ws::Message;
     use futures_util::{SinkExt, StreamExt};
     let app = state.app.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
@@ -416,20 +416,15 @@ async fn serve_socket(
                         }
                     }
                     Some(WsMessage::Close(code, reason)) => {
-                        let close = CloseFrame { code, reason: reason.into() };
-                        let _ = sink.send(Message::Close(Some(close))).await;
+                        let _ = sink.send(close(code, &reason)).await;
                         break;
                     }
                     None => break,
                 },
                 _ = tick.tick() => {
                     if lock(&last_heard).elapsed() > keepalive * MISSED_PINGS {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code: 4408,
-                                reason: "idle: keep-alive pings went unanswered".into(),
-                            })))
-                            .await;
+                        let idle = close(4408, "idle: keep-alive pings went unanswered");
+                        let _ = sink.send(idle).await;
                         break;
                     }
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -437,12 +432,7 @@ async fn serve_socket(
                     }
                 }
                 _ = app.shutdown.cancelled() => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: 1001,
-                            reason: "server shutting down".into(),
-                        })))
-                        .await;
+                    let _ = sink.send(close(1001, "server shutting down")).await;
                     break;
                 }
             }
@@ -453,6 +443,14 @@ async fn serve_socket(
     if let Some(user_id) = user {
         app.presence.disconnected(&app, user_id, connection);
     }
+}
+
+/// A close frame with its code and reason.
+fn close(code: u16, reason: &str) -> axum::extract::ws::Message {
+    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 /// Initial read buffer of a WebSocket connection.

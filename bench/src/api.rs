@@ -292,6 +292,33 @@ impl Api {
         str_at(&data, &["createRoom", "id"])
     }
 
+    /// `addMember` for each user, 20 to a request (the default root-field limit). A room starts
+    /// with at most 1,000 members; bigger ones are grown this way.
+    pub async fn add_members(
+        &self,
+        token: &str,
+        room: &str,
+        user_ids: &[String],
+    ) -> Result<(), GqlError> {
+        for chunk in user_ids.chunks(20) {
+            let mut defs = String::from("$r: ID!");
+            let mut fields = String::new();
+            let mut vars = serde_json::Map::new();
+            vars.insert("r".into(), json!(room));
+            for (i, id) in chunk.iter().enumerate() {
+                defs.push_str(&format!(", $u{i}: ID!"));
+                fields.push_str(&format!(
+                    "a{i}: addMember(roomId: $r, userId: $u{i}) {{ id }} "
+                ));
+                vars.insert(format!("u{i}"), json!(id));
+            }
+            let query = format!("mutation BenchAddMembers({defs}) {{ {fields}}}");
+            self.execute(Some(token), &query, Value::Object(vars))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// First message to a user: opens (or finds) the direct conversation.
     pub async fn send_direct(
         &self,

@@ -140,11 +140,17 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
     )
     .await?;
     let member_ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    // A room starts with at most 1,000 members; the rest are added.
+    let (first, rest) = member_ids.split_at(member_ids.len().min(1000));
     let room = ctx
         .api
-        .create_room(&owner.token, &format!("{} fanout", ctx.run_id), &member_ids)
+        .create_room(&owner.token, &format!("{} fanout", ctx.run_id), first)
         .await
         .context("createRoom")?;
+    ctx.api
+        .add_members(&owner.token, &room, rest)
+        .await
+        .context("addMember")?;
     report::progress(format!("room {room} with {} members", args.members));
 
     let slow = args.slow_reader.then_some(0usize);
