@@ -169,6 +169,20 @@ impl TestApp {
             .clone()
     }
 
+    /// Creates a room owned by `owner` with `members`; returns its id.
+    pub async fn room(&self, owner: &TestUser, name: &str, members: &[&TestUser]) -> String {
+        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        self.data(
+            &owner.token,
+            "mutation($n: String!, $m: [ID!]!) { createRoom(input: {name: $n, memberIds: $m}) { id } }",
+            json!({ "n": name, "m": ids }),
+        )
+        .await["createRoom"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Starts (or reuses) the direct conversation between two users; returns its id.
     pub async fn direct(&self, a: &TestUser, b: &TestUser) -> String {
         let data = self

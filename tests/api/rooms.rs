@@ -21,16 +21,6 @@ const HISTORY: &str = "query($c: ID!) { messages(conversationId: $c, last: 100) 
 const SNAPSHOT: &str = "query($c: ID!) { conversation(id: $c) { name topic lastActivityAt members { role user { id } } } messages(conversationId: $c, last: 100) { edges { node { id kind body editedAt deletedAt } } } }";
 const EVENTS: &str = "subscription($c: ID, $s: String) { messageEvents(conversationId: $c, since: $s) { kind cursor message { id kind body sender { id } systemEvent { kind target { id } } } } }";
 
-/// Creates a room owned by `owner` with `members`; returns its id.
-async fn room(app: &TestApp, owner: &TestUser, name: &str, members: &[&TestUser]) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    app.data(&owner.token, CREATE, json!({ "n": name, "m": ids }))
-        .await["createRoom"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Everything a member can see of a room, to prove that a refused operation changed nothing.
 async fn snapshot(app: &TestApp, viewer: &TestUser, room: &str) -> Value {
     app.data(&viewer.token, SNAPSHOT, json!({ "c": room }))
@@ -219,13 +209,13 @@ async fn the_permission_table_is_enforced_for_every_role_and_outsiders() {
         let actors = [&cast.owner, &cast.admin, &cast.member, &cast.outsider];
         for (actor, expected) in actors.into_iter().zip(outcomes) {
             // A fresh room per case, so that cases cannot affect each other.
-            let r = room(
-                &app,
-                &cast.owner,
-                "Matrix",
-                &[&cast.admin, &cast.member, &cast.a_member, &cast.an_admin],
-            )
-            .await;
+            let r = app
+                .room(
+                    &cast.owner,
+                    "Matrix",
+                    &[&cast.admin, &cast.member, &cast.a_member, &cast.an_admin],
+                )
+                .await;
             for admin in [&cast.admin, &cast.an_admin] {
                 app.data(
                     &cast.owner.token,
@@ -355,7 +345,7 @@ async fn rooms_share_the_message_paths_of_direct_conversations() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let r = room(&app, &alice, "Team", &[&bob, &carol]).await;
+    let r = app.room(&alice, "Team", &[&bob, &carol]).await;
     let direct = app.direct(&alice, &bob).await;
     let mut carol_ws = app.ws(Some(&carol.token)).await;
     carol_ws
@@ -458,7 +448,7 @@ async fn a_moderator_may_delete_others_messages_but_not_system_messages() {
     let app = spawn_app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let r = room(&app, &alice, "Moderated", &[&bob]).await;
+    let r = app.room(&alice, "Moderated", &[&bob]).await;
     let spam = app.send(&bob, &r, "spam").await;
     let deleted = app
         .data(&alice.token, DELETE, json!({ "id": spam["id"] }))
@@ -481,7 +471,7 @@ async fn one_message_reaches_all_50_members_of_a_room_live() {
         others.push(app.user("m").await);
     }
     let refs: Vec<&TestUser> = others.iter().collect();
-    let r = room(&app, &owner, "All hands", &refs).await;
+    let r = app.room(&owner, "All hands", &refs).await;
     let mut sockets = Vec::new();
     for user in std::iter::once(&owner).chain(others.iter()) {
         let mut ws = app.ws(Some(&user.token)).await;
@@ -508,7 +498,7 @@ async fn a_removed_member_hears_of_the_removal_then_nothing_and_loses_the_histor
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let r = room(&app, &alice, "Team", &[&bob, &carol]).await;
+    let r = app.room(&alice, "Team", &[&bob, &carol]).await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws.subscribe("one", EVENTS, json!({ "c": r })).await;
     bob_ws.subscribe("all", EVENTS, json!({})).await;
@@ -586,7 +576,7 @@ async fn a_re_added_member_sees_the_whole_history_again() {
     let app = spawn_app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let r = room(&app, &alice, "Team", &[&bob]).await;
+    let r = app.room(&alice, "Team", &[&bob]).await;
     app.send(&bob, &r, "before").await;
     app.data(&alice.token, REMOVE, json!({ "r": r, "u": bob.id }))
         .await;
@@ -628,7 +618,7 @@ async fn the_owner_cannot_leave_or_be_demoted_or_removed_without_transferring_ow
     let app = spawn_app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let r = room(&app, &alice, "Owned", &[&bob]).await;
+    let r = app.room(&alice, "Owned", &[&bob]).await;
     app.data(
         &alice.token,
         SET_ROLE,
@@ -729,7 +719,7 @@ async fn bad_room_input_is_refused_and_nothing_is_written() {
         );
     }
 
-    let r = room(&app, &alice, "Team", &[&bob]).await;
+    let r = app.room(&alice, "Team", &[&bob]).await;
     let direct = app.direct(&alice, &carol).await;
     let before = snapshot(&app, &alice, &r).await;
     let attempts = [
@@ -803,7 +793,9 @@ async fn room_lists_and_pages_cost_a_constant_number_of_statements() {
     let carol = app.user("carol").await;
     let mut rooms = Vec::new();
     for i in 0..200 {
-        let r = room(&app, &alice, &format!("Room {i}"), &[&bob, &carol]).await;
+        let r = app
+            .room(&alice, &format!("Room {i}"), &[&bob, &carol])
+            .await;
         if i % 2 == 0 {
             app.send(&bob, &r, "ping").await;
         }

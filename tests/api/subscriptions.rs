@@ -243,19 +243,6 @@ const PER_VIEWER: &str = "subscription($c: ID) { messageEvents(conversationId: $
 
 const SHARED_RENDERS: &str = "palaver_subscription_shared_renders_total";
 
-async fn room_of(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    app.data(
-        &owner.token,
-        "mutation($m: [ID!]!) { createRoom(input: {name: \"Lobby\", memberIds: $m}) { id } }",
-        json!({ "m": ids }),
-    )
-    .await["createRoom"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn members_asking_the_same_question_of_an_event_share_one_render_and_each_gets_all_of_it() {
     let app = spawn_app().await;
@@ -265,7 +252,9 @@ async fn members_asking_the_same_question_of_an_event_share_one_render_and_each_
         app.user("carol").await,
         app.user("dave").await,
     ];
-    let room = room_of(&app, &alice, &members.iter().collect::<Vec<_>>()).await;
+    let room = app
+        .room(&alice, "Lobby", &members.iter().collect::<Vec<_>>())
+        .await;
     let mut sockets = Vec::new();
     for member in &members {
         let mut ws = app.ws(Some(&member.token)).await;
@@ -302,7 +291,7 @@ async fn fields_that_differ_per_viewer_are_resolved_for_each_subscriber_even_bes
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let room = room_of(&app, &alice, &[&bob, &carol]).await;
+    let room = app.room(&alice, "Lobby", &[&bob, &carol]).await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
     alice_ws
         .subscribe("own", PER_VIEWER, json!({ "c": room }))
