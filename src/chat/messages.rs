@@ -167,14 +167,14 @@ async fn insert_message(
     file: Option<&StoredFile>,
     reply_to_sender: Option<i64>,
 ) -> AppResult<message::Model> {
-    let cmid = new.client_message_id.as_ref().map(|c| c.0.clone());
+    let client_id = new.client_message_id;
     let row = message::ActiveModel {
         conversation_id: Set(conversation_id),
         sender_id: Set(Some(viewer.user_id)),
         kind: Set(file.map_or("TEXT", |f| f.kind.as_str()).into()),
         body: Set(new.body.map(|b| b.0)),
         reply_to_id: Set(new.reply_to_id),
-        client_message_id: Set(cmid.clone()),
+        client_message_id: Set(client_id.as_ref().map(|c| c.0.clone())),
         edited_at: Set(None),
         deleted_at: Set(None),
         attachment_key: Set(file.map(|f| f.key.clone())),
@@ -184,8 +184,8 @@ async fn insert_message(
         attachment_sha256: Set(file.map(|f| f.sha256.clone())),
         ..Default::default()
     };
-    let idempotent = cmid.is_some();
-    let cmid_in_txn = new.client_message_id;
+    let idempotent = client_id.is_some();
+    let cmid_in_txn = client_id.clone();
     let written = state
         .writer
         .write(move |txn| {
@@ -226,12 +226,11 @@ async fn insert_message(
         Err(AppError::Conflict(reason)) if reason == DUPLICATE_SEND => {
             // A concurrent retry won the race; hand back what it made (the caller removes the
             // file this attempt stored).
-            message::Entity::find()
-                .filter(message::Column::SenderId.eq(viewer.user_id))
-                .filter(message::Column::ClientMessageId.eq(cmid))
-                .one(&state.db)
-                .await?
-                .ok_or_else(|| AppError::Internal("idempotent send lost its message".into()))
+            let found = match &client_id {
+                Some(cmid) => find_by_client_id(&state.db, viewer.user_id, cmid).await?,
+                None => None,
+            };
+            found.ok_or_else(|| AppError::Internal("idempotent send lost its message".into()))
         }
         other => other,
     }
@@ -322,11 +321,8 @@ pub(crate) async fn recipients(
     also: &[i64],
 ) -> AppResult<Vec<i64>> {
     let mut recipients = conversations::member_ids(txn, conversation_id).await?;
-    for id in also {
-        if !recipients.contains(id) {
-            recipients.push(*id);
-        }
-    }
+    // `Envelope::new` drops the repeats.
+    recipients.extend_from_slice(also);
     Ok(recipients)
 }
 

@@ -85,7 +85,8 @@ pub enum Event {
 /// An event with the users allowed to receive it (the conversation's members when it committed).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
-    pub recipients: Vec<i64>,
+    /// Sorted and without repeats (see [`Envelope::new`]), so that `is_for` can binary-search.
+    recipients: Vec<i64>,
     pub event: Event,
     /// What subscriptions on this instance resolved the event to, kept for the other subscribers
     /// who asked the same (see `graphql::shared`). Never sent between instances.
@@ -94,7 +95,9 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(recipients: Vec<i64>, event: Event) -> Self {
+    pub fn new(mut recipients: Vec<i64>, event: Event) -> Self {
+        recipients.sort_unstable();
+        recipients.dedup();
         Self {
             recipients,
             event,
@@ -102,9 +105,9 @@ impl Envelope {
         }
     }
 
-    /// Whether `user_id` may see this event. The bus sorts `recipients` before publishing, so
-    /// each subscriber's check is a binary search, not a scan: in a room of 10,000 members
-    /// every event is checked by every subscriber.
+    /// Whether `user_id` may see this event. `recipients` is kept sorted, so each subscriber's
+    /// check is a binary search, not a scan: in a room of 10,000 members every event is checked
+    /// by every subscriber.
     pub fn is_for(&self, user_id: i64) -> bool {
         self.recipients.binary_search(&user_id).is_ok()
     }
@@ -167,9 +170,7 @@ impl EventBus {
     }
 
     /// Sends an event to every subscriber, on this instance and (with Redis) on the others.
-    pub async fn publish(&self, mut envelope: Envelope) {
-        envelope.recipients.sort_unstable();
-        envelope.recipients.dedup();
+    pub async fn publish(&self, envelope: Envelope) {
         match &self.redis {
             Some(redis) => {
                 if let Err(err) = redis.publish(&envelope).await {

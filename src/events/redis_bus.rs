@@ -75,11 +75,10 @@ async fn forward(
                     continue;
                 };
                 match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(mut envelope) => {
-                        // Sorted by the publisher already; `is_for` depends on it, so make sure.
-                        if !envelope.recipients.is_sorted() {
-                            envelope.recipients.sort_unstable();
-                        }
+                    Ok(envelope) => {
+                        // Another instance's event: rebuilt through `Envelope::new`, so that
+                        // its recipients are sorted however it was sent.
+                        let envelope = Envelope::new(envelope.recipients, envelope.event);
                         let _ = local.send(Arc::new(envelope));
                     }
                     Err(err) => tracing::warn!(error = %err, "undecodable event on redis"),
