@@ -1,16 +1,20 @@
-//! What subscribers are told, and the bus that carries it: an in-process broadcast, fed either
-//! directly or, with `REDIS_URL`, through Redis pub/sub so every instance sees every event.
+//! What subscribers are told, and the bus that carries it: an in-process hub that hands each
+//! event to its recipients' subscriptions, fed either directly or, with `REDIS_URL`, through Redis
+//! pub/sub so every instance sees every event.
+mod hub;
 mod redis_bus;
 pub mod shared_state;
+
+pub use hub::{Lagged, Receiver, Topic};
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use entity::{message, notification};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::OnceCell;
 
-/// How many events a slow subscriber may fall behind before it must catch up from the database.
+/// How many events a slow subscription may fall behind before it must catch up from the database.
 const LOCAL_CAPACITY: usize = 4096;
 
 /// A change to a message, as recorded in the conversation's change log.
@@ -105,9 +109,7 @@ impl Envelope {
         }
     }
 
-    /// Whether `user_id` may see this event. `recipients` is kept sorted, so each subscriber's
-    /// check is a binary search, not a scan: in a room of 10,000 members every event is checked
-    /// by every subscriber.
+    /// Whether `user_id` may see this event (a binary search: `recipients` is kept sorted).
     pub fn is_for(&self, user_id: i64) -> bool {
         self.recipients.binary_search(&user_id).is_ok()
     }
@@ -154,14 +156,14 @@ impl std::fmt::Debug for Renders {
 /// Publishes events (after their transaction commits) and hands out receivers.
 #[derive(Clone)]
 pub struct EventBus {
-    local: broadcast::Sender<Arc<Envelope>>,
+    local: Arc<hub::Hub>,
     redis: Option<redis_bus::RedisPublisher>,
 }
 
 impl EventBus {
     /// Starts the bus: in-process only, or bridged through Redis when a URL is given.
     pub async fn start(redis_url: Option<&str>, channel: &str) -> anyhow::Result<Self> {
-        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        let local = hub::Hub::new(LOCAL_CAPACITY);
         let redis = match redis_url {
             Some(url) => Some(redis_bus::start(url, channel, local.clone()).await?),
             None => None,
@@ -177,17 +179,17 @@ impl EventBus {
                     // Delivery on this instance still happens; other instances' subscribers
                     // catch up from the database when they resume with a cursor.
                     tracing::warn!(error = %err, "redis publish failed; delivering locally only");
-                    let _ = self.local.send(Arc::new(envelope));
+                    self.local.publish(Arc::new(envelope));
                 }
             }
             None => {
-                let _ = self.local.send(Arc::new(envelope));
+                self.local.publish(Arc::new(envelope));
             }
         }
     }
 
-    /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
-        self.local.subscribe()
+    /// A receiver of the events on `topic` meant for `user_id`, from now on.
+    pub fn subscribe(&self, topic: Topic, user_id: i64) -> Receiver {
+        self.local.subscribe(topic, user_id)
     }
 }

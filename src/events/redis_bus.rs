@@ -1,12 +1,10 @@
 //! The Redis bridge: events are PUBLISHed as JSON on one channel; a background task on every
-//! instance SUBSCRIBEs to it and feeds the local broadcast, reconnecting by itself.
+//! instance SUBSCRIBEs to it and feeds the local hub, reconnecting by itself.
 use std::{sync::Arc, time::Duration};
 
+use super::{Envelope, hub::Hub};
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::broadcast;
-
-use super::Envelope;
 
 /// How long a publish may wait for Redis.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
@@ -38,11 +36,7 @@ impl RedisPublisher {
 }
 
 /// Connects to Redis and starts the subscriber task.
-pub async fn start(
-    url: &str,
-    channel: &str,
-    local: broadcast::Sender<Arc<Envelope>>,
-) -> anyhow::Result<RedisPublisher> {
+pub async fn start(url: &str, channel: &str, local: Arc<Hub>) -> anyhow::Result<RedisPublisher> {
     let client = redis::Client::open(url)?;
     let conn = ConnectionManager::new(client.clone()).await?;
     let channel: Arc<str> = Arc::from(channel);
@@ -65,7 +59,7 @@ async fn forward(
     client: redis::Client,
     channel: Arc<str>,
     mut pubsub: redis::aio::PubSub,
-    local: broadcast::Sender<Arc<Envelope>>,
+    local: Arc<Hub>,
 ) {
     loop {
         {
@@ -79,7 +73,7 @@ async fn forward(
                         // Another instance's event: rebuilt through `Envelope::new`, so that
                         // its recipients are sorted however it was sent.
                         let envelope = Envelope::new(envelope.recipients, envelope.event);
-                        let _ = local.send(Arc::new(envelope));
+                        local.publish(Arc::new(envelope));
                     }
                     Err(err) => tracing::warn!(error = %err, "undecodable event on redis"),
                 }
@@ -99,6 +93,6 @@ async fn forward(
         };
         tracing::info!("redis subscription restored");
         // Whatever was published while we were away never reached us: let durable streams replay.
-        let _ = local.send(Arc::new(Envelope::new(Vec::new(), super::Event::Resync)));
+        local.publish(Arc::new(Envelope::new(Vec::new(), super::Event::Resync)));
     }
 }

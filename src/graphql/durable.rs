@@ -5,11 +5,10 @@
 use std::{collections::HashSet, future::Future, hash::Hash, sync::Arc};
 
 use futures_util::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::{
     error::AppResult,
-    events::{Envelope, Event},
+    events::{Envelope, Event, Lagged, Receiver},
 };
 
 /// How many rows one replay query reads.
@@ -19,7 +18,7 @@ pub const REPLAY_BATCH: u64 = 500;
 /// the position to catch up from after a lapse). `replay(after, limit)` returns up to `limit`
 /// items after a position, oldest first; `pick` keeps the bus events this subscriber wants.
 pub fn durable<P, T, R, Fut, F>(
-    mut live: broadcast::Receiver<Arc<Envelope>>,
+    mut live: Receiver,
     since: Option<P>,
     start: P,
     replay: R,
@@ -76,8 +75,7 @@ where
                         yield item;
                     }
                 }
-                Err(RecvError::Lagged(_)) => replay_from = Some(last),
-                Err(RecvError::Closed) => return,
+                Err(Lagged) => replay_from = Some(last),
             }
         }
     }

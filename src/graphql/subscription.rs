@@ -1,13 +1,13 @@
-//! Live streams. Each subscriber reads the shared event bus and keeps only what its user may see;
-//! `messageEvents` also replays from the durable change log, so a client that resumes with a cursor
-//! (or falls behind the bus) misses nothing and sees nothing twice.
+//! Live streams. Each subscriber receives from the event bus what is meant for its user, and
+//! checks again that its user may see it; `messageEvents` also replays from the durable change
+//! log, so a client that resumes with a cursor (or falls behind the bus) misses nothing and sees
+//! nothing twice.
 use std::collections::HashSet;
 
 use async_graphql::{Context, ID, Result, Subscription};
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     ContextExt,
@@ -20,7 +20,7 @@ use super::{
 use crate::{
     chat::{blocks, conversations, messages, notifications, presence, users},
     error::AppError,
-    events::{Envelope, Event, MessageChange},
+    events::{Envelope, Event, Lagged, MessageChange, Receiver, Topic},
     ids::{self, CursorKind, Kind},
     limits::{SlotGuard, SubscriptionSlots},
 };
@@ -68,7 +68,7 @@ impl SubscriptionRoot {
             Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
         }
         // Listen before reading the log, so nothing falls between replay and live.
-        let live = state.bus.subscribe();
+        let live = state.bus.subscribe(Topic::Messages, viewer.user_id);
         let latest = Box::pin(messages::latest_event_id(&state.db)).await?;
         let since = match since.as_deref() {
             None => None,
@@ -159,8 +159,9 @@ impl SubscriptionRoot {
         let blocked = Box::pin(blocks::blocked_set(&state.db, user_id)).await?;
         Ok(hold(
             slot,
-            live(state.bus.subscribe(), move |envelope| {
-                match envelope.event {
+            live(
+                state.bus.subscribe(Topic::Typing, user_id),
+                move |envelope| match envelope.event {
                     Event::Typing {
                         conversation_id,
                         user_id: typist,
@@ -177,8 +178,8 @@ impl SubscriptionRoot {
                         })
                     }
                     _ => None,
-                }
-            }),
+                },
+            ),
         ))
     }
 
@@ -201,7 +202,7 @@ impl SubscriptionRoot {
         if let Some(id) = conversation {
             Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
         }
-        let live = state.bus.subscribe();
+        let live = state.bus.subscribe(Topic::Receipts, viewer.user_id);
         let start = (chrono::Utc::now().timestamp_micros(), 0, 0);
         let user_id = viewer.user_id;
         let db = state.db.clone();
@@ -268,7 +269,7 @@ impl SubscriptionRoot {
         let since = since
             .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
             .transpose()?;
-        let live = state.bus.subscribe();
+        let live = state.bus.subscribe(Topic::Notifications, viewer.user_id);
         let start = (chrono::Utc::now().timestamp_micros(), 0);
         let user_id = viewer.user_id;
         let db = state.db.clone();
@@ -322,7 +323,7 @@ impl SubscriptionRoot {
             ),
             None => None,
         };
-        let rx = state.bus.subscribe();
+        let rx = state.bus.subscribe(Topic::Presence, viewer.user_id);
         // Taken when the subscription starts: a block or unblock applies to the next one.
         let blocked = Box::pin(blocks::blocked_set(&state.db, viewer.user_id)).await?;
         let mut snapshot = Vec::new();
@@ -379,10 +380,7 @@ impl SubscriptionRoot {
 
 /// A live-only stream of the bus events that `pick` keeps. Ephemeral events (typing, receipts) are
 /// not replayed: a subscriber that falls behind skips what it missed.
-fn live<T, F>(
-    mut receiver: broadcast::Receiver<Arc<Envelope>>,
-    pick: F,
-) -> impl Stream<Item = T> + use<T, F>
+fn live<T, F>(mut receiver: Receiver, pick: F) -> impl Stream<Item = T> + use<T, F>
 where
     F: Fn(&Envelope) -> Option<T> + Send + 'static,
 {
@@ -394,8 +392,7 @@ where
                         yield item;
                     }
                 }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
+                Err(Lagged) => continue,
             }
         }
     }
