@@ -166,65 +166,43 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         warm: (0..args.members).map(|_| AtomicBool::new(false)).collect(),
     });
 
+    // Each member starts reading as soon as it is subscribed: a socket left unread while the
+    // rest connect would leave the server's keep-alive pings unanswered, and a big room takes
+    // longer to connect than the server waits for a pong.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (pause_tx, pause_rx) = watch::channel(false);
     let connector = ctx.connector();
-    let connected: Vec<Result<ws::Ws>> = stream::iter(&members)
-        .map(|m| {
+    let connected: Vec<Result<Reader>> = stream::iter(members.iter().enumerate())
+        .map(|(member, m)| {
             let connector = connector.clone();
             let room = room.clone();
+            let shared = shared.clone();
+            let (stop, pause) = (stop_rx.clone(), pause_rx.clone());
             async move {
-                let mut socket = connector.connect(&m.token).await?;
+                let mut socket = connector
+                    .connect(&m.token)
+                    .await
+                    .with_context(|| format!("connecting member {member}"))?;
                 ws::subscribe(&mut socket, "events", Some(&room)).await?;
-                anyhow::Ok(socket)
+                Ok(if slow == Some(member) {
+                    Reader::Slow(tokio::spawn(slow_reader(
+                        socket, shared, member, pause, stop,
+                    )))
+                } else {
+                    Reader::Pump(tokio::spawn(pump(socket, shared, member, stop)))
+                })
             }
         })
         .buffered(ctx.connect_concurrency)
         .collect()
         .await;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (pause_tx, pause_rx) = watch::channel(false);
     let mut pumps = Vec::with_capacity(args.members);
     let mut slow_task = None;
-    for (member, socket) in connected.into_iter().enumerate() {
-        let mut socket = socket.with_context(|| format!("connecting member {member}"))?;
-        let shared = shared.clone();
-        if slow == Some(member) {
-            let mut pause = pause_rx.clone();
-            let mut stop = stop_rx.clone();
-            let drain_window = Duration::from_secs(2);
-            slow_task = Some(tokio::spawn(async move {
-                let mut errors = 0;
-                let end = ws::pump(&mut socket, &mut pause, &mut errors, |ev| {
-                    shared.on_event(member, ev);
-                })
-                .await;
-                if end != ws::PumpEnd::Stopped {
-                    return SlowReader {
-                        events_read_after_resuming: 0,
-                        server_ended_it: Some(format!("before pausing: {end:?}")),
-                    };
-                }
-                // Hold the socket without reading until the run ends.
-                let _ = stop.wait_for(|s| *s).await;
-                let (events, ended) = ws::drain(&mut socket, drain_window).await;
-                SlowReader {
-                    events_read_after_resuming: events,
-                    server_ended_it: ended,
-                }
-            }));
-            continue;
+    for reader in connected {
+        match reader? {
+            Reader::Pump(task) => pumps.push(task),
+            Reader::Slow(task) => slow_task = Some(task),
         }
-        let mut stop = stop_rx.clone();
-        pumps.push(tokio::spawn(async move {
-            let mut errors = 0;
-            let mut hist = report::new_hist();
-            let end = ws::pump(&mut socket, &mut stop, &mut errors, |ev| {
-                if let Some(latency) = shared.on_event(member, ev) {
-                    report::record(&mut hist, latency);
-                }
-            })
-            .await;
-            (end, errors, hist)
-        }));
     }
 
     let members_warm = warm_up(ctx, args, &owner.token, &room, &shared).await;
@@ -406,4 +384,55 @@ async fn warm_up(ctx: &Ctx, args: &FanoutArgs, token: &str, room: &str, shared: 
         }
     }
     warm()
+}
+
+/// A member's reading task.
+enum Reader {
+    Pump(tokio::task::JoinHandle<(ws::PumpEnd, u64, hdrhistogram::Histogram<u64>)>),
+    Slow(tokio::task::JoinHandle<SlowReader>),
+}
+
+/// Reads one member's events until told to stop, recording delivery latencies.
+async fn pump(
+    mut socket: ws::Ws,
+    shared: Arc<Shared>,
+    member: usize,
+    mut stop: watch::Receiver<bool>,
+) -> (ws::PumpEnd, u64, hdrhistogram::Histogram<u64>) {
+    let mut errors = 0;
+    let mut hist = report::new_hist();
+    let end = ws::pump(&mut socket, &mut stop, &mut errors, |ev| {
+        if let Some(latency) = shared.on_event(member, ev) {
+            report::record(&mut hist, latency);
+        }
+    })
+    .await;
+    (end, errors, hist)
+}
+
+/// Reads until told to pause, then holds the socket unread until the run ends, then drains it.
+async fn slow_reader(
+    mut socket: ws::Ws,
+    shared: Arc<Shared>,
+    member: usize,
+    mut pause: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> SlowReader {
+    let mut errors = 0;
+    let end = ws::pump(&mut socket, &mut pause, &mut errors, |ev| {
+        shared.on_event(member, ev);
+    })
+    .await;
+    if end != ws::PumpEnd::Stopped {
+        return SlowReader {
+            events_read_after_resuming: 0,
+            server_ended_it: Some(format!("before pausing: {end:?}")),
+        };
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    let (events, ended) = ws::drain(&mut socket, Duration::from_secs(2)).await;
+    SlowReader {
+        events_read_after_resuming: events,
+        server_ended_it: ended,
+    }
 }
