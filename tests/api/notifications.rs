@@ -206,9 +206,11 @@ async fn new_notifications_arrive_live() {
     let conversation = app.direct(&alice, &bob).await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
-    let query = "subscription { notifications { kind count text sender { id } } }";
-    bob_ws.subscribe("n", query, json!({})).await;
-    alice_ws.subscribe("n", query, json!({})).await;
+    const FIELDS: &str = "id kind count text isRead createdAt updatedAt cursor sender { id } \
+                          conversation { id } message { id }";
+    let query = format!("subscription {{ notifications {{ {FIELDS} }} }}");
+    bob_ws.subscribe("n", &query, json!({})).await;
+    alice_ws.subscribe("n", &query, json!({})).await;
     tokio::time::sleep(QUIET).await;
 
     app.send(&alice, &conversation, "ping").await;
@@ -216,6 +218,18 @@ async fn new_notifications_arrive_live() {
     assert_eq!(first["notifications"]["kind"], "MESSAGE");
     assert_eq!(first["notifications"]["count"], 2);
     assert_eq!(first["notifications"]["sender"]["id"], alice.id);
+    // What arrives live is the stored row, field for field.
+    let stored = app
+        .data(
+            &bob.token,
+            &format!("{{ notifications(first: 1) {{ edges {{ node {{ {FIELDS} }} }} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        first["notifications"],
+        stored["notifications"]["edges"][0]["node"]
+    );
     app.send(&alice, &conversation, &format!("@{}", bob.username))
         .await;
     let second = bob_ws.next_data("n").await;
