@@ -1,7 +1,6 @@
 //! Notifications: made in the same transaction as the message that causes them, for every member
 //! but the sender. To keep the volume bounded, a member's unread MESSAGE/FILE notifications for one
 //! conversation collapse into a single row that counts them; mentions and replies stay one row each.
-use chrono::{DateTime, Utc};
 use entity::{member, message, notification, user};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
@@ -216,11 +215,16 @@ async fn made_for(
             .all(txn)
             .await?);
     }
+    // Keyed by the model's field names, with `is_read` made a JSON boolean (SQLite stores 0 or
+    // 1) and the times as the RFC 3339 text sqlx stores, so the row decodes straight to models.
     let row = txn
         .query_one_raw(sql(
             txn,
-            "SELECT json_group_array(json_array(id, user_id, actor_id, kind, text, \
-             conversation_id, message_id, count, is_read, created_at, updated_at)) AS rows \
+            "SELECT json_group_array(json_object('id', id, 'user_id', user_id, \
+             'actor_id', actor_id, 'kind', kind, 'text', text, \
+             'conversation_id', conversation_id, 'message_id', message_id, 'count', count, \
+             'is_read', json(CASE WHEN is_read THEN 'true' ELSE 'false' END), \
+             'created_at', created_at, 'updated_at', updated_at)) AS rows \
              FROM notifications WHERE message_id = $1",
             vec![message_id.into()],
         ))
@@ -229,64 +233,8 @@ async fn made_for(
         Some(row) => row.try_get("", "rows")?,
         None => return Ok(Vec::new()),
     };
-    decode_sqlite_rows(&text)
-}
-
-/// One notification as `made_for` reads it from SQLite: the columns in table order, `is_read` as
-/// 0 or 1 and times as the RFC 3339 text sqlx stores.
-type SqliteRow = (
-    i64,
-    i64,
-    Option<i64>,
-    String,
-    String,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    String,
-    String,
-);
-
-fn decode_sqlite_rows(text: &str) -> AppResult<Vec<notification::Model>> {
-    let bad = |what: String| AppError::Internal(format!("reading notifications back: {what}"));
-    let time = |t: &str| {
-        DateTime::parse_from_rfc3339(t)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| bad(format!("{t:?}: {e}")))
-    };
-    let rows: Vec<SqliteRow> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    rows.into_iter()
-        .map(
-            |(
-                id,
-                user_id,
-                actor_id,
-                kind,
-                text,
-                conversation_id,
-                message_id,
-                count,
-                is_read,
-                created,
-                updated,
-            )| {
-                Ok(notification::Model {
-                    id,
-                    user_id,
-                    actor_id,
-                    kind,
-                    text,
-                    conversation_id,
-                    message_id,
-                    count,
-                    is_read: is_read != 0,
-                    created_at: time(&created)?,
-                    updated_at: time(&updated)?,
-                })
-            },
-        )
-        .collect()
+    serde_json::from_str(&text)
+        .map_err(|e| AppError::Internal(format!("reading notifications back: {e}")))
 }
 
 /// Makes one notification (room changes and the like) inside a transaction.
@@ -477,27 +425,7 @@ pub async fn mute(
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_sqlite_rows, mentions};
-
-    #[test]
-    fn sqlite_rows_read_back_as_json_decode_to_models() {
-        let text = r#"[[7,3,2,"MESSAGE","ann: hi",5,11,2,0,"2026-11-24T16:45:53.173966+00:00","2026-11-24T16:46:00.000001+00:00"],
-                       [8,4,null,"ROOM_ADDED","added",null,null,1,1,"2026-11-24T16:45:53+00:00","2026-11-24T16:45:53+00:00"]]"#;
-        let rows = decode_sqlite_rows(text).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(
-            (rows[0].id, rows[0].user_id, rows[0].actor_id),
-            (7, 3, Some(2))
-        );
-        assert_eq!((rows[0].count, rows[0].is_read), (2, false));
-        assert_eq!(rows[0].created_at.timestamp_subsec_micros(), 173_966);
-        assert_eq!(rows[0].updated_at.timestamp_subsec_micros(), 1);
-        assert_eq!((rows[1].actor_id, rows[1].conversation_id), (None, None));
-        assert!(rows[1].is_read);
-        assert!(decode_sqlite_rows("[]").unwrap().is_empty());
-        let bad_time = r#"[[1,2,null,"MESSAGE","t",null,null,1,0,"yesterday","x"]]"#;
-        assert!(decode_sqlite_rows(bad_time).is_err());
-    }
+    use super::mentions;
 
     #[test]
     fn mentions_are_found_and_addresses_are_not() {
