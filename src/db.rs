@@ -9,10 +9,12 @@ use std::{
 
 use migration::MigratorTrait;
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ColumnTrait, ColumnType, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IdenStatic, Iterable, QueryTrait, Select,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
+use serde::de::DeserializeOwned;
 
 /// Connects and runs pending migrations. A SQLite file's folder is created if missing.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
@@ -74,6 +76,55 @@ async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sea_orm::
             format!("sqlite3_db_config(ENABLE_QPSG) failed with code {rc}").into(),
         ))
     }
+}
+
+/// Every model `select` finds, in no particular order. On SQLite they come back as one JSON row:
+/// sqlx's SQLite driver hands each row from its database thread to the async side with a
+/// wake-up (about 4 µs a row here), which a read of 1,000 rows pays 1,000 times. PostgreSQL's rows
+/// arrive in one go and are read as they are.
+pub async fn all_rows<E>(
+    db: &impl ConnectionTrait,
+    select: Select<E>,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: DeserializeOwned,
+{
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return select.all(db).await;
+    }
+    let inner = select.build(DbBackend::Sqlite);
+    // Keyed by column name, which is the model's field name in every entity of ours; SQLite keeps
+    // booleans as 0 and 1, so they are turned into JSON booleans, and times are the RFC 3339
+    // text sqlx stores.
+    let fields = E::Column::iter()
+        .map(|column| {
+            let name = column.as_str();
+            if matches!(column.def().get_column_type(), ColumnType::Boolean) {
+                format!("'{name}', json(CASE WHEN \"{name}\" THEN 'true' ELSE 'false' END)")
+            } else {
+                format!("'{name}', \"{name}\"")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "SELECT json_group_array(json_object({fields})) AS rows FROM ({}) AS listed",
+        inner.sql
+    );
+    let values = inner.values.map(|v| v.0).unwrap_or_default();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            text,
+            values,
+        ))
+        .await?;
+    let json: String = match row {
+        Some(row) => row.try_get("", "rows")?,
+        None => return Ok(Vec::new()),
+    };
+    serde_json::from_str(&json).map_err(|e| DbErr::Json(e.to_string()))
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

@@ -501,7 +501,12 @@ pub async fn page(
             }
         }
     };
-    let mut rows = query.all(db).await?;
+    let mut rows = db::all_rows(db, query).await?;
+    // `all_rows` does not keep the order.
+    match request.direction {
+        Direction::Forward => rows.sort_unstable_by_key(|m| m.seq),
+        Direction::Backward => rows.sort_unstable_by_key(|m| std::cmp::Reverse(m.seq)),
+    }
     let more = rows.len() as u64 > request.limit;
     rows.truncate(request.limit as usize);
     Ok(match request.direction {
