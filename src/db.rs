@@ -11,10 +11,12 @@ use migration::MigratorTrait;
 use sea_orm::{
     ColumnTrait, ColumnType, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, IdenStatic, Iterable, QueryTrait, Select,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
     sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
 use serde::de::DeserializeOwned;
+
+use crate::error::{AppError, AppResult};
 
 /// Connects and runs pending migrations. A SQLite file's folder is created if missing.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
@@ -125,6 +127,43 @@ where
         None => return Ok(Vec::new()),
     };
     serde_json::from_str(&json).map_err(|e| DbErr::Json(e.to_string()))
+}
+
+/// The integers a `select` returns in its one column, `id`. On SQLite they come back as one text
+/// row, for the reason given at [`all_rows`]: listing a 10,000-member room row by row took tens of
+/// milliseconds, most of it in the hand-overs, where the query itself takes about two.
+pub async fn ids(
+    db: &impl ConnectionTrait,
+    select: &str,
+    values: Vec<Value>,
+) -> AppResult<Vec<i64>> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(backend, select, values))
+            .await?;
+        return Ok(rows
+            .iter()
+            .map(|row| row.try_get::<i64>("", "id"))
+            .collect::<Result<_, _>>()?);
+    }
+    let text = format!("SELECT group_concat(id, ',') AS ids FROM ({select}) AS listed");
+    let ids: Option<String> = match db
+        .query_one_raw(Statement::from_sql_and_values(backend, text, values))
+        .await?
+    {
+        Some(row) => row.try_get("", "ids")?,
+        None => None,
+    };
+    ids.as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            id.parse()
+                .map_err(|_| AppError::Internal(format!("not an id in a listing: {id:?}")))
+        })
+        .collect()
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

@@ -37,36 +37,6 @@ pub fn sql(db: &impl ConnectionTrait, text: &str, values: Vec<Value>) -> Stateme
     Statement::from_sql_and_values(backend, text, values)
 }
 
-/// The integers a `select` returns in its one column, `id`, carried back as one text row.
-///
-/// sqlx's SQLite driver hands each row from its database thread to the async side on its own, a
-/// thread wake-up per row: listing a 10,000-member room that way took tens of milliseconds, most
-/// of it in the hand-overs, where the query itself takes about two.
-pub async fn id_list(
-    db: &impl ConnectionTrait,
-    select: &str,
-    values: Vec<Value>,
-) -> AppResult<Vec<i64>> {
-    let joined = match db.get_database_backend() {
-        DbBackend::Postgres => "string_agg(id::text, ',')",
-        _ => "group_concat(id, ',')",
-    };
-    let text = format!("SELECT {joined} AS ids FROM ({select}) AS listed");
-    let ids: Option<String> = match db.query_one_raw(sql(db, &text, values)).await? {
-        Some(row) => row.try_get("", "ids")?,
-        None => None,
-    };
-    ids.as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter(|id| !id.is_empty())
-        .map(|id| {
-            id.parse()
-                .map_err(|_| AppError::Internal(format!("not an id in a listing: {id:?}")))
-        })
-        .collect()
-}
-
 /// The conversation and the viewer's membership, or NOT_FOUND (outsiders cannot tell a
 /// conversation they are not in from one that does not exist).
 pub async fn require_member(
@@ -221,7 +191,7 @@ pub async fn members_of(
 
 /// The ids of a conversation's members: who may receive its events.
 pub async fn member_ids(db: &impl ConnectionTrait, conversation_id: i64) -> AppResult<Vec<i64>> {
-    id_list(
+    db::ids(
         db,
         "SELECT user_id AS id FROM members WHERE conversation_id = $1",
         vec![conversation_id.into()],

@@ -17,11 +17,11 @@ use sea_orm::{
 };
 
 use super::{
-    conversations::{id_list, now, sql},
+    conversations::{now, sql},
     typing::ConnectionId,
 };
 use crate::{
-    AppState,
+    AppState, db,
     error::AppResult,
     events::{
         Envelope, Event,
@@ -199,7 +199,7 @@ impl Presence {
 /// Everyone who shares a conversation with the user, and the user; with repeats when they share
 /// several (`Envelope::new` drops them: sorting in Rust is cheaper than `DISTINCT` in SQL).
 pub async fn audience(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<i64>> {
-    let mut ids = id_list(
+    let mut ids = db::ids(
         db,
         "SELECT b.user_id AS id FROM members a \
          JOIN members b ON b.conversation_id = a.conversation_id WHERE a.user_id = $1",
