@@ -5,7 +5,9 @@
 //! commit writes the same hot pages (the conversation, the indexes' tails) to the WAL again. Here
 //! sends are queued to one task, which runs whatever has queued up, up to [`MAX_BATCH`], in one
 //! transaction: each job in its own savepoint (a failing job undoes only itself), one commit for
-//! all, then the jobs' events are published in commit order and the callers answered.
+//! all, then the jobs' events are published in commit order and the callers answered. A job alone
+//! in its batch, the usual case under light load, runs without a savepoint (two statements fewer);
+//! if it fails, the batch is rolled back.
 //!
 //! On PostgreSQL there is no batching: each job runs in its own transaction, as many at once as
 //! the pool allows. There a statement is a network round trip, so one task running jobs one after
@@ -31,13 +33,47 @@ const QUEUE: usize = 4096;
 /// A boxed future borrowing the batch's transaction.
 pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = T> + Send + 't>>;
 
-/// What a job leaves for after the commit: the events to publish and how to answer its caller.
+/// What a job leaves for after the batch: the events to publish and how to answer its caller.
+/// Every caller is answered only once the batch has ended, failed jobs' callers too: a caller
+/// that looks again at what it lost to (a retry to the send that beat it in the same batch) then
+/// finds it committed.
 struct Done {
     events: Vec<Envelope>,
     answer: Box<dyn FnOnce(AppResult<()>) + Send>,
+    failed: bool,
 }
 
-type Job = Box<dyn for<'t> FnOnce(&'t DatabaseTransaction) -> TxnFuture<'t, Option<Done>> + Send>;
+impl Done {
+    /// A job whose writes stand: `value` goes to its caller if the batch commits.
+    fn wrote<T: Send + 'static>(
+        reply: oneshot::Sender<AppResult<T>>,
+        value: T,
+        events: Vec<Envelope>,
+    ) -> Self {
+        Self {
+            events,
+            answer: Box::new(move |committed| {
+                let _ = reply.send(committed.map(|()| value));
+            }),
+            failed: false,
+        }
+    }
+
+    /// A job that failed and whose writes are undone: its caller gets `err`.
+    fn failed<T: Send + 'static>(reply: oneshot::Sender<AppResult<T>>, err: AppError) -> Self {
+        Self {
+            events: Vec::new(),
+            answer: Box::new(move |_| {
+                let _ = reply.send(Err(err));
+            }),
+            failed: true,
+        }
+    }
+}
+
+/// A queued job. Its flag says whether it runs alone in its batch: then it needs no savepoint of
+/// its own, and the batch is rolled back if it fails.
+type Job = Box<dyn for<'t> FnOnce(&'t DatabaseTransaction, bool) -> TxnFuture<'t, Done> + Send>;
 
 /// Handle to the writer. Cheap to clone.
 #[derive(Clone)]
@@ -86,34 +122,28 @@ impl Writer {
             }
         };
         let (reply, answer) = oneshot::channel::<AppResult<T>>();
-        let job: Job = Box::new(move |txn| {
+        let job: Job = Box::new(move |txn, alone| {
             Box::pin(async move {
+                if alone {
+                    return match work(txn).await {
+                        Ok((value, events)) => Done::wrote(reply, value, events),
+                        Err(err) => Done::failed(reply, err),
+                    };
+                }
                 let savepoint = match txn.begin().await {
                     Ok(savepoint) => savepoint,
-                    Err(err) => {
-                        let _ = reply.send(Err(err.into()));
-                        return None;
-                    }
+                    Err(err) => return Done::failed(reply, err.into()),
                 };
                 match work(&savepoint).await {
                     Ok((value, events)) => match savepoint.commit().await {
-                        Ok(()) => Some(Done {
-                            events,
-                            answer: Box::new(move |committed| {
-                                let _ = reply.send(committed.map(|()| value));
-                            }),
-                        }),
-                        Err(err) => {
-                            let _ = reply.send(Err(err.into()));
-                            None
-                        }
+                        Ok(()) => Done::wrote(reply, value, events),
+                        Err(err) => Done::failed(reply, err.into()),
                     },
                     Err(err) => {
                         if let Err(rollback) = savepoint.rollback().await {
                             tracing::error!(error = %rollback, "rolling back a savepoint failed");
                         }
-                        let _ = reply.send(Err(err));
-                        None
+                        Done::failed(reply, err)
                     }
                 }
             })
@@ -139,13 +169,18 @@ async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Jo
                 continue;
             }
         };
+        let alone = batch.len() == 1;
         let mut done = Vec::with_capacity(batch.len());
         for job in batch.drain(..) {
-            if let Some(finished) = job(&txn).await {
-                done.push(finished);
-            }
+            done.push(job(&txn, alone).await);
         }
-        match txn.commit().await {
+        let outcome = if alone && done[0].failed {
+            // The one job failed part-way, without a savepoint: none of its writes may stay.
+            txn.rollback().await
+        } else {
+            txn.commit().await
+        };
+        match outcome {
             Ok(()) => {
                 for finished in &mut done {
                     for envelope in std::mem::take(&mut finished.events) {
@@ -157,7 +192,7 @@ async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Jo
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, jobs = done.len(), "a write batch failed to commit");
+                tracing::error!(error = %err, jobs = done.len(), "a write batch failed to end");
                 for finished in done {
                     (finished.answer)(Err(AppError::Internal(format!(
                         "the write batch failed to commit: {err}"
@@ -165,5 +200,79 @@ async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Jo
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entity::setting;
+    use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+
+    use super::*;
+
+    async fn writer() -> (DatabaseConnection, Writer) {
+        let dir = std::env::temp_dir().join(format!(
+            "palaver-writer-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let url = format!("sqlite://{}/w.db?mode=rwc", dir.display());
+        let db = db::connect(&url).await.expect("database");
+        let bus = EventBus::start(None, "test").await.expect("bus");
+        (db.clone(), Writer::start(db, bus))
+    }
+
+    /// Writes a setting, then fails if `fail` is set: what it wrote must not survive.
+    async fn put(writer: &Writer, key: &str, fail: bool) -> AppResult<()> {
+        let key = key.to_owned();
+        writer
+            .write(move |txn| {
+                Box::pin(async move {
+                    setting::ActiveModel {
+                        key: Set(key),
+                        value: Set("v".into()),
+                    }
+                    .insert(txn)
+                    .await?;
+                    if fail {
+                        return Err(AppError::Internal("failed on purpose".into()));
+                    }
+                    Ok(((), Vec::new()))
+                })
+            })
+            .await
+    }
+
+    async fn stored(db: &DatabaseConnection, key: &str) -> bool {
+        setting::Entity::find_by_id(key.to_owned())
+            .one(db)
+            .await
+            .expect("read")
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn a_job_failing_alone_leaves_nothing() {
+        let (db, writer) = writer().await;
+        assert!(put(&writer, "lone", true).await.is_err());
+        assert!(!stored(&db, "lone").await);
+        put(&writer, "after", false)
+            .await
+            .expect("the writer goes on");
+        assert!(stored(&db, "after").await);
+    }
+
+    #[tokio::test]
+    async fn a_job_failing_in_a_batch_undoes_only_itself() {
+        let (db, writer) = writer().await;
+        // Queued together, so that the writer takes them as one batch.
+        let (a, b, c) = tokio::join!(
+            put(&writer, "a", false),
+            put(&writer, "b", true),
+            put(&writer, "c", false)
+        );
+        assert!(a.is_ok() && b.is_err() && c.is_ok());
+        assert!(stored(&db, "a").await && stored(&db, "c").await);
+        assert!(!stored(&db, "b").await);
     }
 }
