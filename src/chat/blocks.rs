@@ -85,34 +85,12 @@ pub async fn ensure_not_blocked(
     sender: i64,
 ) -> AppResult<()> {
     if is_blocked(db, recipient, sender).await? {
-        return Err(AppError::Forbidden(
-            "this user does not accept direct messages from you".into(),
-        ));
+        return Err(refused_direct());
     }
     Ok(())
 }
 
-/// FORBIDDEN when the other member of a direct conversation has blocked `sender`.
-pub async fn ensure_direct_not_blocked(
-    db: &impl ConnectionTrait,
-    conversation_id: i64,
-    sender: i64,
-) -> AppResult<()> {
-    use sea_orm::sea_query::Query;
-    let members = Query::select()
-        .column(entity::member::Column::UserId)
-        .from(entity::member::Entity)
-        .and_where(entity::member::Column::ConversationId.eq(conversation_id))
-        .to_owned();
-    let blocked = block::Entity::find()
-        .filter(block::Column::BlockedId.eq(sender))
-        .filter(block::Column::BlockerId.in_subquery(members))
-        .one(db)
-        .await?;
-    if blocked.is_some() {
-        return Err(AppError::Forbidden(
-            "this user does not accept direct messages from you".into(),
-        ));
-    }
-    Ok(())
+/// The refusal of a direct message to someone who blocked the sender.
+pub fn refused_direct() -> AppError {
+    AppError::Forbidden("this user does not accept direct messages from you".into())
 }

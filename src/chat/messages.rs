@@ -94,27 +94,30 @@ pub async fn send(
     if new.body.is_none() && new.file.is_none() {
         return Err(AppError::bad_input("a message needs a body or a file"));
     }
-    if let Some(cmid) = &new.client_message_id
-        && let Some(existing) = find_by_client_id(db, viewer.user_id, cmid).await?
-    {
-        return Ok(existing);
-    }
-    let conversation_id = match new.target {
+    let (conversation_id, sender_name) = match new.target {
         Target::Conversation(id) => {
-            let (conversation, _) = conversations::require_member(db, id, viewer.user_id).await?;
-            if conversation.kind == conversations::DIRECT {
-                super::blocks::ensure_direct_not_blocked(db, id, viewer.user_id).await?;
+            let checked =
+                check_send(db, id, viewer.user_id, new.client_message_id.as_ref()).await?;
+            if let Some(existing) = checked.earlier {
+                return Ok(existing);
             }
-            id
+            (id, checked.sender_name)
         }
         Target::User(user_id) => {
+            if let Some(cmid) = &new.client_message_id
+                && let Some(existing) = find_by_client_id(db, viewer.user_id, cmid).await?
+            {
+                return Ok(existing);
+            }
             if super::users::find(db, user_id).await?.is_none() {
                 return Err(AppError::not_found("user"));
             }
             super::blocks::ensure_not_blocked(db, user_id, viewer.user_id).await?;
-            conversations::get_or_create_direct(db, viewer.user_id, user_id)
+            let sender = super::users::find(db, viewer.user_id)
                 .await?
-                .id
+                .ok_or_else(|| AppError::not_found("user"))?;
+            let direct = conversations::get_or_create_direct(db, viewer.user_id, user_id).await?;
+            (direct.id, sender.display_name)
         }
     };
     let mut reply_to_sender = None;
@@ -141,7 +144,7 @@ pub async fn send(
         conversation_id,
         new,
         stored.as_ref(),
-        reply_to_sender,
+        (reply_to_sender, sender_name),
     )
     .await;
     if let Some(file) = &stored {
@@ -165,7 +168,7 @@ async fn insert_message(
     conversation_id: i64,
     new: NewMessage,
     file: Option<&StoredFile>,
-    reply_to_sender: Option<i64>,
+    (reply_to_sender, sender_name): (Option<i64>, String),
 ) -> AppResult<message::Model> {
     let client_id = new.client_message_id;
     let row = message::ActiveModel {
@@ -185,22 +188,17 @@ async fn insert_message(
         ..Default::default()
     };
     let idempotent = client_id.is_some();
-    let cmid_in_txn = client_id.clone();
     let written = state
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                // A retry queued in the same batch as its first attempt finds it here (it is not
-                // committed yet, so the check before queueing could not see it).
-                if let Some(cmid) = &cmid_in_txn
-                    && let Some(existing) = find_by_client_id(txn, viewer.user_id, cmid).await?
-                {
-                    return Ok((existing, Vec::new()));
-                }
                 let (seq, at) = next_seq(txn, conversation_id).await?;
                 let mut row = row;
                 row.seq = Set(seq);
                 row.created_at = Set(at);
+                // A retry queued beside its first attempt (in the same batch, or committing
+                // meanwhile) is refused by the unique index on (sender, client message id), and
+                // answered below with the message the first attempt made.
                 let message = match row.insert(txn).await {
                     Ok(message) => message,
                     Err(err) if idempotent && is_unique_violation(&err) => {
@@ -213,7 +211,9 @@ async fn insert_message(
                     .filter(conversation::Column::Id.eq(conversation_id))
                     .exec(txn)
                     .await?;
-                let notes = notifications::for_new_message(txn, &message, reply_to_sender).await?;
+                let notes =
+                    notifications::for_new_message(txn, &message, &sender_name, reply_to_sender)
+                        .await?;
                 let logged = log_change(txn, MessageChange::Created, message.clone()).await?;
                 let recipients = recipients(txn, conversation_id, &[]).await?;
                 let mut events = envelopes(vec![logged], recipients);
@@ -234,6 +234,63 @@ async fn insert_message(
         }
         other => other,
     }
+}
+
+/// What a send into a known conversation learns before it is queued.
+struct SendChecks {
+    /// The message an earlier attempt with the same client message id made.
+    earlier: Option<message::Model>,
+    /// The sender's display name, for the notifications' text.
+    sender_name: String,
+}
+
+/// The checks before a send into a known conversation, in one statement: the sender is a member
+/// (else NOT_FOUND, as for a conversation that does not exist), in a direct conversation the other
+/// member has not blocked them (else FORBIDDEN), and whether an earlier attempt with the same client
+/// message id already made the message. Sends are the hot path; each statement on SQLite is a
+/// hand-over to its database thread and back.
+async fn check_send(
+    db: &impl ConnectionTrait,
+    conversation_id: i64,
+    sender_id: i64,
+    cmid: Option<&ClientMessageId>,
+) -> AppResult<SendChecks> {
+    let row = db
+        .query_one_raw(conversations::sql(
+            db,
+            "SELECT c.kind AS kind, u.display_name AS sender_name, \
+             (SELECT b.blocker_id FROM blocks b JOIN members o \
+                ON o.user_id = b.blocker_id AND o.conversation_id = c.id \
+              WHERE b.blocked_id = $2 LIMIT 1) AS blocker, \
+             (SELECT m.id FROM messages m \
+              WHERE m.sender_id = $2 AND m.client_message_id = $3) AS earlier \
+             FROM conversations c \
+             JOIN members me ON me.conversation_id = c.id AND me.user_id = $2 \
+             JOIN users u ON u.id = $2 \
+             WHERE c.id = $1",
+            vec![
+                conversation_id.into(),
+                sender_id.into(),
+                cmid.map(|c| c.0.clone()).into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    if let Some(earlier) = row.try_get::<Option<i64>>("", "earlier")? {
+        return Ok(SendChecks {
+            earlier: message::Entity::find_by_id(earlier).one(db).await?,
+            sender_name: String::new(),
+        });
+    }
+    let kind: String = row.try_get("", "kind")?;
+    let blocker: Option<i64> = row.try_get("", "blocker")?;
+    if kind == conversations::DIRECT && blocker.is_some() {
+        return Err(super::blocks::refused_direct());
+    }
+    Ok(SendChecks {
+        earlier: None,
+        sender_name: row.try_get("", "sender_name")?,
+    })
 }
 
 /// Why the writer refused a send whose client message id was taken meanwhile.

@@ -82,16 +82,13 @@ fn preview(sender: &str, message: &message::Model) -> String {
 pub async fn for_new_message(
     txn: &DatabaseTransaction,
     message: &message::Model,
+    sender_name: &str,
     reply_to_sender: Option<i64>,
 ) -> AppResult<Vec<notification::Model>> {
     let Some(sender_id) = message.sender_id else {
         return Ok(Vec::new());
     };
-    let sender = user::Entity::find_by_id(sender_id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| AppError::not_found("user"))?;
-    let text = preview(&sender.display_name, message);
+    let text = preview(sender_name, message);
     let at = message.created_at;
 
     // Directed at someone: mentions first, then the author of the message replied to.
