@@ -144,7 +144,8 @@ pub async fn send(
         conversation_id,
         new,
         stored.as_ref(),
-        (reply_to_sender, sender_name),
+        reply_to_sender,
+        sender_name,
     )
     .await;
     if let Some(file) = &stored {
@@ -168,7 +169,8 @@ async fn insert_message(
     conversation_id: i64,
     new: NewMessage,
     file: Option<&StoredFile>,
-    (reply_to_sender, sender_name): (Option<i64>, String),
+    reply_to_sender: Option<i64>,
+    sender_name: String,
 ) -> AppResult<message::Model> {
     let client_id = new.client_message_id;
     let row = message::ActiveModel {
@@ -276,19 +278,18 @@ async fn check_send(
         ))
         .await?
         .ok_or_else(|| AppError::not_found("conversation"))?;
-    if let Some(earlier) = row.try_get::<Option<i64>>("", "earlier")? {
-        return Ok(SendChecks {
-            earlier: message::Entity::find_by_id(earlier).one(db).await?,
-            sender_name: String::new(),
-        });
-    }
+    let earlier = match row.try_get::<Option<i64>>("", "earlier")? {
+        Some(id) => message::Entity::find_by_id(id).one(db).await?,
+        None => None,
+    };
     let kind: String = row.try_get("", "kind")?;
     let blocker: Option<i64> = row.try_get("", "blocker")?;
-    if kind == conversations::DIRECT && blocker.is_some() {
+    // A retry of a send that went through gets its message back, blocked since or not.
+    if earlier.is_none() && kind == conversations::DIRECT && blocker.is_some() {
         return Err(super::blocks::refused_direct());
     }
     Ok(SendChecks {
-        earlier: None,
+        earlier,
         sender_name: row.try_get("", "sender_name")?,
     })
 }
