@@ -258,7 +258,7 @@ impl MutationRoot {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
         let up_to = ids::decode_opt(Kind::Message, up_to_message_id.as_ref())?;
-        Ok(Conversation(
+        Ok(Conversation::new(
             conversations::mark_read(ctx.state(), viewer, id, up_to).await?,
         ))
     }
@@ -291,7 +291,7 @@ impl MutationRoot {
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
-        Ok(Conversation(
+        Ok(Conversation::new(
             notifications::mute(&ctx.state().db, viewer, id, muted).await?,
         ))
     }

@@ -89,7 +89,7 @@ impl QueryRoot {
         Ok(ids
             .iter()
             .filter_map(|id| found.remove(id))
-            .map(User)
+            .map(User::new)
             .collect())
     }
 
@@ -117,7 +117,7 @@ impl QueryRoot {
         Ok(connection(
             page,
             |u| ids::cursor(CursorKind::Row, &[u.id]),
-            User,
+            User::new,
         ))
     }
 
@@ -150,7 +150,7 @@ impl QueryRoot {
                     &[c.last_activity_at.timestamp_micros(), c.id],
                 )
             },
-            Conversation,
+            Conversation::new,
         ))
     }
 
@@ -160,7 +160,7 @@ impl QueryRoot {
         let id = ids::decode(Kind::Conversation, &id)?;
         let (conversation, _) =
             conversations::require_member(&ctx.state().db, id, viewer.user_id).await?;
-        Ok(Some(Conversation(conversation)))
+        Ok(Some(Conversation::new(conversation)))
     }
 
     /// The direct conversation with a user, or null if none has started yet.
@@ -177,7 +177,7 @@ impl QueryRoot {
         }
         Ok(conversations::direct_between(db, viewer.user_id, other)
             .await?
-            .map(Conversation))
+            .map(Conversation::new))
     }
 
     /// A page of a conversation's messages, oldest first within the page. With no arguments, the

@@ -50,7 +50,9 @@ impl RoomMutation {
                 .map(|id| ids::decode(Kind::User, id))
                 .collect::<Result<_, _>>()?,
         };
-        Ok(Conversation(rooms::create(ctx.state(), viewer, new).await?))
+        Ok(Conversation::new(
+            rooms::create(ctx.state(), viewer, new).await?,
+        ))
     }
 
     /// Renames a room or changes its topic (owner and admins).
@@ -66,7 +68,7 @@ impl RoomMutation {
             name: input.name.as_deref().map(RoomName::parse).transpose()?,
             topic: input.topic.as_deref().map(RoomTopic::parse).transpose()?,
         };
-        Ok(Conversation(
+        Ok(Conversation::new(
             rooms::update(ctx.state(), viewer, room_id, update).await?,
         ))
     }
@@ -83,7 +85,7 @@ impl RoomMutation {
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
         let role = role.unwrap_or(MemberRole::Member).into();
-        Ok(Conversation(
+        Ok(Conversation::new(
             rooms::add_member(ctx.state(), viewer, room_id, user_id, role).await?,
         ))
     }
@@ -98,7 +100,7 @@ impl RoomMutation {
         let viewer = ctx.viewer()?;
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
-        Ok(Conversation(
+        Ok(Conversation::new(
             rooms::remove_member(ctx.state(), viewer, room_id, user_id).await?,
         ))
     }
@@ -122,7 +124,7 @@ impl RoomMutation {
         let viewer = ctx.viewer()?;
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
-        Ok(Conversation(
+        Ok(Conversation::new(
             rooms::set_role(ctx.state(), viewer, room_id, user_id, role.into()).await?,
         ))
     }
@@ -137,7 +139,7 @@ impl RoomMutation {
         let viewer = ctx.viewer()?;
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
-        Ok(Conversation(
+        Ok(Conversation::new(
             rooms::transfer_ownership(ctx.state(), viewer, room_id, user_id).await?,
         ))
     }

@@ -3,6 +3,7 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{conversation, member, message, user};
+use tokio::sync::OnceCell;
 
 use super::{ContextExt, loaders::load_error, rooms::SystemEvent};
 use crate::{
@@ -40,26 +41,62 @@ impl Session {
     }
 }
 
-/// A person who can chat.
-pub struct User(pub user::Model);
+/// A person who can chat. Links to a user (a message's sender, a member) start from the id alone;
+/// the row is read, through the loader, only by the first field that needs more than the id, so
+/// `sender { id }` costs no database read.
+pub struct User {
+    id: i64,
+    row: OnceCell<user::Model>,
+}
+
+impl User {
+    /// A user whose row is already at hand.
+    pub fn new(row: user::Model) -> Self {
+        Self {
+            id: row.id,
+            row: OnceCell::new_with(Some(row)),
+        }
+    }
+
+    /// A user known to exist, by id; the row is loaded when a field needs it.
+    pub fn by_id(id: i64) -> Self {
+        Self {
+            id,
+            row: OnceCell::new(),
+        }
+    }
+
+    async fn row(&self, ctx: &Context<'_>) -> Result<&user::Model> {
+        self.row
+            .get_or_try_init(|| async {
+                ctx.loaders()
+                    .users
+                    .load_one(self.id)
+                    .await
+                    .map_err(load_error)?
+                    .ok_or_else(|| AppError::not_found("user").into())
+            })
+            .await
+    }
+}
 
 #[Object]
 impl User {
     async fn id(&self) -> ID {
-        ids::encode(Kind::User, self.0.id)
+        ids::encode(Kind::User, self.id)
     }
 
     /// Unique, case-insensitively.
-    async fn username(&self) -> &str {
-        &self.0.username
+    async fn username(&self, ctx: &Context<'_>) -> Result<&str> {
+        Ok(&self.row(ctx).await?.username)
     }
 
-    async fn display_name(&self) -> &str {
-        &self.0.display_name
+    async fn display_name(&self, ctx: &Context<'_>) -> Result<&str> {
+        Ok(&self.row(ctx).await?.display_name)
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
+        Ok(self.row(ctx).await?.created_at)
     }
 
     /// Online or offline, and when last seen. Null unless the viewer shares a conversation with
@@ -69,14 +106,14 @@ impl User {
         let visible = ctx
             .loaders()
             .visibility
-            .load_one((viewer.user_id, self.0.id))
+            .load_one((viewer.user_id, self.id))
             .await
             .map_err(load_error)?
             .unwrap_or(false);
         if !visible {
             return Ok(None);
         }
-        Ok(Some(if ctx.state().presence.is_online(self.0.id).await {
+        Ok(Some(if ctx.state().presence.is_online(self.id).await {
             Presence {
                 status: PresenceStatus::Online,
                 last_seen_at: None,
@@ -84,13 +121,13 @@ impl User {
         } else {
             Presence {
                 status: PresenceStatus::Offline,
-                last_seen_at: self.0.last_seen_at,
+                last_seen_at: self.row(ctx).await?.last_seen_at,
             }
         }))
     }
 }
 
-/// Loads a user by row id.
+/// Loads a user by row id; None if there is no such user.
 pub async fn load_user(ctx: &Context<'_>, id: i64) -> Result<Option<User>> {
     Ok(ctx
         .loaders()
@@ -98,7 +135,7 @@ pub async fn load_user(ctx: &Context<'_>, id: i64) -> Result<Option<User>> {
         .load_one(id)
         .await
         .map_err(load_error)?
-        .map(User))
+        .map(User::new))
 }
 
 /// Whether a conversation is between two people or a room.
@@ -146,36 +183,73 @@ impl From<Role> for MemberRole {
     }
 }
 
-/// A direct conversation or a room, as seen by the viewer.
-pub struct Conversation(pub conversation::Model);
+/// A direct conversation or a room, as seen by the viewer. Like [`User`], a link to one (a
+/// message's conversation) starts from the id, and the row is read only for fields beyond it.
+pub struct Conversation {
+    id: i64,
+    row: OnceCell<conversation::Model>,
+}
+
+impl Conversation {
+    /// A conversation whose row is already at hand.
+    pub fn new(row: conversation::Model) -> Self {
+        Self {
+            id: row.id,
+            row: OnceCell::new_with(Some(row)),
+        }
+    }
+
+    /// A conversation known to exist, by id; the row is loaded when a field needs it.
+    pub fn by_id(id: i64) -> Self {
+        Self {
+            id,
+            row: OnceCell::new(),
+        }
+    }
+
+    async fn row(&self, ctx: &Context<'_>) -> Result<&conversation::Model> {
+        self.row
+            .get_or_try_init(|| async {
+                ctx.loaders()
+                    .conversations
+                    .load_one(self.id)
+                    .await
+                    .map_err(load_error)?
+                    .ok_or_else(|| AppError::not_found("conversation").into())
+            })
+            .await
+    }
+}
 
 #[Object]
 impl Conversation {
     async fn id(&self) -> ID {
-        ids::encode(Kind::Conversation, self.0.id)
+        ids::encode(Kind::Conversation, self.id)
     }
 
-    async fn kind(&self) -> ConversationKind {
-        if self.0.kind == crate::chat::conversations::ROOM {
-            ConversationKind::Room
-        } else {
-            ConversationKind::Direct
-        }
+    async fn kind(&self, ctx: &Context<'_>) -> Result<ConversationKind> {
+        Ok(
+            if self.row(ctx).await?.kind == crate::chat::conversations::ROOM {
+                ConversationKind::Room
+            } else {
+                ConversationKind::Direct
+            },
+        )
     }
 
     /// The room's name; null for direct conversations (see `title`).
-    async fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
+    async fn name(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        Ok(self.row(ctx).await?.name.as_deref())
     }
 
-    async fn topic(&self) -> Option<&str> {
-        self.0.topic.as_deref()
+    async fn topic(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        Ok(self.row(ctx).await?.topic.as_deref())
     }
 
     /// What to show as the conversation's heading: the room's name, or for a direct conversation
     /// the other person's display name.
     async fn title(&self, ctx: &Context<'_>) -> Result<String> {
-        if let Some(name) = &self.0.name {
+        if let Some(name) = &self.row(ctx).await?.name {
             return Ok(name.clone());
         }
         let viewer = ctx.viewer()?;
@@ -185,9 +259,13 @@ impl Conversation {
             .map(|m| m.user_id)
             .find(|id| *id != viewer.user_id);
         Ok(match other {
-            Some(id) => load_user(ctx, id)
-                .await?
-                .map(|u| u.0.display_name)
+            Some(id) => ctx
+                .loaders()
+                .users
+                .load_one(id)
+                .await
+                .map_err(load_error)?
+                .map(|u| u.display_name)
                 .unwrap_or_default(),
             None => String::new(),
         })
@@ -205,7 +283,7 @@ impl Conversation {
 
     /// The most recent message (possibly deleted: then its body is hidden).
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
-        match self.0.last_message_id {
+        match self.row(ctx).await?.last_message_id {
             Some(id) => load_message(ctx, id).await,
             None => Ok(None),
         }
@@ -217,7 +295,7 @@ impl Conversation {
         Ok(ctx
             .loaders()
             .unread
-            .load_one((viewer.user_id, self.0.id))
+            .load_one((viewer.user_id, self.id))
             .await
             .map_err(load_error)?
             .unwrap_or(0))
@@ -233,12 +311,12 @@ impl Conversation {
             .any(|m| m.user_id == viewer.user_id && m.muted))
     }
 
-    async fn last_activity_at(&self) -> DateTime<Utc> {
-        self.0.last_activity_at
+    async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
+        Ok(self.row(ctx).await?.last_activity_at)
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
+        Ok(self.row(ctx).await?.created_at)
     }
 }
 
@@ -247,7 +325,7 @@ impl Conversation {
         Ok(ctx
             .loaders()
             .members
-            .load_one(self.0.id)
+            .load_one(self.id)
             .await
             .map_err(load_error)?
             .unwrap_or_default())
@@ -259,10 +337,8 @@ pub struct Member(pub member::Model);
 
 #[Object]
 impl Member {
-    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        load_user(ctx, self.0.user_id)
-            .await?
-            .ok_or_else(|| AppError::not_found("user").into())
+    async fn user(&self) -> User {
+        User::by_id(self.0.user_id)
     }
 
     async fn role(&self) -> MemberRole {
@@ -313,22 +389,13 @@ impl Message {
         ids::encode(Kind::Message, self.0.id)
     }
 
-    async fn conversation(&self, ctx: &Context<'_>) -> Result<Conversation> {
-        ctx.loaders()
-            .conversations
-            .load_one(self.0.conversation_id)
-            .await
-            .map_err(load_error)?
-            .map(Conversation)
-            .ok_or_else(|| AppError::not_found("conversation").into())
+    async fn conversation(&self) -> Conversation {
+        Conversation::by_id(self.0.conversation_id)
     }
 
     /// Null for system messages.
-    async fn sender(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        match self.0.sender_id {
-            Some(id) => load_user(ctx, id).await,
-            None => Ok(None),
-        }
+    async fn sender(&self) -> Option<User> {
+        self.0.sender_id.map(User::by_id)
     }
 
     async fn kind(&self) -> MessageKind {
@@ -421,7 +488,7 @@ impl Message {
             .map_err(load_error)?;
         Ok(readers
             .iter()
-            .filter_map(|id| users.get(id).cloned().map(User))
+            .filter_map(|id| users.get(id).cloned().map(User::new))
             .collect())
     }
 
@@ -589,7 +656,7 @@ impl AuthPayload {
     }
 
     async fn user(&self) -> User {
-        User(self.user.clone())
+        User::new(self.user.clone())
     }
 }
 
@@ -664,7 +731,7 @@ impl Notification {
             .load_one(id)
             .await
             .map_err(load_error)?
-            .map(Conversation))
+            .map(Conversation::new))
     }
 
     /// The (latest) message it is about, while the viewer is still a member of its conversation.

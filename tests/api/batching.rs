@@ -72,3 +72,58 @@ async fn a_page_of_50_conversations_with_their_links_costs_a_constant_number_of_
         "statements: 5 conversations {small}, 50 conversations {large}"
     );
 }
+
+#[tokio::test]
+async fn linking_a_message_to_its_sender_and_conversation_by_id_costs_no_statement() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    app.send(&bob, &conversation, "hi alice").await;
+    let page = |links: &str| {
+        format!(
+            "query($c: ID!) {{ messages(conversationId: $c, last: 5) {{ edges {{ node {{ id body {links} }} }} }} }}"
+        )
+    };
+    let vars = json!({ "c": conversation });
+    let bare = statements_for(&app, &alice.token, &page(""), vars.clone()).await;
+    let ids_only = statements_for(
+        &app,
+        &alice.token,
+        &page("sender { id } conversation { id }"),
+        vars.clone(),
+    )
+    .await;
+    let with_rows = statements_for(
+        &app,
+        &alice.token,
+        &page("sender { id username } conversation { id title }"),
+        vars.clone(),
+    )
+    .await;
+    assert_eq!(
+        ids_only, bare,
+        "ids of linked rows are known without a read"
+    );
+    assert!(
+        with_rows > bare,
+        "fields beyond the id read the rows: {with_rows} statements against {bare}"
+    );
+    // And the links still point at the right rows.
+    let data = app
+        .data(
+            &alice.token,
+            &page("sender { id username } conversation { id kind }"),
+            vars,
+        )
+        .await;
+    let edges = data["messages"]["edges"].as_array().unwrap();
+    let node = &edges
+        .iter()
+        .find(|e| e["node"]["body"] == "hi alice")
+        .unwrap()["node"];
+    assert_eq!(node["sender"]["id"], json!(bob.id));
+    assert_eq!(node["sender"]["username"], json!(bob.username));
+    assert_eq!(node["conversation"]["id"], json!(conversation));
+    assert_eq!(node["conversation"]["kind"], json!("DIRECT"));
+}
