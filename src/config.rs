@@ -68,6 +68,12 @@ pub struct Config {
     #[arg(long, env = "PALAVER_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub token_ttl_secs: u64,
 
+    /// How long an instance may answer for a token from memory before reading its row again, in
+    /// seconds (0: read it on every request). Revoking a session reaches every instance's memory
+    /// at once through the event bus; this bounds only what a lost bus message could leave.
+    #[arg(long, env = "PALAVER_TOKEN_CACHE_SECS", default_value_t = 10)]
+    pub token_cache_secs: u64,
+
     /// How long after a user's last connection closes before they are shown offline, in
     /// milliseconds (absorbs quick reconnects).
     #[arg(long, env = "PALAVER_PRESENCE_GRACE_MS", default_value_t = 3000)]

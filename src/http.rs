@@ -155,7 +155,7 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
             None => return Ok(Auth::Invalid),
         },
     };
-    auth::authenticate(&state.db, token).await
+    auth::authenticate(&state.db, &state.tokens, token).await
 }
 
 async fn graphql(
@@ -346,7 +346,7 @@ async fn serve_socket(
         let signed_in = signed_in.clone();
         move |payload: serde_json::Value| async move {
             let auth = match auth::token_from_init_payload(&payload) {
-                Some(token) => auth::authenticate(&app.db, Some(&token)).await?,
+                Some(token) => auth::authenticate(&app.db, &app.tokens, Some(&token)).await?,
                 None => header_auth,
             };
             if let Auth::Invalid = auth {

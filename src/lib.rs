@@ -51,7 +51,12 @@ pub struct AppState {
     pub connections: tokio_util::task::TaskTracker,
     /// The single writer that commits sends in batches.
     pub writer: writer::Writer,
+    /// Tokens resolved recently (see `auth::cache`).
+    pub tokens: Arc<auth::TokenCache>,
 }
+
+/// Most tokens an instance keeps resolved in memory (about 100 bytes each).
+const TOKEN_CACHE_CAPACITY: usize = 100_000;
 
 /// A built server, bound to its address, ready to run.
 pub struct Application {
@@ -86,7 +91,22 @@ impl Application {
             None => None,
         };
         let writer = writer::Writer::start(db.clone(), bus.clone());
+        let tokens = Arc::new(auth::TokenCache::new(
+            TOKEN_CACHE_CAPACITY,
+            std::time::Duration::from_secs(config.token_cache_secs),
+        ));
+        bus.observe({
+            let tokens = tokens.clone();
+            move |event| match event {
+                // Sessions ended here or on another instance.
+                events::Event::SessionsEnded { user_id, ended } => tokens.forget(*user_id, *ended),
+                // The bus may have lost an end while Redis was away.
+                events::Event::Resync => tokens.clear(),
+                _ => {}
+            }
+        });
         let state = AppState {
+            tokens,
             db,
             bus,
             writer,

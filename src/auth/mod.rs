@@ -1,11 +1,18 @@
 //! Who is asking: passwords, bearer tokens, and resolving the viewer from an HTTP header or the
 //! WebSocket `connection_init` payload.
+pub mod cache;
 pub mod password;
 pub mod tokens;
 
 use sea_orm::DatabaseConnection;
 
-use crate::error::{AppError, AppResult};
+pub use cache::{Ended, TokenCache};
+
+use crate::{
+    AppState,
+    error::{AppError, AppResult},
+    events::{Envelope, Event},
+};
 
 /// An authenticated user, with the token they presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,15 +55,42 @@ pub fn bearer(header: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Resolves an optional raw token to an [`Auth`].
-pub async fn authenticate(db: &DatabaseConnection, token: Option<&str>) -> AppResult<Auth> {
+/// Longest token looked up; anything longer is no token of ours.
+const MAX_TOKEN_LEN: usize = 256;
+
+/// Resolves an optional raw token to an [`Auth`], from the cache when this instance resolved the
+/// token recently.
+pub async fn authenticate(
+    db: &DatabaseConnection,
+    cache: &TokenCache,
+    token: Option<&str>,
+) -> AppResult<Auth> {
     let Some(token) = token else {
         return Ok(Auth::Anonymous);
     };
-    Ok(match tokens::resolve(db, token).await? {
-        Some(viewer) => Auth::User(viewer),
+    if token.len() > MAX_TOKEN_LEN {
+        return Ok(Auth::Invalid);
+    }
+    let key = tokens::key(token);
+    let miss = match cache.get(&key) {
+        Ok(viewer) => return Ok(Auth::User(viewer)),
+        Err(miss) => miss,
+    };
+    Ok(match tokens::resolve(db, &key).await? {
+        Some((viewer, expires_at)) => {
+            cache.put(key, viewer, expires_at, miss);
+            Auth::User(viewer)
+        }
         None => Auth::Invalid,
     })
+}
+
+/// After sessions were revoked (committed): forgets them here at once and tells every instance,
+/// so that no cache anywhere still accepts their tokens.
+pub async fn end_sessions(state: &AppState, user_id: i64, ended: Ended) {
+    state.tokens.forget(user_id, ended);
+    let event = Event::SessionsEnded { user_id, ended };
+    state.bus.publish(Envelope::new(vec![user_id], event)).await;
 }
 
 /// Reads the token from a `connection_init` payload: `{"authorization": "Bearer <token>"}` or

@@ -1,7 +1,7 @@
 //! Opaque bearer tokens: random, shown to the client once, stored only as a SHA-256 hash, expiring
 //! and revocable.
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use entity::auth_token;
 use rand::RngCore;
 use sea_orm::{
@@ -10,11 +10,16 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
-use super::Viewer;
+use super::{Viewer, cache::TokenKey};
 use crate::error::AppResult;
 
+/// The SHA-256 of a token, which is what is stored and what the cache is keyed by.
+pub fn key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(key(token))
 }
 
 /// Issues a new token for a user; returns the token text, which is never stored.
@@ -41,20 +46,24 @@ pub async fn issue(db: &impl ConnectionTrait, user_id: i64, ttl_secs: u64) -> Ap
     Ok(token)
 }
 
-/// The viewer a token stands for, if it is known, unexpired and not revoked.
-pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option<Viewer>> {
-    if token.len() > 256 {
-        return Ok(None);
-    }
+/// The viewer a token (by its [`key`]) stands for and when the token expires, if it is known,
+/// unexpired and not revoked.
+pub async fn resolve(
+    db: &impl ConnectionTrait,
+    key: &TokenKey,
+) -> AppResult<Option<(Viewer, DateTime<Utc>)>> {
     let found = auth_token::Entity::find()
-        .filter(auth_token::Column::TokenHash.eq(digest(token)))
+        .filter(auth_token::Column::TokenHash.eq(hex::encode(key)))
         .filter(auth_token::Column::RevokedAt.is_null())
         .filter(auth_token::Column::ExpiresAt.gt(Utc::now()))
         .one(db)
         .await?;
-    Ok(found.map(|t| Viewer {
-        user_id: t.user_id,
-        token_id: t.id,
+    Ok(found.map(|t| {
+        let viewer = Viewer {
+            user_id: t.user_id,
+            token_id: t.id,
+        };
+        (viewer, t.expires_at)
     }))
 }
 

@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     future::poll_fn,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock},
     task::{Poll, Waker},
 };
 
@@ -19,14 +19,16 @@ pub enum Topic {
     Receipts,
     Notifications,
     Presence,
+    Sessions,
 }
 
-const TOPICS: [Topic; 5] = [
+const TOPICS: [Topic; 6] = [
     Topic::Messages,
     Topic::Typing,
     Topic::Receipts,
     Topic::Notifications,
     Topic::Presence,
+    Topic::Sessions,
 ];
 
 impl Event {
@@ -39,6 +41,7 @@ impl Event {
             Event::ReadReceipt { .. } => Some(Topic::Receipts),
             Event::Notifications { .. } => Some(Topic::Notifications),
             Event::Presence { .. } => Some(Topic::Presence),
+            Event::SessionsEnded { .. } => Some(Topic::Sessions),
             Event::Resync => None,
         }
     }
@@ -88,10 +91,14 @@ impl Inbox {
 
 type Subscribers = HashMap<i64, Vec<Arc<Inbox>>>;
 
+/// Sees every event before it is routed.
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
 /// The registry of this instance's subscriptions, one map per topic.
 pub struct Hub {
     capacity: usize,
     topics: [RwLock<Subscribers>; TOPICS.len()],
+    observer: OnceLock<Observer>,
 }
 
 impl Hub {
@@ -100,7 +107,15 @@ impl Hub {
         Arc::new(Self {
             capacity,
             topics: Default::default(),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Sets the observer (once; later calls are ignored).
+    pub fn observe(&self, observer: Observer) {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("the event bus already has an observer; the new one is ignored");
+        }
     }
 
     fn read(&self, topic: Topic) -> std::sync::RwLockReadGuard<'_, Subscribers> {
@@ -117,6 +132,9 @@ impl Hub {
 
     /// Hands an event to every subscription it is for.
     pub fn publish(&self, envelope: Arc<Envelope>) {
+        if let Some(observe) = self.observer.get() {
+            observe(&envelope.event);
+        }
         let Some(topic) = envelope.event.topic() else {
             for topic in TOPICS {
                 for inbox in self.read(topic).values().flatten() {

@@ -84,6 +84,11 @@ pub enum Event {
         online: bool,
         last_seen_at: Option<DateTime<Utc>>,
     },
+    /// Some of a user's sessions were revoked: their tokens must be refused everywhere.
+    SessionsEnded {
+        user_id: i64,
+        ended: crate::auth::Ended,
+    },
 }
 
 /// An event with the users allowed to receive it (the conversation's members when it committed).
@@ -186,6 +191,13 @@ impl EventBus {
                 self.local.publish(Arc::new(envelope));
             }
         }
+    }
+
+    /// Has `observe` see every event this instance receives, before any subscription does
+    /// (instance-wide state that must follow events, such as the token cache). One observer per
+    /// bus; a second call is ignored.
+    pub fn observe(&self, observer: impl Fn(&Event) + Send + Sync + 'static) {
+        self.local.observe(Box::new(observer));
     }
 
     /// A receiver of the events on `topic` meant for `user_id`, from now on.

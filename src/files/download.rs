@@ -90,7 +90,11 @@ async fn serve(
                 AppError::Unauthenticated("the token is invalid, expired or revoked"),
             )?),
         };
-        Some(auth::authenticate(&state.db, token).await?.viewer()?)
+        Some(
+            auth::authenticate(&state.db, &state.tokens, token)
+                .await?
+                .viewer()?,
+        )
     };
 
     let message = message::Entity::find_by_id(message_id)

@@ -6,7 +6,7 @@ use super::{
     types::{AuthPayload, Conversation, Message},
 };
 use crate::{
-    auth::tokens,
+    auth::{self, Ended, tokens},
     chat::{
         audit, blocks, conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
@@ -105,8 +105,13 @@ impl MutationRoot {
     /// Revokes the token this request was made with.
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
         let viewer = ctx.viewer()?;
-        let db = &ctx.state().db;
+        let state = ctx.state();
+        let db = &state.db;
         tokens::revoke(db, viewer.token_id).await?;
+        let ended = Ended::One {
+            token_id: viewer.token_id,
+        };
+        auth::end_sessions(state, viewer.user_id, ended).await;
         let session = Some(ids::encode(Kind::Session, viewer.token_id).0);
         audit::record_or_log(db, Some(viewer.user_id), "session.logout", session).await;
         Ok(true)
@@ -117,10 +122,12 @@ impl MutationRoot {
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let token_id = ids::decode(Kind::Session, &id)?;
-        let db = &ctx.state().db;
+        let state = ctx.state();
+        let db = &state.db;
         if !tokens::revoke_own(db, viewer.user_id, token_id).await? {
             return Err(AppError::not_found("session").into());
         }
+        auth::end_sessions(state, viewer.user_id, Ended::One { token_id }).await;
         let session = Some(ids::encode(Kind::Session, token_id).0);
         audit::record_or_log(db, Some(viewer.user_id), "session.revoked", session).await;
         Ok(true)
@@ -150,6 +157,10 @@ impl MutationRoot {
             &new_password,
         )
         .await?;
+        let ended = Ended::AllBut {
+            token_id: viewer.token_id,
+        };
+        auth::end_sessions(state, viewer.user_id, ended).await;
         state.limits.refund(Budget::LoginUser, &key, rate).await;
         audit::record_or_log(&state.db, Some(viewer.user_id), "password.changed", None).await;
         Ok(true)

@@ -132,6 +132,64 @@ async fn two_instances(redis_url: String) -> (TestApp, TestApp) {
 }
 
 #[tokio::test]
+async fn a_session_ended_on_one_instance_is_refused_at_once_on_the_other() {
+    let Ok(redis_url) = std::env::var("PALAVER_TEST_REDIS_URL") else {
+        eprintln!("skipped: set PALAVER_TEST_REDIS_URL to run the cross-instance test");
+        return;
+    };
+    let (a, b) = two_instances(redis_url).await;
+    let alice = a.user("alice").await;
+    let me = "query { me { id } }";
+    let sign_in = |password: &'static str| {
+        let a = &a;
+        let username = alice.username.clone();
+        async move {
+            let login = "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }";
+            let data = a
+                .gql(None, login, json!({ "u": username, "p": password }))
+                .await;
+            data["data"]["login"]["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let signed_in_on_b = |token: String| {
+        let b = &b;
+        async move { b.gql(Some(&token), me, json!({})).await["data"]["me"].is_object() }
+    };
+    let phone = sign_in("s3cret-pass").await;
+    let laptop = sign_in("s3cret-pass").await;
+    // Every token is used on b first, so that b holds it resolved in memory.
+    for token in [&alice.token, &phone, &laptop] {
+        assert!(signed_in_on_b(token.clone()).await);
+    }
+
+    a.data(&alice.token, "mutation { logout }", json!({})).await;
+    assert!(
+        !signed_in_on_b(alice.token.clone()).await,
+        "logged out on a"
+    );
+    assert!(
+        signed_in_on_b(phone.clone()).await,
+        "the other sessions stay"
+    );
+
+    let change = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+    a.data(
+        &laptop,
+        change,
+        json!({ "c": "s3cret-pass", "n": "n3w-horse-battery" }),
+    )
+    .await;
+    assert!(
+        !signed_in_on_b(phone).await,
+        "signed out by the change on a"
+    );
+    assert!(
+        signed_in_on_b(laptop).await,
+        "the session that changed it stays"
+    );
+}
+
+#[tokio::test]
 async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
     let Ok(redis_url) = std::env::var("PALAVER_TEST_REDIS_URL") else {
         eprintln!("skipped: set PALAVER_TEST_REDIS_URL to run the cross-instance test");

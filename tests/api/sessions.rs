@@ -77,6 +77,8 @@ async fn revoking_another_session_signs_it_out_and_keeps_this_one() {
         .into_iter()
         .find(|s| s["current"] == false)
         .unwrap();
+    // Used first, so that the server has it at hand (it keeps resolved tokens in memory).
+    assert!(signed_in(&app, &alice.token).await);
 
     let revoked = app
         .data(&laptop, REVOKE, json!({ "id": other["id"] }))
@@ -140,6 +142,7 @@ async fn changing_the_password_signs_out_the_other_sessions_only() {
     let alice = app.user("alice").await;
     let phone = login(&app, &alice, PASSWORD).await;
     let bob = app.user("bob").await;
+    assert!(signed_in(&app, &phone).await, "used before the change");
 
     let changed = app
         .data(

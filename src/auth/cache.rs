@@ -1,0 +1,238 @@
+//! Tokens this instance resolved recently, so that a request need not read its token's row: at a
+//! thousand sends a second that read was one SQL statement in every request.
+//!
+//! An entry lives until the token expires or for [`TokenCache::ttl`], whichever is sooner, and goes
+//! at once when its session ends: [`crate::auth::end_sessions`] forgets it here and publishes the
+//! end on the bus, so every other instance forgets it too (see `Application::build`). If the bus
+//! loses events (Redis unreachable), the instance that missed them clears its whole cache when the
+//! bus reconnects; the lifetime bounds what is left, an end whose publish failed outright.
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Viewer;
+
+/// The SHA-256 of a token: what the cache is keyed by, so it never holds a token itself.
+pub type TokenKey = [u8; 32];
+
+/// Which of a user's sessions ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ended {
+    /// One session (`logout`, `revokeSession`).
+    One { token_id: i64 },
+    /// Every session but one (`changePassword` keeps the one that made the change).
+    AllBut { token_id: i64 },
+}
+
+impl Ended {
+    fn covers(self, viewer: &Viewer) -> bool {
+        match self {
+            Ended::One { token_id } => viewer.token_id == token_id,
+            Ended::AllBut { token_id } => viewer.token_id != token_id,
+        }
+    }
+}
+
+/// Resolved tokens, bounded in number and in age.
+pub struct TokenCache {
+    inner: Mutex<Inner>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<TokenKey, Entry>,
+    /// Moves on every forget and clear. A lookup that started before an end may have read the
+    /// token's row while it was still in force; it may store what it read only if nothing ended
+    /// meanwhile.
+    generation: u64,
+}
+
+struct Entry {
+    viewer: Viewer,
+    until: Instant,
+}
+
+/// What a lookup that missed needs to store its result afterwards.
+#[derive(Clone, Copy, Debug)]
+pub struct Miss {
+    generation: u64,
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` tokens, each kept at most `ttl`.
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            ttl,
+            capacity,
+        }
+    }
+
+    /// How long an entry may live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The viewer for a token resolved recently and still in force, or what storing a fresh
+    /// lookup's result will need.
+    pub fn get(&self, key: &TokenKey) -> Result<Viewer, Miss> {
+        let mut inner = self.lock();
+        match inner.entries.get(key) {
+            Some(entry) if entry.until > Instant::now() => Ok(entry.viewer),
+            Some(_) => {
+                inner.entries.remove(key);
+                Err(Miss {
+                    generation: inner.generation,
+                })
+            }
+            None => Err(Miss {
+                generation: inner.generation,
+            }),
+        }
+    }
+
+    /// Stores what a lookup read from the database, unless a session ended since the lookup
+    /// began ([`TokenCache::get`]).
+    pub fn put(&self, key: TokenKey, viewer: Viewer, expires_at: DateTime<Utc>, miss: Miss) {
+        let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + left.min(self.ttl);
+        let mut inner = self.lock();
+        if inner.generation != miss.generation {
+            return;
+        }
+        if inner.entries.len() >= self.capacity {
+            inner.entries.retain(|_, entry| entry.until > now);
+            if inner.entries.len() >= self.capacity {
+                inner.entries.clear();
+            }
+        }
+        inner.entries.insert(key, Entry { viewer, until });
+    }
+
+    /// Forgets the sessions of `user_id` that ended.
+    pub fn forget(&self, user_id: i64, ended: Ended) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner
+            .entries
+            .retain(|_, entry| entry.viewer.user_id != user_id || !ended.covers(&entry.viewer));
+    }
+
+    /// Forgets everything (the bus may have lost an end).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.entries.clear();
+    }
+
+    /// How many tokens are held.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn viewer(user_id: i64, token_id: i64) -> Viewer {
+        Viewer { user_id, token_id }
+    }
+
+    fn later() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::hours(1)
+    }
+
+    fn stored(cache: &TokenCache, key: u8, who: Viewer) {
+        let miss = cache.get(&[key; 32]).unwrap_err();
+        cache.put([key; 32], who, later(), miss);
+    }
+
+    #[test]
+    fn a_stored_token_is_found_until_its_session_ends() {
+        let cache = TokenCache::new(16, HOUR);
+        stored(&cache, 1, viewer(7, 70));
+        stored(&cache, 2, viewer(7, 71));
+        stored(&cache, 3, viewer(8, 70));
+        assert_eq!(cache.get(&[1; 32]).ok(), Some(viewer(7, 70)));
+
+        cache.forget(7, Ended::One { token_id: 70 });
+        assert!(cache.get(&[1; 32]).is_err(), "the ended session is gone");
+        assert!(
+            cache.get(&[2; 32]).is_ok(),
+            "the user's other session stays"
+        );
+        assert!(cache.get(&[3; 32]).is_ok(), "another user's is untouched");
+    }
+
+    #[test]
+    fn ending_all_but_one_keeps_only_that_one() {
+        let cache = TokenCache::new(16, HOUR);
+        stored(&cache, 1, viewer(7, 70));
+        stored(&cache, 2, viewer(7, 71));
+        stored(&cache, 3, viewer(7, 72));
+        cache.forget(7, Ended::AllBut { token_id: 71 });
+        assert!(cache.get(&[1; 32]).is_err());
+        assert!(cache.get(&[2; 32]).is_ok());
+        assert!(cache.get(&[3; 32]).is_err());
+    }
+
+    #[test]
+    fn a_lookup_that_raced_an_end_does_not_store_what_it_read() {
+        let cache = TokenCache::new(16, HOUR);
+        let miss = cache.get(&[1; 32]).unwrap_err();
+        // The session ends while the lookup reads the (still valid) row.
+        cache.forget(7, Ended::One { token_id: 70 });
+        cache.put([1; 32], viewer(7, 70), later(), miss);
+        assert!(cache.get(&[1; 32]).is_err());
+    }
+
+    #[test]
+    fn entries_expire_with_the_token_or_the_ttl() {
+        let cache = TokenCache::new(16, Duration::ZERO);
+        stored(&cache, 1, viewer(7, 70));
+        assert!(
+            cache.get(&[1; 32]).is_err(),
+            "a zero lifetime keeps nothing"
+        );
+
+        let cache = TokenCache::new(16, HOUR);
+        let miss = cache.get(&[2; 32]).unwrap_err();
+        cache.put([2; 32], viewer(7, 71), Utc::now(), miss);
+        assert!(cache.get(&[2; 32]).is_err(), "an expired token is not kept");
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = TokenCache::new(4, HOUR);
+        for key in 0..10u8 {
+            stored(&cache, key, viewer(1, i64::from(key)));
+            assert!(cache.len() <= 4);
+        }
+        assert!(cache.get(&[9; 32]).is_ok(), "the newest entry is kept");
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+}
