@@ -132,7 +132,7 @@ async fn two_instances(redis_url: String) -> (TestApp, TestApp) {
 }
 
 #[tokio::test]
-async fn a_session_ended_on_one_instance_is_refused_at_once_on_the_other() {
+async fn a_session_ended_on_one_instance_is_refused_on_the_other_within_moments() {
     let Ok(redis_url) = std::env::var("PALAVER_TEST_REDIS_URL") else {
         eprintln!("skipped: set PALAVER_TEST_REDIS_URL to run the cross-instance test");
         return;
@@ -162,9 +162,19 @@ async fn a_session_ended_on_one_instance_is_refused_at_once_on_the_other() {
         assert!(signed_in_on_b(token.clone()).await);
     }
 
+    // b learns of an end over Redis, a moment after a answers; well within its 10 s cache.
+    let refused_on_b_soon = |token: String| async move {
+        for _ in 0..40 {
+            if !signed_in_on_b(token.clone()).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
     a.data(&alice.token, "mutation { logout }", json!({})).await;
     assert!(
-        !signed_in_on_b(alice.token.clone()).await,
+        refused_on_b_soon(alice.token.clone()).await,
         "logged out on a"
     );
     assert!(
@@ -180,7 +190,7 @@ async fn a_session_ended_on_one_instance_is_refused_at_once_on_the_other() {
     )
     .await;
     assert!(
-        !signed_in_on_b(phone).await,
+        refused_on_b_soon(phone).await,
         "signed out by the change on a"
     );
     assert!(
