@@ -155,7 +155,12 @@ pub async fn ids(
         Some(row) => row.try_get("", "ids")?,
         None => None,
     };
-    ids.as_deref()
+    id_list(ids.as_deref())
+}
+
+/// Parses what `group_concat(id, ',')` made (None when it aggregated no rows).
+pub fn id_list(listed: Option<&str>) -> AppResult<Vec<i64>> {
+    listed
         .unwrap_or_default()
         .split(',')
         .filter(|id| !id.is_empty())

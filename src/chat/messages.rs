@@ -2,7 +2,7 @@
 //! durable change log that subscriptions replay from.
 use std::{collections::HashMap, sync::Arc};
 
-use entity::{conversation, conversation_event, message};
+use entity::{conversation_event, message};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -194,7 +194,7 @@ async fn insert_message(
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                let (seq, at) = next_seq(txn, conversation_id).await?;
+                let (seq, at, members) = next_seq_for_send(txn, conversation_id).await?;
                 let mut row = row;
                 row.seq = Set(seq);
                 row.created_at = Set(at);
@@ -208,16 +208,15 @@ async fn insert_message(
                     }
                     Err(err) => return Err(err.into()),
                 };
-                conversation::Entity::update_many()
-                    .col_expr(conversation::Column::LastMessageId, Expr::value(message.id))
-                    .filter(conversation::Column::Id.eq(conversation_id))
-                    .exec(txn)
-                    .await?;
+                // The conversation's `last_message_id` follows by trigger (migration 000009).
                 let notes =
                     notifications::for_new_message(txn, &message, &sender_name, reply_to_sender)
                         .await?;
                 let logged = log_change(txn, MessageChange::Created, message.clone()).await?;
-                let recipients = recipients(txn, conversation_id, &[]).await?;
+                let recipients = match members {
+                    Some(members) => members,
+                    None => recipients(txn, conversation_id, &[]).await?,
+                };
                 let mut events = envelopes(vec![logged], recipients);
                 events.extend(notifications::envelope(notes));
                 Ok((message, events))
@@ -327,6 +326,39 @@ pub(crate) async fn next_seq(
         .await?
         .ok_or_else(|| AppError::not_found("conversation"))?;
     Ok((row.try_get::<i64>("", "last_seq")?, at))
+}
+
+/// [`next_seq`] for a send. On SQLite the same statement also lists the conversation's members,
+/// who are told about the message: the single writer holds the write lock from its batch's first
+/// write to its commit, so the list cannot change before the commit, and the send saves a
+/// statement. On PostgreSQL a subquery there would read from the statement's snapshot, taken
+/// before it waited for the row lock, so the members are read afterwards ([`recipients`]) and this
+/// returns None for them.
+async fn next_seq_for_send(
+    txn: &DatabaseTransaction,
+    conversation_id: i64,
+) -> AppResult<(i64, chrono::DateTime<chrono::Utc>, Option<Vec<i64>>)> {
+    if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        let (seq, at) = next_seq(txn, conversation_id).await?;
+        return Ok((seq, at, None));
+    }
+    let at = now();
+    let row = txn
+        .query_one_raw(conversations::sql(
+            txn,
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
+             WHERE id = $2 RETURNING last_seq, \
+             (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = $2) AS members",
+            vec![at.into(), conversation_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    let members: Option<String> = row.try_get("", "members")?;
+    Ok((
+        row.try_get::<i64>("", "last_seq")?,
+        at,
+        Some(crate::db::id_list(members.as_deref())?),
+    ))
 }
 
 /// A change written to the log inside a transaction, to be published once that transaction commits.

@@ -363,11 +363,7 @@ impl RoomTxn {
         }
         .insert(&self.txn)
         .await?;
-        conversation::Entity::update_many()
-            .col_expr(conversation::Column::LastMessageId, Expr::value(message.id))
-            .filter(conversation::Column::Id.eq(self.room.id))
-            .exec(&self.txn)
-            .await?;
+        // The conversation's `last_message_id` follows by trigger (migration 000009).
         self.logged
             .push(messages::log_change(&self.txn, MessageChange::Created, message).await?);
         Ok(seq)

@@ -185,3 +185,49 @@ async fn users_can_be_searched_by_name() {
         .await;
     assert_eq!(none["users"]["edges"], json!([]));
 }
+
+#[tokio::test]
+async fn a_rooms_last_message_follows_sends_and_system_messages_alike() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "plans", &[&bob]).await;
+    let last = |token: String| {
+        let app = &app;
+        let room = room.clone();
+        async move {
+            let list = app
+                .data(
+                    &token,
+                    "{ conversations(kind: ROOM) { edges { node { id lastMessage { id body systemEvent { kind } } } } } }",
+                    json!({}),
+                )
+                .await;
+            list["conversations"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["node"]["id"] == room.as_str())
+                .map(|e| e["node"]["lastMessage"].clone())
+                .expect("room listed")
+        }
+    };
+
+    let sent = app.send(&bob, &room, "see you at 3").await;
+    let after_send = last(alice.token.clone()).await;
+    assert_eq!(after_send["id"], sent["id"]);
+    assert_eq!(after_send["body"], "see you at 3");
+
+    app.data(
+        &alice.token,
+        "mutation($r: ID!, $u: ID!) { addMember(roomId: $r, userId: $u) { id } }",
+        json!({ "r": room, "u": carol.id }),
+    )
+    .await;
+    let after_add = last(bob.token.clone()).await;
+    assert_eq!(after_add["systemEvent"]["kind"], "MEMBER_ADDED");
+    assert_ne!(after_add["id"], sent["id"]);
+    // The newcomer sees the same last message.
+    assert_eq!(last(carol.token.clone()).await["id"], after_add["id"]);
+}
