@@ -32,9 +32,10 @@ use tower_http::{
 
 use crate::{
     AppState,
-    auth::{self, Auth},
+    auth::{self, Auth, Viewer},
     chat::typing::ConnectionId,
     error::AppError,
+    events::{Event, Lagged, Receiver, Topic},
     files,
     graphql::{AppSchema, build_schema},
     limits::{ClientAddr, SubscriptionSlots},
@@ -341,6 +342,9 @@ async fn serve_socket(
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
     // Who this socket turned out to be, once `connection_init` is accepted.
     let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
+    // The session it signed in with, and where that session's end would be announced.
+    let (session_tx, mut session_rx) = tokio::sync::oneshot::channel::<(Viewer, Receiver)>();
+    let session_tx = Arc::new(Mutex::new(Some(session_tx)));
     let on_init = {
         let app = app.clone();
         let signed_in = signed_in.clone();
@@ -367,6 +371,10 @@ async fn serve_socket(
                     )));
                 }
                 *lock(&signed_in) = Some(viewer.user_id);
+                let ends = app.bus.subscribe(Topic::Sessions, viewer.user_id);
+                if let Some(tx) = lock(&session_tx).take() {
+                    let _ = tx.send((viewer, ends));
+                }
                 app.presence
                     .connected(&app, viewer.user_id, connection)
                     .await;
@@ -407,8 +415,19 @@ async fn serve_socket(
         let mut tick = tokio::time::interval(keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut session: Option<(Viewer, Receiver)> = None;
+        let mut awaiting_session = true;
         loop {
             tokio::select! {
+                signed = &mut session_rx, if awaiting_session => {
+                    awaiting_session = false;
+                    session = signed.ok();
+                }
+                () = session_ended(&mut session) => {
+                    let ended = close(4401, "UNAUTHENTICATED: the session ended; sign in again");
+                    let _ = sink.send(ended).await;
+                    break;
+                }
                 reply = replies.next() => match reply {
                     Some(WsMessage::Text(text)) => {
                         if sink.send(Message::Text(text.into())).await.is_err() {
@@ -442,6 +461,31 @@ async fn serve_socket(
     let user = *lock(&signed_in);
     if let Some(user_id) = user {
         app.presence.disconnected(&app, user_id, connection);
+    }
+}
+
+/// Waits until the session a socket signed in with ends (`logout`, `revokeSession`,
+/// `changePassword` from elsewhere, on any instance); forever if it has none. The socket is then
+/// closed, so a revoked token stops receiving at once, not only on its next request.
+async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
+    let Some((viewer, ends)) = session else {
+        return std::future::pending().await;
+    };
+    loop {
+        match ends.recv().await {
+            Ok(envelope) => {
+                if let Event::SessionsEnded { user_id, ended } = &envelope.event
+                    && *user_id == viewer.user_id
+                    && ended.covers(viewer)
+                {
+                    return;
+                }
+            }
+            // Ends are rare and tiny; a queue of thousands cannot overflow with them alone. Should
+            // it ever, the socket cannot tell whether its own end was among the dropped, and
+            // closes: the client signs in again if it still may.
+            Err(Lagged) => return,
+        }
     }
 }
 

@@ -30,7 +30,9 @@ pub enum Ended {
 }
 
 impl Ended {
-    fn covers(self, viewer: &Viewer) -> bool {
+    /// Whether the session `viewer` signed in with is among those that ended (the user is
+    /// checked by the caller).
+    pub fn covers(self, viewer: &Viewer) -> bool {
         match self {
             Ended::One { token_id } => viewer.token_id == token_id,
             Ended::AllBut { token_id } => viewer.token_id != token_id,

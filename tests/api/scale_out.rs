@@ -182,6 +182,8 @@ async fn a_session_ended_on_one_instance_is_refused_on_the_other_within_moments(
         "the other sessions stay"
     );
 
+    // A socket on b, signed in with the phone's session, is closed by the change on a too.
+    let mut phone_socket = b.ws(Some(&phone)).await;
     let change = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
     a.data(
         &laptop,
@@ -193,6 +195,10 @@ async fn a_session_ended_on_one_instance_is_refused_on_the_other_within_moments(
         refused_on_b_soon(phone).await,
         "signed out by the change on a"
     );
+    match phone_socket.next_frame(WAIT).await {
+        Some(Frame::Closed(Some((code, _)))) => assert_eq!(code, 4401),
+        other => panic!("expected the phone's socket on b to close, got {other:?}"),
+    }
     assert!(
         signed_in_on_b(laptop).await,
         "the session that changed it stays"

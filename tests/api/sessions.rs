@@ -330,3 +330,85 @@ async fn no_token_or_password_appears_in_the_logs_even_at_trace_level() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Expects the socket to be closed because its session ended.
+async fn expect_closed_for_ended_session(ws: &mut WsClient) {
+    loop {
+        match ws.next_frame(WAIT).await {
+            Some(Frame::Closed(Some((code, reason)))) => {
+                assert_eq!(code, 4401, "{reason}");
+                assert!(reason.starts_with("UNAUTHENTICATED"), "{reason}");
+                return;
+            }
+            // Events already on their way may arrive first.
+            Some(Frame::Json(_)) => continue,
+            other => panic!("expected the socket to close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ending_a_session_closes_its_open_websockets_and_only_those() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&bob, &alice).await;
+    let phone = login(&app, &alice, PASSWORD).await;
+    let laptop = login(&app, &alice, PASSWORD).await;
+    let events = "subscription { messageEvents { message { body } } }";
+    let mut on_phone = app.ws(Some(&phone)).await;
+    let mut on_laptop = app.ws(Some(&laptop)).await;
+    let mut bobs = app.ws(Some(&bob.token)).await;
+    for ws in [&mut on_phone, &mut on_laptop, &mut bobs] {
+        ws.subscribe("m", events, json!({})).await;
+    }
+    tokio::time::sleep(QUIET).await;
+
+    // Revoked from another session: the phone's socket closes; the laptop's and bob's stay.
+    let phone_id = sessions_id_of(&app, &phone).await;
+    app.data(&laptop, REVOKE, json!({ "id": phone_id })).await;
+    expect_closed_for_ended_session(&mut on_phone).await;
+    app.send(&bob, &conversation, "still here?").await;
+    assert_eq!(
+        on_laptop.next_data("m").await["messageEvents"]["message"]["body"],
+        "still here?"
+    );
+    assert_eq!(
+        bobs.next_data("m").await["messageEvents"]["message"]["body"],
+        "still here?"
+    );
+
+    // Changing the password ends every other session: a socket on the session that made the
+    // change stays open.
+    let mut on_first = app.ws(Some(&alice.token)).await;
+    on_first.subscribe("m", events, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+    app.data(
+        &laptop,
+        CHANGE,
+        json!({ "c": PASSWORD, "n": "n3w-horse-battery" }),
+    )
+    .await;
+    expect_closed_for_ended_session(&mut on_first).await;
+    app.send(&bob, &conversation, "new password?").await;
+    assert_eq!(
+        on_laptop.next_data("m").await["messageEvents"]["message"]["body"],
+        "new password?"
+    );
+
+    // Logging out closes the sockets of that session too.
+    app.data(&laptop, "mutation { logout }", json!({})).await;
+    expect_closed_for_ended_session(&mut on_laptop).await;
+    bobs.next_data("m").await;
+    bobs.expect_silence().await;
+}
+
+/// The id of the session a token stands for.
+async fn sessions_id_of(app: &TestApp, token: &str) -> Value {
+    sessions(app, token)
+        .await
+        .into_iter()
+        .find(|s| s["current"] == true)
+        .map(|s| s["id"].clone())
+        .unwrap()
+}
