@@ -1,11 +1,18 @@
 //! The GraphQL object types, thin wrappers over entity rows that resolve their links through the
 //! DataLoaders.
-use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, Object, Result, SimpleObject,
+    dataloader::{DataLoader, Loader},
+};
 use chrono::{DateTime, Utc};
 use entity::{conversation, member, message, user};
 use tokio::sync::OnceCell;
 
-use super::{ContextExt, loaders::load_error, rooms::SystemEvent};
+use super::{
+    ContextExt,
+    loaders::{LoadError, load_error},
+    rooms::SystemEvent,
+};
 use crate::{
     chat::rooms::{Role, SystemKind},
     error::AppError,
@@ -41,49 +48,69 @@ impl Session {
     }
 }
 
-/// A person who can chat. Links to a user (a message's sender, a member) start from the id alone;
-/// the row is read, through the loader, only by the first field that needs more than the id, so
-/// `sender { id }` costs no database read.
-pub struct User {
+/// A row known at first by its id alone (a message's sender, its conversation, a member's user),
+/// read through its loader by the first field that needs more than the id; a row already at hand
+/// is kept. So `sender { id }` and `conversation { id }` cost no database read.
+pub struct Linked<M> {
     id: i64,
-    row: OnceCell<user::Model>,
+    row: OnceCell<M>,
 }
 
-impl User {
-    /// A user whose row is already at hand.
-    pub fn new(row: user::Model) -> Self {
+impl<M: Clone + Send + Sync + 'static> Linked<M> {
+    fn loaded(id: i64, row: M) -> Self {
         Self {
-            id: row.id,
+            id,
             row: OnceCell::new_with(Some(row)),
         }
     }
 
-    /// A user known to exist, by id; the row is loaded when a field needs it.
-    pub fn by_id(id: i64) -> Self {
+    fn by_id(id: i64) -> Self {
         Self {
             id,
             row: OnceCell::new(),
         }
     }
 
-    async fn row(&self, ctx: &Context<'_>) -> Result<&user::Model> {
+    /// The row, loaded once; NOT_FOUND (naming `what`) if it does not exist.
+    async fn get<L>(&self, loader: &DataLoader<L>, what: &'static str) -> Result<&M>
+    where
+        L: Loader<i64, Value = M, Error = LoadError>,
+    {
         self.row
             .get_or_try_init(|| async {
-                ctx.loaders()
-                    .users
+                loader
                     .load_one(self.id)
                     .await
                     .map_err(load_error)?
-                    .ok_or_else(|| AppError::not_found("user").into())
+                    .ok_or_else(|| AppError::not_found(what).into())
             })
             .await
+    }
+}
+
+/// A person who can chat.
+pub struct User(Linked<user::Model>);
+
+impl User {
+    /// A user whose row is already at hand.
+    pub fn new(row: user::Model) -> Self {
+        Self(Linked::loaded(row.id, row))
+    }
+
+    /// A user known to exist, by id; the row is loaded when a field needs it.
+    pub fn by_id(id: i64) -> Self {
+        Self(Linked::by_id(id))
+    }
+
+    async fn row(&self, ctx: &Context<'_>) -> Result<&user::Model> {
+        self.0.get(&ctx.loaders().users, "user").await
     }
 }
 
 #[Object]
 impl User {
     async fn id(&self) -> ID {
-        ids::encode(Kind::User, self.id)
+        ids::encode(Kind::User, self.0.id)
     }
 
     /// Unique, case-insensitively.
@@ -106,14 +133,14 @@ impl User {
         let visible = ctx
             .loaders()
             .visibility
-            .load_one((viewer.user_id, self.id))
+            .load_one((viewer.user_id, self.0.id))
             .await
             .map_err(load_error)?
             .unwrap_or(false);
         if !visible {
             return Ok(None);
         }
-        Ok(Some(if ctx.state().presence.is_online(self.id).await {
+        Ok(Some(if ctx.state().presence.is_online(self.0.id).await {
             Presence {
                 status: PresenceStatus::Online,
                 last_seen_at: None,
@@ -183,40 +210,23 @@ impl From<Role> for MemberRole {
     }
 }
 
-/// A direct conversation or a room, as seen by the viewer. Like [`User`], a link to one (a
-/// message's conversation) starts from the id, and the row is read only for fields beyond it.
-pub struct Conversation {
-    id: i64,
-    row: OnceCell<conversation::Model>,
-}
+/// A direct conversation or a room, as seen by the viewer.
+pub struct Conversation(Linked<conversation::Model>);
 
 impl Conversation {
     /// A conversation whose row is already at hand.
     pub fn new(row: conversation::Model) -> Self {
-        Self {
-            id: row.id,
-            row: OnceCell::new_with(Some(row)),
-        }
+        Self(Linked::loaded(row.id, row))
     }
 
     /// A conversation known to exist, by id; the row is loaded when a field needs it.
     pub fn by_id(id: i64) -> Self {
-        Self {
-            id,
-            row: OnceCell::new(),
-        }
+        Self(Linked::by_id(id))
     }
 
     async fn row(&self, ctx: &Context<'_>) -> Result<&conversation::Model> {
-        self.row
-            .get_or_try_init(|| async {
-                ctx.loaders()
-                    .conversations
-                    .load_one(self.id)
-                    .await
-                    .map_err(load_error)?
-                    .ok_or_else(|| AppError::not_found("conversation").into())
-            })
+        self.0
+            .get(&ctx.loaders().conversations, "conversation")
             .await
     }
 }
@@ -224,7 +234,7 @@ impl Conversation {
 #[Object]
 impl Conversation {
     async fn id(&self) -> ID {
-        ids::encode(Kind::Conversation, self.id)
+        ids::encode(Kind::Conversation, self.0.id)
     }
 
     async fn kind(&self, ctx: &Context<'_>) -> Result<ConversationKind> {
@@ -295,7 +305,7 @@ impl Conversation {
         Ok(ctx
             .loaders()
             .unread
-            .load_one((viewer.user_id, self.id))
+            .load_one((viewer.user_id, self.0.id))
             .await
             .map_err(load_error)?
             .unwrap_or(0))
@@ -325,7 +335,7 @@ impl Conversation {
         Ok(ctx
             .loaders()
             .members
-            .load_one(self.id)
+            .load_one(self.0.id)
             .await
             .map_err(load_error)?
             .unwrap_or_default())
