@@ -315,17 +315,8 @@ pub(crate) async fn next_seq(
     txn: &DatabaseTransaction,
     conversation_id: i64,
 ) -> AppResult<(i64, chrono::DateTime<chrono::Utc>)> {
-    let at = now();
-    let row = txn
-        .query_one_raw(conversations::sql(
-            txn,
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
-             WHERE id = $2 RETURNING last_seq",
-            vec![at.into(), conversation_id.into()],
-        ))
-        .await?
-        .ok_or_else(|| AppError::not_found("conversation"))?;
-    Ok((row.try_get::<i64>("", "last_seq")?, at))
+    let (seq, at, _) = bump_seq(txn, conversation_id, false).await?;
+    Ok((seq, at))
 }
 
 /// [`next_seq`] for a send. On SQLite the same statement also lists the conversation's members,
@@ -338,27 +329,41 @@ async fn next_seq_for_send(
     txn: &DatabaseTransaction,
     conversation_id: i64,
 ) -> AppResult<(i64, chrono::DateTime<chrono::Utc>, Option<Vec<i64>>)> {
-    if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
-        let (seq, at) = next_seq(txn, conversation_id).await?;
-        return Ok((seq, at, None));
-    }
+    let with_members = txn.get_database_backend() == sea_orm::DbBackend::Sqlite;
+    bump_seq(txn, conversation_id, with_members).await
+}
+
+/// The sequence bump both of the above make, listing the members too when asked.
+async fn bump_seq(
+    txn: &DatabaseTransaction,
+    conversation_id: i64,
+    with_members: bool,
+) -> AppResult<(i64, chrono::DateTime<chrono::Utc>, Option<Vec<i64>>)> {
+    const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
+                        WHERE id = $2 RETURNING last_seq";
+    const MEMBERS: &str =
+        ", (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = $2) AS members";
     let at = now();
+    let text = if with_members {
+        format!("{BUMP}{MEMBERS}")
+    } else {
+        BUMP.to_owned()
+    };
     let row = txn
         .query_one_raw(conversations::sql(
             txn,
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
-             WHERE id = $2 RETURNING last_seq, \
-             (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = $2) AS members",
+            &text,
             vec![at.into(), conversation_id.into()],
         ))
         .await?
         .ok_or_else(|| AppError::not_found("conversation"))?;
-    let members: Option<String> = row.try_get("", "members")?;
-    Ok((
-        row.try_get::<i64>("", "last_seq")?,
-        at,
-        Some(crate::db::id_list(members.as_deref())?),
-    ))
+    let members = if with_members {
+        let listed: Option<String> = row.try_get("", "members")?;
+        Some(crate::db::id_list(listed.as_deref())?)
+    } else {
+        None
+    };
+    Ok((row.try_get::<i64>("", "last_seq")?, at, members))
 }
 
 /// A change written to the log inside a transaction, to be published once that transaction commits.
