@@ -340,14 +340,12 @@ async fn serve_socket(
     use futures_util::{SinkExt, StreamExt};
     let app = state.app.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
-    // Who this socket turned out to be, once `connection_init` is accepted.
-    let signed_in: Arc<Mutex<Option<i64>>> = Arc::default();
-    // The session it signed in with, and where that session's end would be announced.
+    // Who this socket turned out to be once `connection_init` is accepted (the session it signed
+    // in with), and where that session's end would be announced.
     let (session_tx, mut session_rx) = tokio::sync::oneshot::channel::<(Viewer, Receiver)>();
     let session_tx = Arc::new(Mutex::new(Some(session_tx)));
     let on_init = {
         let app = app.clone();
-        let signed_in = signed_in.clone();
         move |payload: serde_json::Value| async move {
             let auth = match auth::token_from_init_payload(&payload) {
                 Some(token) => auth::authenticate(&app.db, &app.tokens, Some(&token)).await?,
@@ -370,7 +368,6 @@ async fn serve_socket(
                         app.config.max_ws_per_user
                     )));
                 }
-                *lock(&signed_in) = Some(viewer.user_id);
                 let ends = app.bus.subscribe(Topic::Sessions, viewer.user_id);
                 if let Some(tx) = lock(&session_tx).take() {
                     let _ = tx.send((viewer, ends));
@@ -404,6 +401,8 @@ async fn serve_socket(
                 })
             })
     };
+    let mut session: Option<(Viewer, Receiver)> = None;
+    let mut awaiting_session = true;
     // The replies (and the subscriptions they hold) end with this block, before the clean-up.
     {
         let replies = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
@@ -415,8 +414,6 @@ async fn serve_socket(
         let mut tick = tokio::time::interval(keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut session: Option<(Viewer, Receiver)> = None;
-        let mut awaiting_session = true;
         loop {
             tokio::select! {
                 signed = &mut session_rx, if awaiting_session => {
@@ -458,9 +455,12 @@ async fn serve_socket(
         }
     }
     app.typing.connection_closed(&app, connection).await;
-    let user = *lock(&signed_in);
-    if let Some(user_id) = user {
-        app.presence.disconnected(&app, user_id, connection);
+    // A socket that signed in just before it closed may not have picked its session up yet.
+    if session.is_none() {
+        session = session_rx.try_recv().ok();
+    }
+    if let Some((viewer, _)) = session {
+        app.presence.disconnected(&app, viewer.user_id, connection);
     }
 }
 
