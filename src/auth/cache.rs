@@ -77,11 +77,6 @@ impl TokenCache {
         }
     }
 
-    /// How long an entry may live.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -143,12 +138,14 @@ impl TokenCache {
     }
 
     /// How many tokens are held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Whether no token is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

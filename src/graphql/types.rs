@@ -51,7 +51,7 @@ impl Session {
 /// A row known at first by its id alone (a message's sender, its conversation, a member's user),
 /// read through its loader by the first field that needs more than the id; a row already at hand
 /// is kept. So `sender { id }` and `conversation { id }` cost no database read.
-pub struct Linked<M> {
+struct Linked<M> {
     id: i64,
     row: OnceCell<M>,
 }
