@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "PALAVER_TOKEN_CACHE_SECS", default_value_t = 10)]
     pub token_cache_secs: u64,
 
+    /// Rooms with more members than this have their members' MESSAGE/FILE notifications made just
+    /// after a message is committed and delivered, several messages at a time, instead of in the
+    /// message's own transaction (mentions and replies are always made with the message).
+    #[arg(long, env = "PALAVER_NOTIFY_INLINE_MEMBERS", default_value_t = 32)]
+    pub notify_inline_members: usize,
+
     /// How long after a user's last connection closes before they are shown offline, in
     /// milliseconds (absorbs quick reconnects).
     #[arg(long, env = "PALAVER_PRESENCE_GRACE_MS", default_value_t = 3000)]

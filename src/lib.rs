@@ -53,6 +53,8 @@ pub struct AppState {
     pub writer: writer::Writer,
     /// Tokens resolved recently (see `auth::cache`).
     pub tokens: Arc<auth::TokenCache>,
+    /// Conversations whose notification backlog is already queued for the writer.
+    pub backlog_waiting: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
 }
 
 /// Most tokens an instance keeps resolved in memory (about 100 bytes each).
@@ -123,7 +125,9 @@ impl Application {
             epoch,
             shutdown: Default::default(),
             connections: Default::default(),
+            backlog_waiting: Arc::default(),
         };
+        chat::notifications::resume_backlog(&state).await?;
         chat::typing::Typing::spawn_sweeper(state.clone());
         state.presence.spawn_heartbeat();
         let router = http::router(state.clone());

@@ -9,6 +9,7 @@ mod m20261124_000006_blocks;
 mod m20261124_000007_audit_log;
 mod m20261124_000008_notification_lookups;
 mod m20261124_000009_last_message_trigger;
+mod m20261125_000010_notification_backlog;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000007_audit_log::Migration),
             Box::new(m20261124_000008_notification_lookups::Migration),
             Box::new(m20261124_000009_last_message_trigger::Migration),
+            Box::new(m20261125_000010_notification_backlog::Migration),
         ]
     }
 }

@@ -190,6 +190,9 @@ async fn insert_message(
         ..Default::default()
     };
     let idempotent = client_id.is_some();
+    // Members beyond this many: their collapsed notifications follow the commit (see
+    // `notifications::for_new_message`), so the message reaches them without waiting on it.
+    let inline_members = state.config.notify_inline_members;
     let written = state
         .writer
         .write(move |txn| {
@@ -209,21 +212,33 @@ async fn insert_message(
                     Err(err) => return Err(err.into()),
                 };
                 // The conversation's `last_message_id` follows by trigger (migration 000009).
-                let notes =
-                    notifications::for_new_message(txn, &message, &sender_name, reply_to_sender)
-                        .await?;
-                let logged = log_change(txn, MessageChange::Created, message.clone()).await?;
                 let recipients = match members {
                     Some(members) => members,
                     None => recipients(txn, conversation_id, &[]).await?,
                 };
+                let collapse_now = recipients.len() <= inline_members;
+                let notes = notifications::for_new_message(
+                    txn,
+                    &message,
+                    &sender_name,
+                    reply_to_sender,
+                    collapse_now,
+                )
+                .await?;
+                let logged = log_change(txn, MessageChange::Created, message.clone()).await?;
                 let mut events = envelopes(vec![logged], recipients);
                 events.extend(notifications::envelope(notes));
-                Ok((message, events))
+                Ok(((message, collapse_now), events))
             })
         })
         .await;
     match written {
+        Ok((message, collapse_now)) => {
+            if !collapse_now {
+                notifications::schedule_backlog(state, conversation_id);
+            }
+            Ok(message)
+        }
         Err(AppError::Conflict(reason)) if reason == DUPLICATE_SEND => {
             // A concurrent retry won the race; hand back what it made (the caller removes the
             // file this attempt stored).
@@ -233,7 +248,7 @@ async fn insert_message(
             };
             found.ok_or_else(|| AppError::Internal("idempotent send lost its message".into()))
         }
-        other => other,
+        Err(err) => Err(err),
     }
 }
 

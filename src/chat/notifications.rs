@@ -1,6 +1,8 @@
 //! Notifications: made in the same transaction as the message that causes them, for every member
 //! but the sender. To keep the volume bounded, a member's unread MESSAGE/FILE notifications for one
 //! conversation collapse into a single row that counts them; mentions and replies stay one row each.
+use std::collections::HashMap;
+
 use entity::{member, message, notification, user};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
@@ -78,20 +80,49 @@ fn preview(sender: &str, message: &message::Model) -> String {
 }
 
 /// Makes the notifications for a new message inside its transaction and returns them, to be
-/// published after commit.
+/// published after commit: its mentions and reply first, then every other member's collapsed
+/// MESSAGE/FILE row. With `collapse_now` false (a big room) the collapsed rows are left to
+/// [`work_off_backlog`], which runs after the commit: the message is written to the backlog
+/// instead, in this transaction, so that nothing is lost if the server stops in between.
 pub async fn for_new_message(
     txn: &DatabaseTransaction,
     message: &message::Model,
     sender_name: &str,
     reply_to_sender: Option<i64>,
+    collapse_now: bool,
 ) -> AppResult<Vec<notification::Model>> {
     let Some(sender_id) = message.sender_id else {
         return Ok(Vec::new());
     };
     let text = preview(sender_name, message);
-    let at = message.created_at;
+    let directed = directed(txn, message, sender_id, &text, reply_to_sender).await?;
+    if collapse_now {
+        let mut excluded = vec![sender_id];
+        excluded.extend(directed);
+        collapse(txn, message, &text, 1, Audience::AllBut(&excluded)).await?;
+    } else {
+        txn.execute_raw(sql(
+            txn,
+            "INSERT INTO notification_backlog (conversation_id, seq) VALUES ($1, $2)",
+            vec![message.conversation_id.into(), message.seq.into()],
+        ))
+        .await?;
+        if directed.is_empty() {
+            return Ok(Vec::new());
+        }
+    }
+    made_for(txn, message.id).await
+}
 
-    // Directed at someone: mentions first, then the author of the message replied to.
+/// Inserts the notifications a message directs at someone: mentions of members, then the author of
+/// the message replied to. Returns who got one.
+async fn directed(
+    txn: &DatabaseTransaction,
+    message: &message::Model,
+    sender_id: i64,
+    text: &str,
+    reply_to_sender: Option<i64>,
+) -> AppResult<Vec<i64>> {
     let names = mentions(message.body.as_deref().unwrap_or_default());
     let mut directed: Vec<(i64, NotificationKind)> = Vec::new();
     if !names.is_empty() {
@@ -128,12 +159,13 @@ pub async fn for_new_message(
         directed.push((author, NotificationKind::Reply));
     }
     if !directed.is_empty() {
+        let at = message.created_at;
         notification::Entity::insert_many(directed.iter().map(|(user_id, kind)| {
             notification::ActiveModel {
                 user_id: Set(*user_id),
                 actor_id: Set(Some(sender_id)),
                 kind: Set(kind.as_str().into()),
-                text: Set(text.clone()),
+                text: Set(text.to_owned()),
                 conversation_id: Set(Some(message.conversation_id)),
                 message_id: Set(Some(message.id)),
                 count: Set(1),
@@ -146,31 +178,56 @@ pub async fn for_new_message(
         .exec(txn)
         .await?;
     }
+    Ok(directed.into_iter().map(|(id, _)| id).collect())
+}
 
-    // Everyone else who has not muted the conversation: collapse into their unread row, or start one.
-    let kind = if message.kind == "TEXT" {
+/// Whose collapsed row a bump reaches, among the members who have not muted the conversation.
+enum Audience<'a> {
+    AllBut(&'a [i64]),
+    Only(i64),
+}
+
+/// Adds `count` messages, `latest` the last of them, to the unread MESSAGE/FILE row of each member
+/// in `audience`, or starts one for those who have none.
+async fn collapse(
+    txn: &DatabaseTransaction,
+    latest: &message::Model,
+    text: &str,
+    count: i64,
+    audience: Audience<'_>,
+) -> AppResult<()> {
+    let kind = if latest.kind == "TEXT" {
         NotificationKind::Message
     } else {
         NotificationKind::File
     };
-    let mut excluded = vec![sender_id];
-    excluded.extend(directed.iter().map(|(id, _)| *id));
-    let excluded_list = (0..excluded.len())
-        .map(|i| format!("${}", i + 7))
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut values: Vec<Value> = vec![
         kind.as_str().into(),
-        text.clone().into(),
-        message.id.into(),
-        sender_id.into(),
-        at.into(),
-        message.conversation_id.into(),
+        text.into(),
+        latest.id.into(),
+        latest.sender_id.into(),
+        latest.created_at.into(),
+        latest.conversation_id.into(),
+        count.into(),
     ];
-    values.extend(excluded.iter().map(|id| Value::from(*id)));
+    let who = match audience {
+        Audience::AllBut([]) => "TRUE".to_owned(),
+        Audience::AllBut(excluded) => {
+            let list = (0..excluded.len())
+                .map(|i| format!("${}", i + 8))
+                .collect::<Vec<_>>()
+                .join(", ");
+            values.extend(excluded.iter().map(|id| Value::from(*id)));
+            format!("m.user_id NOT IN ({list})")
+        }
+        Audience::Only(user_id) => {
+            values.push(user_id.into());
+            "m.user_id = $8".to_owned()
+        }
+    };
     let audience = format!(
         "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 AND m.muted = FALSE \
-         AND m.user_id NOT IN ({excluded_list})"
+         AND {who}"
     );
     let unread_row =
         "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
@@ -178,7 +235,7 @@ pub async fn for_new_message(
         txn,
         &format!(
             "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
-             updated_at = $5, count = count + 1 \
+             updated_at = $5, count = count + $7 \
              WHERE id IN (SELECT n.id FROM notifications n WHERE {unread_row} \
              AND n.user_id IN ({audience}))"
         ),
@@ -190,14 +247,186 @@ pub async fn for_new_message(
         &format!(
             "INSERT INTO notifications \
              (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
-             SELECT a.user_id, $4, $1, $2, $6, $3, 1, FALSE, $5, $5 FROM ({audience}) a \
+             SELECT a.user_id, $4, $1, $2, $6, $3, $7, FALSE, $5, $5 FROM ({audience}) a \
              WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
         ),
         values,
     ))
     .await?;
+    Ok(())
+}
 
-    made_for(txn, message.id).await
+/// Makes the collapsed notifications of a conversation's messages in the backlog, all at once, and
+/// returns the rows made or updated, to publish after commit. Each member's row counts the
+/// messages that neither they sent nor were mentioned or replied to in, and shows the last of
+/// them. Several instances may work the same backlog: each message is claimed by one.
+pub async fn work_off_backlog(
+    txn: &DatabaseTransaction,
+    conversation_id: i64,
+) -> AppResult<Vec<notification::Model>> {
+    let claimed: Vec<i64> = txn
+        .query_all_raw(sql(
+            txn,
+            "DELETE FROM notification_backlog WHERE conversation_id = $1 RETURNING seq",
+            vec![conversation_id.into()],
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i64>("", "seq"))
+        .collect::<Result<_, _>>()?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sent: Vec<message::Model> = message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::Seq.is_in(claimed))
+        .filter(message::Column::SenderId.is_not_null())
+        .order_by_asc(message::Column::Seq)
+        .all(txn)
+        .await?;
+    let ids: Vec<i64> = sent.iter().map(|m| m.id).collect();
+    let senders: Vec<i64> = sent.iter().filter_map(|m| m.sender_id).collect();
+    let names: HashMap<i64, String> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .column(user::Column::DisplayName)
+        .filter(user::Column::Id.is_in(senders))
+        .into_tuple::<(i64, String)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let directed: Vec<(Option<i64>, i64)> = notification::Entity::find()
+        .select_only()
+        .column(notification::Column::MessageId)
+        .column(notification::Column::UserId)
+        .filter(notification::Column::MessageId.is_in(ids))
+        .filter(notification::Column::Kind.is_in(["MENTION", "REPLY"]))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    // Who each message leaves out of its bump: its sender, and those it was directed at.
+    let left_out: Vec<Vec<i64>> = sent
+        .iter()
+        .map(|m| {
+            let mut out: Vec<i64> = m.sender_id.into_iter().collect();
+            out.extend(
+                directed
+                    .iter()
+                    .filter(|(message_id, _)| *message_id == Some(m.id))
+                    .map(|(_, user_id)| *user_id),
+            );
+            out
+        })
+        .collect();
+    let text = |m: &message::Model| {
+        let name = m
+            .sender_id
+            .and_then(|id| names.get(&id))
+            .map_or("", String::as_str);
+        preview(name, m)
+    };
+    let mut everyone_but: Vec<i64> = left_out.iter().flatten().copied().collect();
+    everyone_but.sort_unstable();
+    everyone_but.dedup();
+    let mut latest = Vec::new();
+    if let Some(last) = sent.last() {
+        // Everyone left out of none: every message, the last one shown.
+        collapse(
+            txn,
+            last,
+            &text(last),
+            sent.len() as i64,
+            Audience::AllBut(&everyone_but),
+        )
+        .await?;
+        latest.push(last.id);
+    }
+    // Everyone left out of some: the others.
+    for &user_id in &everyone_but {
+        let theirs: Vec<&message::Model> = sent
+            .iter()
+            .zip(&left_out)
+            .filter(|(_, out)| !out.contains(&user_id))
+            .map(|(m, _)| m)
+            .collect();
+        if let Some(last) = theirs.last() {
+            collapse(
+                txn,
+                last,
+                &text(last),
+                theirs.len() as i64,
+                Audience::Only(user_id),
+            )
+            .await?;
+            latest.push(last.id);
+        }
+    }
+    latest.sort_unstable();
+    latest.dedup();
+    Ok(db::all_rows(
+        txn,
+        notification::Entity::find()
+            .filter(notification::Column::ConversationId.eq(conversation_id))
+            .filter(notification::Column::MessageId.is_in(latest))
+            .filter(notification::Column::Kind.is_in(["MESSAGE", "FILE"])),
+    )
+    .await?)
+}
+
+/// Works off a conversation's backlog soon, in the writer's next batch, then publishes the rows.
+/// Calls while one is already waiting for the writer add nothing: it takes every message in the
+/// backlog when it runs, so under load one bump covers many messages.
+pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
+    if !lock(&state.backlog_waiting).insert(conversation_id) {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let waiting = state.backlog_waiting.clone();
+        let worked = state
+            .writer
+            .write(move |txn| {
+                Box::pin(async move {
+                    // From here on, a new message needs a new run: this one may not see it.
+                    lock(&waiting).remove(&conversation_id);
+                    let rows = work_off_backlog(txn, conversation_id).await?;
+                    Ok(((), envelope(rows).into_iter().collect()))
+                })
+            })
+            .await;
+        if let Err(err) = worked {
+            // The backlog stays; the conversation's next message or the next start takes it.
+            lock(&state.backlog_waiting).remove(&conversation_id);
+            tracing::error!(conversation_id, error = %err, "notifications for big-room messages failed");
+        }
+    });
+}
+
+/// At start: schedules every conversation with messages whose notifications were not made yet
+/// (the server stopped in between).
+pub async fn resume_backlog(state: &AppState) -> AppResult<()> {
+    let waiting: Vec<i64> = state
+        .db
+        .query_all_raw(sql(
+            &state.db,
+            "SELECT DISTINCT conversation_id FROM notification_backlog",
+            vec![],
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i64>("", "conversation_id"))
+        .collect::<Result<_, _>>()?;
+    for conversation_id in waiting {
+        schedule_backlog(state, conversation_id);
+    }
+    Ok(())
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The notifications a message made, to publish (1,000 rows for a message in a 1,000-member

@@ -313,3 +313,160 @@ async fn a_file_makes_a_file_notification() {
     assert_eq!(fresh[0]["kind"], "FILE");
     assert_eq!(notifications(&app, &alice).await.1, 0);
 }
+
+/// A server that makes every conversation's collapsed notifications after the message's commit,
+/// as it does for rooms bigger than `PALAVER_NOTIFY_INLINE_MEMBERS`.
+async fn deferring_config() -> palaver::Config {
+    let mut config = test_config().await;
+    config.notify_inline_members = 0;
+    config
+}
+
+/// Each user's MESSAGE/FILE row (count and message shown) once it satisfies `done`.
+async fn collapsed_rows(
+    app: &TestApp,
+    users: &[&TestUser],
+    done: impl Fn(&[Option<Value>]) -> bool,
+) -> Vec<Option<Value>> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut rows = Vec::new();
+        for user in users {
+            let (nodes, _) = notifications(app, user).await;
+            rows.push(nodes.into_iter().find(|n| n["kind"] == "MESSAGE"));
+        }
+        if done(&rows) || tokio::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn count_and_message(row: &Option<Value>) -> Option<(i64, String)> {
+    row.as_ref().map(|n| {
+        (
+            n["count"].as_i64().unwrap(),
+            n["message"]["id"].as_str().unwrap().to_owned(),
+        )
+    })
+}
+
+#[tokio::test]
+async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
+    let app = spawn_app_with(deferring_config().await).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "big", &[&bob]).await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe(
+            "n",
+            "subscription { notifications { kind count message { id } } }",
+            json!({}),
+        )
+        .await;
+    tokio::time::sleep(QUIET).await;
+
+    let first = app.send(&alice, &room, "one").await;
+    let live = bob_ws.next_data("n").await;
+    assert_eq!(live["notifications"]["kind"], "MESSAGE");
+    assert_eq!(live["notifications"]["count"], 1);
+    assert_eq!(live["notifications"]["message"]["id"], first["id"]);
+
+    // A mention is made with the message; the collapsed row leaves that message out.
+    app.send(&alice, &room, &format!("hi @{}", bob.username))
+        .await;
+    assert_eq!(
+        bob_ws.next_data("n").await["notifications"]["kind"],
+        "MENTION"
+    );
+    let second = app.send(&alice, &room, "two").await;
+    let live = bob_ws.next_data("n").await;
+    assert_eq!(live["notifications"]["kind"], "MESSAGE");
+    assert_eq!(live["notifications"]["count"], 2);
+    assert_eq!(live["notifications"]["message"]["id"], second["id"]);
+    let (for_alice, _) = notifications(&app, &alice).await;
+    assert!(
+        for_alice.is_empty(),
+        "the sender is never notified: {for_alice:?}"
+    );
+}
+
+/// Messages whose notifications were not made when the server stopped are made at the next start,
+/// all at once: each member's row counts what they neither sent nor were mentioned in, and shows
+/// the last such message, the same as one message at a time would have.
+#[tokio::test]
+async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
+    let config = deferring_config().await;
+    let app = spawn_app_with(config.clone()).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "big", &[&bob, &carol]).await;
+    let mut sent = Vec::new();
+    for (from, body) in [
+        (&alice, "a1".to_owned()),
+        (&carol, "c1".to_owned()),
+        (&alice, format!("@{} look", bob.username)),
+        (&alice, "a2".to_owned()),
+        (&carol, "c2".to_owned()),
+        (&alice, "a3".to_owned()),
+    ] {
+        sent.push(
+            app.send(from, &room, &body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let expected = vec![
+        // alice: carol's two.
+        Some((2, sent[4].clone())),
+        // bob: all but the mention.
+        Some((5, sent[5].clone())),
+        // carol: alice's four.
+        Some((4, sent[5].clone())),
+    ];
+    let users = [&alice, &bob, &carol];
+    let made_one_by_one = collapsed_rows(&app, &users, |rows| {
+        rows.iter().map(count_and_message).collect::<Vec<_>>() == expected
+    })
+    .await;
+    assert_eq!(
+        made_one_by_one
+            .iter()
+            .map(count_and_message)
+            .collect::<Vec<_>>(),
+        expected
+    );
+    drop(app);
+
+    // As if the server had stopped after committing the messages and before their notifications.
+    let db = sea_orm::Database::connect(config.database_url.as_str())
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(
+        "DELETE FROM notifications WHERE kind IN ('MESSAGE', 'FILE'); \
+         INSERT INTO notification_backlog (conversation_id, seq) \
+         SELECT conversation_id, seq FROM messages WHERE sender_id IS NOT NULL",
+    )
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+
+    let app = spawn_app_with(config).await;
+    let made_at_start = collapsed_rows(&app, &users, |rows| {
+        rows.iter().map(count_and_message).collect::<Vec<_>>() == expected
+    })
+    .await;
+    assert_eq!(
+        made_at_start
+            .iter()
+            .map(count_and_message)
+            .collect::<Vec<_>>(),
+        expected
+    );
+    let (for_bob, _) = notifications(&app, &bob).await;
+    assert_eq!(kinds(&for_bob), ["MENTION", "MESSAGE", "ROOM_ADDED"]);
+}
