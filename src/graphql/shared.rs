@@ -18,6 +18,8 @@ use async_graphql::{
     registry::Registry,
 };
 
+use async_graphql_value::RAW_VALUE_TOKEN;
+
 use crate::{AppState, events::Envelope};
 
 /// A subscription item and, for live events, the envelope it came in (where shared renders live)
@@ -90,7 +92,7 @@ impl<T: OutputType> OutputType for Shared<T> {
                     .map_err(Unshared::Failed)?;
                 let errors_after = ctx.query_env.errors.lock().map_or(0, |e| e.len());
                 if errors_after == errors_before {
-                    Ok(value)
+                    Ok(serialized_once(value))
                 } else {
                     Err(Unshared::Partial(value))
                 }
@@ -106,6 +108,20 @@ impl<T: OutputType> OutputType for Shared<T> {
             Err(Unshared::Failed(err)) => Err(err),
             Err(Unshared::Partial(value)) => Ok(value),
         }
+    }
+}
+
+/// The value as JSON text, written once for every subscriber in the shape. async-graphql (with
+/// its `raw_value` feature) writes an object whose one key is [`RAW_VALUE_TOKEN`] as the text it
+/// holds, so each subscriber's frame copies a string instead of cloning and serialising the tree.
+fn serialized_once(value: Value) -> Value {
+    match serde_json::to_string(&value) {
+        Ok(json) => Value::Object(
+            [(Name::new(RAW_VALUE_TOKEN), Value::String(json))]
+                .into_iter()
+                .collect(),
+        ),
+        Err(_) => value,
     }
 }
 
