@@ -1,6 +1,7 @@
-//! Notifications: made in the same transaction as the message that causes them, for every member
-//! but the sender. To keep the volume bounded, a member's unread MESSAGE/FILE notifications for one
-//! conversation collapse into a single row that counts them; mentions and replies stay one row each.
+//! Notifications: made for every member but the sender, in the same transaction as the message that
+//! causes them (in big rooms, the collapsed ones just after it: see [`work_off_backlog`]). To keep
+//! the volume bounded, a member's unread MESSAGE/FILE notifications for one conversation collapse
+//! into a single row that counts them; mentions and replies stay one row each.
 use std::collections::HashMap;
 
 use entity::{member, message, notification, user};
@@ -99,7 +100,15 @@ pub async fn for_new_message(
     if collapse_now {
         let mut excluded = vec![sender_id];
         excluded.extend(directed);
-        collapse(txn, message, &text, 1, Audience::AllBut(&excluded)).await?;
+        collapse(
+            txn,
+            message,
+            &text,
+            1,
+            message.created_at,
+            Audience::AllBut(&excluded),
+        )
+        .await?;
     } else {
         txn.execute_raw(sql(
             txn,
@@ -188,12 +197,13 @@ enum Audience<'a> {
 }
 
 /// Adds `count` messages, `latest` the last of them, to the unread MESSAGE/FILE row of each member
-/// in `audience`, or starts one for those who have none.
+/// in `audience`, or starts one for those who have none, updated `at`.
 async fn collapse(
     txn: &DatabaseTransaction,
     latest: &message::Model,
     text: &str,
     count: i64,
+    at: chrono::DateTime<chrono::Utc>,
     audience: Audience<'_>,
 ) -> AppResult<()> {
     let kind = if latest.kind == "TEXT" {
@@ -206,7 +216,7 @@ async fn collapse(
         text.into(),
         latest.id.into(),
         latest.sender_id.into(),
-        latest.created_at.into(),
+        at.into(),
         latest.conversation_id.into(),
         count.into(),
     ];
@@ -329,6 +339,9 @@ pub async fn work_off_backlog(
     let mut everyone_but: Vec<i64> = left_out.iter().flatten().copied().collect();
     everyone_but.sort_unstable();
     everyone_but.dedup();
+    // Updated now, not when the messages were sent: a `notifications(since)` resume reads by
+    // update time, and rows made with later messages (their mentions) may have committed already.
+    let at = now();
     let mut latest = Vec::new();
     if let Some(last) = sent.last() {
         // Everyone left out of none: every message, the last one shown.
@@ -337,6 +350,7 @@ pub async fn work_off_backlog(
             last,
             &text(last),
             sent.len() as i64,
+            at,
             Audience::AllBut(&everyone_but),
         )
         .await?;
@@ -356,6 +370,7 @@ pub async fn work_off_backlog(
                 last,
                 &text(last),
                 theirs.len() as i64,
+                at,
                 Audience::Only(user_id),
             )
             .await?;

@@ -411,6 +411,7 @@ async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
         (&alice, "a2".to_owned()),
         (&carol, "c2".to_owned()),
         (&alice, "a3".to_owned()),
+        (&carol, format!("@{} again", bob.username)),
     ] {
         sent.push(
             app.send(from, &room, &body).await["id"]
@@ -420,9 +421,9 @@ async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
         );
     }
     let expected = vec![
-        // alice: carol's two.
-        Some((2, sent[4].clone())),
-        // bob: all but the mention.
+        // alice: carol's three.
+        Some((3, sent[6].clone())),
+        // bob: all but the mentions.
         Some((5, sent[5].clone())),
         // carol: alice's four.
         Some((4, sent[5].clone())),
@@ -439,6 +440,16 @@ async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
             .collect::<Vec<_>>(),
         expected
     );
+    // Where a client that saw everything so far would resume: the last mention.
+    let newest = app
+        .data(
+            &bob.token,
+            "{ notifications(first: 1) { edges { node { kind cursor } } } }",
+            json!({}),
+        )
+        .await["notifications"]["edges"][0]["node"]
+        .clone();
+    assert_eq!(newest["kind"], "MENTION");
     drop(app);
 
     // As if the server had stopped after committing the messages and before their notifications.
@@ -468,5 +479,20 @@ async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
         expected
     );
     let (for_bob, _) = notifications(&app, &bob).await;
-    assert_eq!(kinds(&for_bob), ["MENTION", "MESSAGE", "ROOM_ADDED"]);
+    assert_eq!(
+        kinds(&for_bob),
+        ["MENTION", "MENTION", "MESSAGE", "ROOM_ADDED"]
+    );
+    // Made after the mention was: resuming from the mention brings it.
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe(
+            "n",
+            "subscription($s: String) { notifications(since: $s) { kind count } }",
+            json!({ "s": newest["cursor"] }),
+        )
+        .await;
+    let resumed = bob_ws.next_data("n").await;
+    assert_eq!(resumed["notifications"]["kind"], "MESSAGE");
+    assert_eq!(resumed["notifications"]["count"], 5);
 }
