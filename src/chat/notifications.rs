@@ -421,17 +421,12 @@ pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
 /// At start: schedules every conversation with messages whose notifications were not made yet
 /// (the server stopped in between).
 pub async fn resume_backlog(state: &AppState) -> AppResult<()> {
-    let waiting: Vec<i64> = state
-        .db
-        .query_all_raw(sql(
-            &state.db,
-            "SELECT DISTINCT conversation_id FROM notification_backlog",
-            vec![],
-        ))
-        .await?
-        .iter()
-        .map(|row| row.try_get::<i64>("", "conversation_id"))
-        .collect::<Result<_, _>>()?;
+    let waiting = db::ids(
+        &state.db,
+        "SELECT DISTINCT conversation_id AS id FROM notification_backlog",
+        vec![],
+    )
+    .await?;
     for conversation_id in waiting {
         schedule_backlog(state, conversation_id);
     }

@@ -322,22 +322,25 @@ async fn deferring_config() -> palaver::Config {
     config
 }
 
-/// Each user's MESSAGE/FILE row (count and message shown) once it satisfies `done`.
-async fn collapsed_rows(
-    app: &TestApp,
-    users: &[&TestUser],
-    done: impl Fn(&[Option<Value>]) -> bool,
-) -> Vec<Option<Value>> {
+/// Waits until each user's MESSAGE row shows `expected` (its count and the message it shows, or
+/// None for no row), and fails if it does not within the usual wait.
+async fn assert_collapsed(app: &TestApp, users: &[&TestUser], expected: &[Option<(i64, String)>]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let mut rows = Vec::new();
         for user in users {
             let (nodes, _) = notifications(app, user).await;
-            rows.push(nodes.into_iter().find(|n| n["kind"] == "MESSAGE"));
+            rows.push(count_and_message(
+                &nodes.into_iter().find(|n| n["kind"] == "MESSAGE"),
+            ));
         }
-        if done(&rows) || tokio::time::Instant::now() > deadline {
-            return rows;
+        if rows == expected {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{rows:?} != {expected:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -429,17 +432,7 @@ async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
         Some((4, sent[5].clone())),
     ];
     let users = [&alice, &bob, &carol];
-    let made_one_by_one = collapsed_rows(&app, &users, |rows| {
-        rows.iter().map(count_and_message).collect::<Vec<_>>() == expected
-    })
-    .await;
-    assert_eq!(
-        made_one_by_one
-            .iter()
-            .map(count_and_message)
-            .collect::<Vec<_>>(),
-        expected
-    );
+    assert_collapsed(&app, &users, &expected).await;
     // Where a client that saw everything so far would resume: the last mention.
     let newest = app
         .data(
@@ -467,17 +460,7 @@ async fn a_notification_backlog_left_at_a_stop_is_worked_off_at_start() {
     db.close().await.unwrap();
 
     let app = spawn_app_with(config).await;
-    let made_at_start = collapsed_rows(&app, &users, |rows| {
-        rows.iter().map(count_and_message).collect::<Vec<_>>() == expected
-    })
-    .await;
-    assert_eq!(
-        made_at_start
-            .iter()
-            .map(count_and_message)
-            .collect::<Vec<_>>(),
-        expected
-    );
+    assert_collapsed(&app, &users, &expected).await;
     let (for_bob, _) = notifications(&app, &bob).await;
     assert_eq!(
         kinds(&for_bob),
