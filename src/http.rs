@@ -39,6 +39,7 @@ use crate::{
     files,
     graphql::{AppSchema, build_schema},
     limits::{ClientAddr, SubscriptionSlots},
+    lock,
 };
 
 /// Largest JSON GraphQL request body accepted (and what a multipart request may carry besides
@@ -504,12 +505,6 @@ const WS_MAX_QUEUED: usize = 1024 * 1024;
 
 /// Numbers WebSocket connections, so that state tied to one can be undone when it closes.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 async fn healthz(State(state): State<HttpState>) -> Response {
     match state.app.db.execute_unprepared("SELECT 1").await {

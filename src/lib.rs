@@ -57,6 +57,14 @@ pub struct AppState {
     pub backlog_waiting: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
 }
 
+/// Locks a mutex, carrying on past a panic of an earlier holder: what these mutexes guard (sets,
+/// slots, timestamps) stays usable.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Most tokens an instance keeps resolved in memory (about 100 bytes each).
 const TOKEN_CACHE_CAPACITY: usize = 100_000;
 

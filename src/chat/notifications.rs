@@ -20,6 +20,7 @@ use crate::{
     db,
     error::{AppError, AppResult},
     events::{Envelope, Event},
+    lock,
 };
 
 /// Why a notification was made.
@@ -431,12 +432,6 @@ pub async fn resume_backlog(state: &AppState) -> AppResult<()> {
         schedule_backlog(state, conversation_id);
     }
     Ok(())
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The notifications a message made, to publish (1,000 rows for a message in a 1,000-member
