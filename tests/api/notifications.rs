@@ -359,7 +359,12 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
     let app = spawn_app_with(deferring_config().await).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
+    let outsider = app.user("dave").await;
     let room = app.room(&alice, "big", &[&bob]).await;
+    let mut outsider_ws = app.ws(Some(&outsider.token)).await;
+    outsider_ws
+        .subscribe("n", "subscription { notifications { kind } }", json!({}))
+        .await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws
         .subscribe(
@@ -388,6 +393,12 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
     assert_eq!(live["notifications"]["kind"], "MESSAGE");
     assert_eq!(live["notifications"]["count"], 2);
     assert_eq!(live["notifications"]["message"]["id"], second["id"]);
+    let (for_outsider, _) = notifications(&app, &outsider).await;
+    assert!(
+        for_outsider.is_empty(),
+        "a non-member is never notified: {for_outsider:?}"
+    );
+    outsider_ws.expect_silence().await;
     let (for_alice, _) = notifications(&app, &alice).await;
     assert!(
         for_alice.is_empty(),
