@@ -123,6 +123,69 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in {path}"))
 }
 
+/// CPU time (user and system, all threads) a process has used so far, from `/proc/<pid>/stat`;
+/// `None` reads this process. Linux reports it in ticks of 1/100 s (`USER_HZ`) to user space.
+pub fn cpu_time(pid: Option<u32>) -> Result<Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces and parentheses; the fields that follow start after its
+    // last `)`, at field 3 (state), so utime (field 14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no CPU time in {path}"))
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// CPU used by the server and by this load generator over one phase of a run.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CpuUse {
+    pub server_ms: Option<u64>,
+    pub bench_ms: u64,
+}
+
+/// Reads CPU time at the start of a phase; [`CpuMark::used`] gives what was spent since.
+pub struct CpuMark {
+    server: Option<(u32, Duration)>,
+    bench: Duration,
+}
+
+impl CpuMark {
+    pub fn now(server_pid: Option<u32>) -> Result<Self> {
+        Ok(Self {
+            server: server_pid.map(|p| cpu_time(Some(p)).map(|t| (p, t))).transpose()?,
+            bench: cpu_time(None)?,
+        })
+    }
+
+    pub fn used(&self) -> Result<CpuUse> {
+        let server_ms = match self.server {
+            Some((pid, start)) => Some(cpu_time(Some(pid))?.saturating_sub(start).as_millis() as u64),
+            None => None,
+        };
+        Ok(CpuUse {
+            server_ms,
+            bench_ms: cpu_time(None)?.saturating_sub(self.bench).as_millis() as u64,
+        })
+    }
+
+    /// `server X ms (Y µs per unit), bench Z ms (W µs per unit)`.
+    pub fn line(used: &CpuUse, units: u64, unit: &str) -> String {
+        let per = |ms: u64| ms as f64 * 1000.0 / units.max(1) as f64;
+        let server = used.server_ms.map_or_else(
+            || "server ? (no --server-pid)".to_string(),
+            |ms| format!("server {ms} ms ({:.1} µs per {unit})", per(ms)),
+        );
+        format!("{server}, load generator {} ms ({:.1} µs per {unit})", used.bench_ms, per(used.bench_ms))
+    }
+}
+
 /// What a workload produced: a text summary for people and a JSON value for machines.
 pub struct Outcome {
     pub summary: String,

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::Ctx;
 use crate::load::{self, Clock, Schedule, SendStats};
-use crate::report::{self, Errors, Latency, Outcome};
+use crate::report::{self, CpuMark, CpuUse, Errors, Latency, Outcome};
 use crate::ws::{self, MessageEvent};
 
 /// Flags of the `fanout` workload.
@@ -113,6 +113,8 @@ struct FanoutResults {
     rss_before_kib: Option<u64>,
     rss_peak_kib: Option<u64>,
     rss_after_kib: Option<u64>,
+    /// CPU spent from the first send until the last delivery (or the drain deadline).
+    cpu_while_sending: CpuUse,
 }
 
 /// Runs the workload.
@@ -234,6 +236,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         max_in_flight: args.max_in_flight,
         hard_stop: ctx.hard_stop,
     };
+    let cpu = CpuMark::now(args.server_pid)?;
     let send_start = shared.clock.nanos(Instant::now());
     let api = ctx.api.clone();
     let token: Arc<str> = owner.token.as_str().into();
@@ -254,6 +257,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
     while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_while_sending = cpu.used()?;
     let rss_after = rss(args.server_pid)?;
 
     let _ = stop_tx.send(true);
@@ -314,6 +318,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         rss_before_kib: rss_before,
         rss_peak_kib: rss_peak,
         rss_after_kib: rss_after,
+        cpu_while_sending,
     };
 
     let mut summary = format!(
@@ -348,6 +353,10 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
             rss_peak.map_or_else(|| "?".into(), |p| p.to_string())
         ));
     }
+    summary.push_str(&format!(
+        "  CPU while sending: {}\n",
+        CpuMark::line(&cpu_while_sending, deliveries, "delivery")
+    ));
     summary.push_str(&format!(
         "  subscriptions ended early: {}, event errors {}\n",
         results.subscription_ends.line(),
