@@ -126,7 +126,10 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 /// CPU time (user and system, all threads) a process has used so far, from `/proc/<pid>/stat`;
 /// `None` reads this process. Linux reports it in ticks of 1/100 s (`USER_HZ`) to user space.
 pub fn cpu_time(pid: Option<u32>) -> Result<Duration> {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name may hold spaces and parentheses; the fields that follow start after its
     // last `)`, at field 3 (state), so utime (field 14) and stime (15) are the 12th and 13th.
@@ -159,14 +162,18 @@ pub struct CpuMark {
 impl CpuMark {
     pub fn now(server_pid: Option<u32>) -> Result<Self> {
         Ok(Self {
-            server: server_pid.map(|p| cpu_time(Some(p)).map(|t| (p, t))).transpose()?,
+            server: server_pid
+                .map(|p| cpu_time(Some(p)).map(|t| (p, t)))
+                .transpose()?,
             bench: cpu_time(None)?,
         })
     }
 
     pub fn used(&self) -> Result<CpuUse> {
         let server_ms = match self.server {
-            Some((pid, start)) => Some(cpu_time(Some(pid))?.saturating_sub(start).as_millis() as u64),
+            Some((pid, start)) => {
+                Some(cpu_time(Some(pid))?.saturating_sub(start).as_millis() as u64)
+            }
             None => None,
         };
         Ok(CpuUse {
@@ -182,7 +189,11 @@ impl CpuMark {
             || "server ? (no --server-pid)".to_string(),
             |ms| format!("server {ms} ms ({:.1} µs per {unit})", per(ms)),
         );
-        format!("{server}, load generator {} ms ({:.1} µs per {unit})", used.bench_ms, per(used.bench_ms))
+        format!(
+            "{server}, load generator {} ms ({:.1} µs per {unit})",
+            used.bench_ms,
+            per(used.bench_ms)
+        )
     }
 }
 

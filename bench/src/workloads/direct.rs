@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::Ctx;
 use crate::api::BenchUser;
 use crate::load::{self, Clock, Schedule, SendStats};
-use crate::report::{self, Errors, Latency, Outcome};
+use crate::report::{self, CpuMark, CpuUse, Errors, Latency, Outcome};
 use crate::ws::{self, MessageEvent};
 
 /// Flags of the `direct` workload.
@@ -44,6 +44,9 @@ pub struct DirectArgs {
     /// Seconds to wait for every receiver's subscription to see a warm-up message.
     #[arg(long, default_value_t = 30.0)]
     pub warmup_secs: f64,
+    /// The server's process id, for the CPU it spends per send at each rate.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// What receivers share: per-step histograms and counters, indexed by the sequence number
@@ -97,6 +100,8 @@ struct Step {
     missing: u64,
     delivery_latency: Latency,
     held: bool,
+    /// CPU spent from the step's first send until its last delivery (or the drain deadline).
+    cpu: CpuUse,
 }
 
 #[derive(Serialize)]
@@ -236,6 +241,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             max_in_flight: args.max_in_flight,
             hard_stop: ctx.hard_stop,
         };
+        let cpu = CpuMark::now(args.server_pid)?;
         let api = ctx.api.clone();
         let run_id = ctx.run_id.clone();
         let pairs_for_send = pairs.clone();
@@ -261,6 +267,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let cpu = cpu.used()?;
         let delivered = shared.delivered[i].load(Ordering::Relaxed);
         let delivery_latency = shared.latency[i]
             .lock()
@@ -278,6 +285,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             missing,
             delivery_latency,
             held,
+            cpu,
         });
         if Instant::now() >= ctx.hard_stop {
             break;
@@ -319,7 +327,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
     );
     for s in &results.steps {
         summary.push_str(&format!(
-            "  rate {}/s: sent ok {} of {} (achieved {:.0}/s), errors: {}, delivered {}, missing {}\n    delivery {}\n    ack      {}\n    schedule lag p99 {:.2}ms max {:.2}ms{}\n",
+            "  rate {}/s: sent ok {} of {} (achieved {:.0}/s), errors: {}, delivered {}, missing {}\n    delivery {}\n    ack      {}\n    schedule lag p99 {:.2}ms max {:.2}ms{}\n    CPU: {}\n",
             s.target_rate,
             s.sends.ok,
             s.sends.issued,
@@ -332,6 +340,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             s.sends.schedule_lag.p99_ms,
             s.sends.schedule_lag.max_ms,
             if s.held { "  [held]" } else { "" },
+            CpuMark::line(&s.cpu, s.sends.ok, "send"),
         ));
     }
     summary.push_str(&format!(
