@@ -10,8 +10,9 @@ use std::{
 use migration::MigratorTrait;
 use sea_orm::{
     ColumnTrait, ColumnType, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IdenStatic, Iterable, QueryTrait, Select,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IdenStatic, Iterable, QueryResult,
+    QueryTrait, Select, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    Value,
     sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
 use serde::de::DeserializeOwned;
@@ -96,6 +97,20 @@ where
         return select.all(db).await;
     }
     let inner = select.build(DbBackend::Sqlite);
+    let values = inner.values.map(|v| v.0).unwrap_or_default();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            json_rows_sql::<E>(&inner.sql),
+            values,
+        ))
+        .await?;
+    from_json_rows(row)
+}
+
+/// SQLite: a statement returning every row `inner` selects from `E`'s table as one JSON array, in
+/// the column `rows` (see [`all_rows`] for why one row).
+pub fn json_rows_sql<E: EntityTrait>(inner: &str) -> String {
     // Keyed by column name, which is the model's field name in every entity of ours; SQLite keeps
     // booleans as 0 and 1, so they are turned into JSON booleans, and times are the RFC 3339
     // text sqlx stores.
@@ -110,18 +125,11 @@ where
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let text = format!(
-        "SELECT json_group_array(json_object({fields})) AS rows FROM ({}) AS listed",
-        inner.sql
-    );
-    let values = inner.values.map(|v| v.0).unwrap_or_default();
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            text,
-            values,
-        ))
-        .await?;
+    format!("SELECT json_group_array(json_object({fields})) AS rows FROM ({inner}) AS listed")
+}
+
+/// The models in the row a [`json_rows_sql`] statement returned (none for no row).
+pub fn from_json_rows<M: DeserializeOwned>(row: Option<QueryResult>) -> Result<Vec<M>, DbErr> {
     let json: String = match row {
         Some(row) => row.try_get("", "rows")?,
         None => return Ok(Vec::new()),

@@ -5,7 +5,8 @@ use std::{collections::HashMap, sync::Arc};
 use entity::{conversation_event, message};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    DatabaseTransaction, EntityTrait, FromQueryResult, IdenStatic, QueryFilter, QueryOrder,
+    QuerySelect, Set,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -197,19 +198,29 @@ async fn insert_message(
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                let (seq, at, members) = next_seq_for_send(txn, conversation_id).await?;
-                let mut row = row;
-                row.seq = Set(seq);
-                row.created_at = Set(at);
+                let written = if txn.get_database_backend() == sea_orm::DbBackend::Sqlite {
+                    write_on_sqlite(txn, row)
+                        .await
+                        .map(|(message, members, logged)| (message, Some(members), Some(logged)))
+                } else {
+                    let (seq, at, members) = next_seq_for_send(txn, conversation_id).await?;
+                    let mut row = row;
+                    row.seq = Set(seq);
+                    row.created_at = Set(at);
+                    row.insert(txn)
+                        .await
+                        .map(|message| (message, members, None))
+                        .map_err(AppError::from)
+                };
                 // A retry queued beside its first attempt (in the same batch, or committing
                 // meanwhile) is refused by the unique index on (sender, client message id), and
                 // answered below with the message the first attempt made.
-                let message = match row.insert(txn).await {
-                    Ok(message) => message,
-                    Err(err) if idempotent && is_unique_violation(&err) => {
+                let (message, members, logged) = match written {
+                    Ok(written) => written,
+                    Err(AppError::Database(err)) if idempotent && is_unique_violation(&err) => {
                         return Err(AppError::Conflict(DUPLICATE_SEND.into()));
                     }
-                    Err(err) => return Err(err.into()),
+                    Err(err) => return Err(err),
                 };
                 // The conversation's `last_message_id` follows by trigger (migration 000009).
                 let recipients = match members {
@@ -225,7 +236,10 @@ async fn insert_message(
                     collapse_now,
                 )
                 .await?;
-                let logged = log_change(txn, MessageChange::Created, message.clone()).await?;
+                let logged = match logged {
+                    Some(logged) => logged,
+                    None => log_change(txn, MessageChange::Created, message.clone()).await?,
+                };
                 let mut events = envelopes(vec![logged], recipients);
                 events.extend(notifications::envelope(notes));
                 Ok(((message, collapse_now), events))
@@ -250,6 +264,72 @@ async fn insert_message(
         }
         Err(err) => Err(err),
     }
+}
+
+/// The writes of a send on SQLite, as one hand-over to the database thread: the sequence bump
+/// (which also lists the members, see [`next_seq_for_send`]), the message and its change-log
+/// entry. Each statement on SQLite is a trip to sqlx's database thread and back, and sends are the
+/// hot path. Conversations are never deleted, so the bump always finds the one checked before.
+async fn write_on_sqlite(
+    txn: &DatabaseTransaction,
+    row: message::ActiveModel,
+) -> AppResult<(message::Model, Vec<i64>, Logged)> {
+    use message::Column as C;
+    const COLUMNS: [C; 11] = [
+        C::SenderId,
+        C::Kind,
+        C::Body,
+        C::ReplyToId,
+        C::ClientMessageId,
+        C::AttachmentKey,
+        C::AttachmentFilename,
+        C::AttachmentContentType,
+        C::AttachmentSize,
+        C::AttachmentSha256,
+        C::ConversationId,
+    ];
+    let change = MessageChange::Created;
+    let mut values: Vec<sea_orm::Value> = vec![now().into()];
+    let mut names = Vec::with_capacity(COLUMNS.len());
+    for column in COLUMNS {
+        let value = row
+            .get(column)
+            .into_value()
+            .ok_or_else(|| AppError::Internal(format!("a send left {} unset", column.as_str())))?;
+        values.push(value);
+        names.push(format!("\"{}\"", column.as_str()));
+    }
+    // `$1` is the time, `$12` the conversation.
+    let params = (2..=COLUMNS.len() + 1)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 WHERE id = $12 \
+         RETURNING (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = $12) \
+         AS members;\n\
+         INSERT INTO messages (seq, created_at, {names}) \
+         SELECT last_seq, $1, {params} FROM conversations WHERE id = $12 RETURNING *;\n\
+         INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at) \
+         SELECT conversation_id, seq, '{kind}', id, $1 FROM messages WHERE conversation_id = $12 \
+         AND seq = (SELECT last_seq FROM conversations WHERE id = $12) RETURNING id AS event_id",
+        names = names.join(", "),
+        kind = change.as_str(),
+    );
+    let rows = txn
+        .query_all_raw(conversations::sql(txn, &text, values))
+        .await?;
+    let [bumped, inserted, logged] = rows.as_slice() else {
+        return Err(AppError::not_found("conversation"));
+    };
+    let members: Option<String> = bumped.try_get("", "members")?;
+    let message = message::Model::from_query_result(inserted, "")?;
+    let logged = Logged {
+        event_id: logged.try_get("", "event_id")?,
+        change,
+        message: message.clone(),
+    };
+    Ok((message, crate::db::id_list(members.as_deref())?, logged))
 }
 
 /// What a send into a known conversation learns before it is queued.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use entity::{member, message, notification, user};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, Value, sea_query::Expr,
 };
 
@@ -101,15 +101,24 @@ pub async fn for_new_message(
     if collapse_now {
         let mut excluded = vec![sender_id];
         excluded.extend(directed);
-        collapse(
-            txn,
+        let bump = Bump::new(
             message,
             &text,
             1,
             message.created_at,
             Audience::AllBut(&excluded),
-        )
-        .await?;
+        );
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            // Sends are the hot path, and on SQLite each statement is a hand-over to the database
+            // thread and back: the bump and the read-back of what the message made go as one.
+            let read_back = db::json_rows_sql::<notification::Entity>(
+                "SELECT * FROM notifications WHERE message_id = $3",
+            );
+            let text = format!("{};\n{};\n{read_back}", bump.update, bump.insert);
+            let rows = txn.query_all_raw(sql(txn, &text, bump.values)).await?;
+            return Ok(db::from_json_rows(rows.into_iter().last())?);
+        }
+        bump.run(txn).await?;
     } else {
         txn.execute_raw(sql(
             txn,
@@ -198,73 +207,81 @@ enum Audience<'a> {
 }
 
 /// Adds `count` messages, `latest` the last of them, to the unread MESSAGE/FILE row of each member
-/// in `audience`, or starts one for those who have none, updated `at`.
-async fn collapse(
-    txn: &DatabaseTransaction,
-    latest: &message::Model,
-    text: &str,
-    count: i64,
-    at: chrono::DateTime<chrono::Utc>,
-    audience: Audience<'_>,
-) -> AppResult<()> {
-    let kind = if latest.kind == "TEXT" {
-        NotificationKind::Message
-    } else {
-        NotificationKind::File
-    };
-    let mut values: Vec<Value> = vec![
-        kind.as_str().into(),
-        text.into(),
-        latest.id.into(),
-        latest.sender_id.into(),
-        at.into(),
-        latest.conversation_id.into(),
-        count.into(),
-    ];
-    let who = match audience {
-        Audience::AllBut([]) => "TRUE".to_owned(),
-        Audience::AllBut(excluded) => {
-            let list = (0..excluded.len())
-                .map(|i| format!("${}", i + 8))
-                .collect::<Vec<_>>()
-                .join(", ");
-            values.extend(excluded.iter().map(|id| Value::from(*id)));
-            format!("m.user_id NOT IN ({list})")
+/// in the audience, or starts one for those who have none, updated `at`: an UPDATE and an INSERT
+/// over the same numbered parameters (`$3` is the latest message's id).
+struct Bump {
+    update: String,
+    insert: String,
+    values: Vec<Value>,
+}
+
+impl Bump {
+    fn new(
+        latest: &message::Model,
+        text: &str,
+        count: i64,
+        at: chrono::DateTime<chrono::Utc>,
+        audience: Audience<'_>,
+    ) -> Self {
+        let kind = if latest.kind == "TEXT" {
+            NotificationKind::Message
+        } else {
+            NotificationKind::File
+        };
+        let mut values: Vec<Value> = vec![
+            kind.as_str().into(),
+            text.into(),
+            latest.id.into(),
+            latest.sender_id.into(),
+            at.into(),
+            latest.conversation_id.into(),
+            count.into(),
+        ];
+        let who = match audience {
+            Audience::AllBut([]) => "TRUE".to_owned(),
+            Audience::AllBut(excluded) => {
+                let list = (0..excluded.len())
+                    .map(|i| format!("${}", i + 8))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                values.extend(excluded.iter().map(|id| Value::from(*id)));
+                format!("m.user_id NOT IN ({list})")
+            }
+            Audience::Only(user_id) => {
+                values.push(user_id.into());
+                "m.user_id = $8".to_owned()
+            }
+        };
+        let audience = format!(
+            "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 AND m.muted = FALSE \
+             AND {who}"
+        );
+        let unread_row =
+            "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
+        Self {
+            update: format!(
+                "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
+                 updated_at = $5, count = count + $7 \
+                 WHERE id IN (SELECT n.id FROM notifications n WHERE {unread_row} \
+                 AND n.user_id IN ({audience}))"
+            ),
+            insert: format!(
+                "INSERT INTO notifications \
+                 (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
+                 SELECT a.user_id, $4, $1, $2, $6, $3, $7, FALSE, $5, $5 FROM ({audience}) a \
+                 WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
+            ),
+            values,
         }
-        Audience::Only(user_id) => {
-            values.push(user_id.into());
-            "m.user_id = $8".to_owned()
-        }
-    };
-    let audience = format!(
-        "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 AND m.muted = FALSE \
-         AND {who}"
-    );
-    let unread_row =
-        "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
-    txn.execute_raw(sql(
-        txn,
-        &format!(
-            "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
-             updated_at = $5, count = count + $7 \
-             WHERE id IN (SELECT n.id FROM notifications n WHERE {unread_row} \
-             AND n.user_id IN ({audience}))"
-        ),
-        values.clone(),
-    ))
-    .await?;
-    txn.execute_raw(sql(
-        txn,
-        &format!(
-            "INSERT INTO notifications \
-             (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
-             SELECT a.user_id, $4, $1, $2, $6, $3, $7, FALSE, $5, $5 FROM ({audience}) a \
-             WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
-        ),
-        values,
-    ))
-    .await?;
-    Ok(())
+    }
+
+    /// Runs the two statements one after the other.
+    async fn run(self, txn: &DatabaseTransaction) -> AppResult<()> {
+        txn.execute_raw(sql(txn, &self.update, self.values.clone()))
+            .await?;
+        txn.execute_raw(sql(txn, &self.insert, self.values)).await?;
+        Ok(())
+    }
 }
 
 /// Makes the collapsed notifications of a conversation's messages in the backlog, all at once, and
@@ -346,14 +363,14 @@ pub async fn work_off_backlog(
     let mut latest = Vec::new();
     if let Some(last) = sent.last() {
         // Everyone left out of none: every message, the last one shown.
-        collapse(
-            txn,
+        Bump::new(
             last,
             &text(last),
             sent.len() as i64,
             at,
             Audience::AllBut(&everyone_but),
         )
+        .run(txn)
         .await?;
         latest.push(last.id);
     }
@@ -366,14 +383,14 @@ pub async fn work_off_backlog(
             .map(|(m, _)| m)
             .collect();
         if let Some(last) = theirs.last() {
-            collapse(
-                txn,
+            Bump::new(
                 last,
                 &text(last),
                 theirs.len() as i64,
                 at,
                 Audience::Only(user_id),
             )
+            .run(txn)
             .await?;
             latest.push(last.id);
         }

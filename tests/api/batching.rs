@@ -127,3 +127,62 @@ async fn linking_a_message_to_its_sender_and_conversation_by_id_costs_no_stateme
     assert_eq!(node["conversation"]["id"], json!(conversation));
     assert_eq!(node["conversation"]["kind"], json!("DIRECT"));
 }
+
+#[tokio::test]
+async fn a_send_into_a_known_conversation_costs_a_fixed_handful_of_statements() {
+    const EVENTS: &str = "subscription($c: ID, $s: String) { messageEvents(conversationId: $c, since: $s) { kind cursor message { id body } } }";
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    // The first send made bob's collapsed notification; the measured one updates it, as most do.
+    let mut live = app.ws(Some(&bob.token)).await;
+    live.subscribe("1", EVENTS, json!({ "c": conversation }))
+        .await;
+    app.send(&alice, &conversation, "first").await;
+    let first = live.next_data("1").await;
+    let cursor = first["messageEvents"]["cursor"].clone();
+
+    let before = app.statements().await;
+    let sent = app.send(&alice, &conversation, "second").await;
+    let spent = app.statements().await - before;
+
+    // SQLite: the checks, then the sequence bump, message and change log as one hand-over, then
+    // the notification bump and its read-back as another. PostgreSQL runs them one by one
+    // (members, the change-log lock and each notification statement apart): nine.
+    let most = if std::env::var("PALAVER_TEST_DATABASE_URL").is_ok() {
+        9
+    } else {
+        3
+    };
+    assert!(
+        spent <= most,
+        "a send cost {spent} statements; at most {most} expected"
+    );
+    // And everything those statements wrote is there: the message, delivered live; bob's one
+    // notification counting every message; the change log a resuming subscriber reads.
+    assert_eq!(sent["body"], json!("second"));
+    let second = live.next_data("1").await;
+    assert_eq!(second["messageEvents"]["message"]["id"], sent["id"]);
+    let notes = app
+        .data(
+            &bob.token,
+            "{ notifications(first: 10) { edges { node { kind count message { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = notes["notifications"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "one collapsed row: {notes}");
+    assert_eq!(edges[0]["node"]["kind"], json!("MESSAGE"));
+    // "hello" (which opened the conversation), "first" and "second".
+    assert_eq!(edges[0]["node"]["count"], json!(3));
+    assert_eq!(edges[0]["node"]["message"]["id"], sent["id"]);
+    let mut resumed = app.ws(Some(&bob.token)).await;
+    resumed
+        .subscribe("2", EVENTS, json!({ "c": conversation, "s": cursor }))
+        .await;
+    let replayed = resumed.next_data("2").await;
+    assert_eq!(replayed["messageEvents"]["kind"], json!("CREATED"));
+    assert_eq!(replayed["messageEvents"]["message"]["id"], sent["id"]);
+    assert_ne!(replayed["messageEvents"]["cursor"], cursor);
+}
