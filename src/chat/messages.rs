@@ -203,13 +203,16 @@ async fn insert_message(
                         .await
                         .map(|(message, members, logged)| (message, Some(members), Some(logged)))
                 } else {
-                    let (seq, at, members) = next_seq_for_send(txn, conversation_id).await?;
+                    // PostgreSQL reads the members after the bump (`recipients` below): a
+                    // subquery in it would read from a snapshot taken before it waited for the
+                    // row lock.
+                    let (seq, at) = next_seq(txn, conversation_id).await?;
                     let mut row = row;
                     row.seq = Set(seq);
                     row.created_at = Set(at);
                     row.insert(txn)
                         .await
-                        .map(|message| (message, members, None))
+                        .map(|message| (message, None, None))
                         .map_err(AppError::from)
                 };
                 // A retry queued beside its first attempt (in the same batch, or committing
@@ -266,10 +269,12 @@ async fn insert_message(
     }
 }
 
-/// The writes of a send on SQLite, as one hand-over to the database thread: the sequence bump
-/// (which also lists the members, see [`next_seq_for_send`]), the message and its change-log
-/// entry. Each statement on SQLite is a trip to sqlx's database thread and back, and sends are the
-/// hot path. Conversations are never deleted, so the bump always finds the one checked before.
+/// The writes of a send on SQLite, as one hand-over to the database thread: the sequence bump, the
+/// message and its change-log entry. Each statement on SQLite is a trip to sqlx's database thread
+/// and back, and sends are the hot path. The bump also lists the conversation's members, who are
+/// told about the message: the single writer holds the write lock from its batch's first write to
+/// its commit, so the list cannot change before the commit. Conversations are never deleted, so
+/// the bump finds the one checked before; were it gone, nothing is written and NOT_FOUND returned.
 async fn write_on_sqlite(
     txn: &DatabaseTransaction,
     row: message::ActiveModel,
@@ -299,20 +304,21 @@ async fn write_on_sqlite(
         values.push(value);
         names.push(format!("\"{}\"", column.as_str()));
     }
-    // `$1` is the time, `$12` the conversation.
+    // `$1` is the time, then the columns in order; the last of them is the conversation.
     let params = (2..=COLUMNS.len() + 1)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
     let text = format!(
-        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 WHERE id = $12 \
-         RETURNING (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = $12) \
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 WHERE id = {c} \
+         RETURNING (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = {c}) \
          AS members;\n\
          INSERT INTO messages (seq, created_at, {names}) \
-         SELECT last_seq, $1, {params} FROM conversations WHERE id = $12 RETURNING *;\n\
+         SELECT last_seq, $1, {params} FROM conversations WHERE id = {c} RETURNING *;\n\
          INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at) \
-         SELECT conversation_id, seq, '{kind}', id, $1 FROM messages WHERE conversation_id = $12 \
-         AND seq = (SELECT last_seq FROM conversations WHERE id = $12) RETURNING id AS event_id",
+         SELECT conversation_id, seq, '{kind}', id, $1 FROM messages WHERE conversation_id = {c} \
+         AND seq = (SELECT last_seq FROM conversations WHERE id = {c}) RETURNING id AS event_id",
+        c = format_args!("${}", COLUMNS.len() + 1),
         names = names.join(", "),
         kind = change.as_str(),
     );
@@ -410,55 +416,17 @@ pub(crate) async fn next_seq(
     txn: &DatabaseTransaction,
     conversation_id: i64,
 ) -> AppResult<(i64, chrono::DateTime<chrono::Utc>)> {
-    let (seq, at, _) = bump_seq(txn, conversation_id, false).await?;
-    Ok((seq, at))
-}
-
-/// [`next_seq`] for a send. On SQLite the same statement also lists the conversation's members,
-/// who are told about the message: the single writer holds the write lock from its batch's first
-/// write to its commit, so the list cannot change before the commit, and the send saves a
-/// statement. On PostgreSQL a subquery there would read from the statement's snapshot, taken
-/// before it waited for the row lock, so the members are read afterwards ([`recipients`]) and this
-/// returns None for them.
-async fn next_seq_for_send(
-    txn: &DatabaseTransaction,
-    conversation_id: i64,
-) -> AppResult<(i64, chrono::DateTime<chrono::Utc>, Option<Vec<i64>>)> {
-    let with_members = txn.get_database_backend() == sea_orm::DbBackend::Sqlite;
-    bump_seq(txn, conversation_id, with_members).await
-}
-
-/// The sequence bump both of the above make, listing the members too when asked.
-async fn bump_seq(
-    txn: &DatabaseTransaction,
-    conversation_id: i64,
-    with_members: bool,
-) -> AppResult<(i64, chrono::DateTime<chrono::Utc>, Option<Vec<i64>>)> {
-    const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
-                        WHERE id = $2 RETURNING last_seq";
-    const MEMBERS: &str =
-        ", (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = $2) AS members";
     let at = now();
-    let text = if with_members {
-        format!("{BUMP}{MEMBERS}")
-    } else {
-        BUMP.to_owned()
-    };
     let row = txn
         .query_one_raw(conversations::sql(
             txn,
-            &text,
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
+             WHERE id = $2 RETURNING last_seq",
             vec![at.into(), conversation_id.into()],
         ))
         .await?
         .ok_or_else(|| AppError::not_found("conversation"))?;
-    let members = if with_members {
-        let listed: Option<String> = row.try_get("", "members")?;
-        Some(crate::db::id_list(listed.as_deref())?)
-    } else {
-        None
-    };
-    Ok((row.try_get::<i64>("", "last_seq")?, at, members))
+    Ok((row.try_get::<i64>("", "last_seq")?, at))
 }
 
 /// A change written to the log inside a transaction, to be published once that transaction commits.
