@@ -139,6 +139,8 @@ async fn a_send_into_a_known_conversation_costs_a_fixed_handful_of_statements() 
     let mut live = app.ws(Some(&bob.token)).await;
     live.subscribe("1", EVENTS, json!({ "c": conversation }))
         .await;
+    // Until the server has taken the subscription in, a send would pass it by.
+    tokio::time::sleep(QUIET).await;
     app.send(&alice, &conversation, "first").await;
     let first = live.next_data("1").await;
     let cursor = first["messageEvents"]["cursor"].clone();
