@@ -269,18 +269,11 @@ async fn insert_message(
     }
 }
 
-/// The writes of a send on SQLite, as one hand-over to the database thread: the sequence bump, the
-/// message and its change-log entry. Each statement on SQLite is a trip to sqlx's database thread
-/// and back, and sends are the hot path. The bump also lists the conversation's members, who are
-/// told about the message: the single writer holds the write lock from its batch's first write to
-/// its commit, so the list cannot change before the commit. Conversations are never deleted, so
-/// the bump finds the one checked before; were it gone, nothing is written and NOT_FOUND returned.
-async fn write_on_sqlite(
-    txn: &DatabaseTransaction,
-    row: message::ActiveModel,
-) -> AppResult<(message::Model, Vec<i64>, Logged)> {
+/// The message columns a send sets, in the order of [`SEND_ON_SQLITE`]'s parameters after `$1`
+/// (the time); the last is the conversation.
+const SEND_COLUMNS: [message::Column; 11] = {
     use message::Column as C;
-    const COLUMNS: [C; 11] = [
+    [
         C::SenderId,
         C::Kind,
         C::Body,
@@ -292,24 +285,21 @@ async fn write_on_sqlite(
         C::AttachmentSize,
         C::AttachmentSha256,
         C::ConversationId,
-    ];
-    let change = MessageChange::Created;
-    let mut values: Vec<sea_orm::Value> = vec![now().into()];
-    let mut names = Vec::with_capacity(COLUMNS.len());
-    for column in COLUMNS {
-        let value = row
-            .get(column)
-            .into_value()
-            .ok_or_else(|| AppError::Internal(format!("a send left {} unset", column.as_str())))?;
-        values.push(value);
-        names.push(format!("\"{}\"", column.as_str()));
-    }
-    // `$1` is the time, then the columns in order; the last of them is the conversation.
-    let params = (2..=COLUMNS.len() + 1)
+    ]
+};
+
+/// The command [`write_on_sqlite`] runs, spelled once.
+static SEND_ON_SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let names = SEND_COLUMNS
+        .iter()
+        .map(|column| format!("\"{}\"", column.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let params = (2..=SEND_COLUMNS.len() + 1)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let text = format!(
+    format!(
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 WHERE id = {c} \
          RETURNING (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = {c}) \
          AS members;\n\
@@ -318,12 +308,33 @@ async fn write_on_sqlite(
          INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at) \
          SELECT conversation_id, seq, '{kind}', id, $1 FROM messages WHERE conversation_id = {c} \
          AND seq = (SELECT last_seq FROM conversations WHERE id = {c}) RETURNING id AS event_id",
-        c = format_args!("${}", COLUMNS.len() + 1),
-        names = names.join(", "),
-        kind = change.as_str(),
-    );
+        c = format_args!("${}", SEND_COLUMNS.len() + 1),
+        kind = MessageChange::Created.as_str(),
+    )
+});
+
+/// The writes of a send on SQLite, as one hand-over to the database thread: the sequence bump, the
+/// message and its change-log entry. Each statement on SQLite is a trip to sqlx's database thread
+/// and back, and sends are the hot path. The bump also lists the conversation's members, who are
+/// told about the message: the single writer holds the write lock from its batch's first write to
+/// its commit, so the list cannot change before the commit. Conversations are never deleted, so
+/// the bump finds the one checked before; were it gone, nothing is written and NOT_FOUND returned.
+async fn write_on_sqlite(
+    txn: &DatabaseTransaction,
+    row: message::ActiveModel,
+) -> AppResult<(message::Model, Vec<i64>, Logged)> {
+    let change = MessageChange::Created;
+    let mut values: Vec<sea_orm::Value> = vec![now().into()];
+    for column in SEND_COLUMNS {
+        let value = row
+            .get(column)
+            .into_value()
+            .ok_or_else(|| AppError::Internal(format!("a send left {} unset", column.as_str())))?;
+        values.push(value);
+    }
+    let text = &*SEND_ON_SQLITE;
     let rows = txn
-        .query_all_raw(conversations::sql(txn, &text, values))
+        .query_all_raw(conversations::sql(txn, text, values))
         .await?;
     let [bumped, inserted, logged] = rows.as_slice() else {
         return Err(AppError::not_found("conversation"));

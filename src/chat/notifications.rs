@@ -101,34 +101,24 @@ pub async fn for_new_message(
     if collapse_now {
         let mut excluded = vec![sender_id];
         excluded.extend(directed);
-        let bump = Bump::new(
+        return Bump::new(
             message,
             &text,
             1,
             message.created_at,
             Audience::AllBut(&excluded),
-        );
-        if txn.get_database_backend() == DbBackend::Sqlite {
-            // Sends are the hot path, and on SQLite each statement is a hand-over to the database
-            // thread and back: the bump and the read-back of what the message made go as one.
-            let read_back = db::json_rows_sql::<notification::Entity>(
-                "SELECT * FROM notifications WHERE message_id = $3",
-            );
-            let text = format!("{};\n{};\n{read_back}", bump.update, bump.insert);
-            let rows = txn.query_all_raw(sql(txn, &text, bump.values)).await?;
-            return Ok(db::from_json_rows(rows.into_iter().last())?);
-        }
-        bump.run(txn).await?;
-    } else {
-        txn.execute_raw(sql(
-            txn,
-            "INSERT INTO notification_backlog (conversation_id, seq) VALUES ($1, $2)",
-            vec![message.conversation_id.into(), message.seq.into()],
-        ))
-        .await?;
-        if directed.is_empty() {
-            return Ok(Vec::new());
-        }
+        )
+        .run_and_read_back(txn)
+        .await;
+    }
+    txn.execute_raw(sql(
+        txn,
+        "INSERT INTO notification_backlog (conversation_id, seq) VALUES ($1, $2)",
+        vec![message.conversation_id.into(), message.seq.into()],
+    ))
+    .await?;
+    if directed.is_empty() {
+        return Ok(Vec::new());
     }
     made_for(txn, message.id).await
 }
@@ -213,6 +203,7 @@ struct Bump {
     update: String,
     insert: String,
     values: Vec<Value>,
+    latest_id: i64,
 }
 
 impl Bump {
@@ -272,7 +263,28 @@ impl Bump {
                  WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
             ),
             values,
+            latest_id: latest.id,
         }
+    }
+
+    /// Runs the bump, then reads back every notification made for its latest message (its own
+    /// rows and the mentions and reply made before it). Sends are the hot path, and on SQLite each
+    /// statement is a hand-over to the database thread and back, so there all three go as one.
+    async fn run_and_read_back(
+        self,
+        txn: &DatabaseTransaction,
+    ) -> AppResult<Vec<notification::Model>> {
+        if txn.get_database_backend() != DbBackend::Sqlite {
+            let latest_id = self.latest_id;
+            self.run(txn).await?;
+            return made_for(txn, latest_id).await;
+        }
+        let read_back = db::json_rows_sql::<notification::Entity>(
+            "SELECT * FROM notifications WHERE message_id = $3",
+        );
+        let text = format!("{};\n{};\n{read_back}", self.update, self.insert);
+        let rows = txn.query_all_raw(sql(txn, &text, self.values)).await?;
+        Ok(db::from_json_rows(rows.into_iter().last())?)
     }
 
     /// Runs the two statements one after the other.
