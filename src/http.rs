@@ -7,7 +7,7 @@ use std::sync::{
 };
 
 use async_graphql::{
-    BatchRequest, ParseRequestError,
+    BatchRequest, Executor, ParseRequestError,
     http::{
         ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, WebSocketProtocols, WsMessage,
         receive_batch_body,
@@ -37,7 +37,7 @@ use crate::{
     error::AppError,
     events::{Event, Lagged, Receiver, Topic},
     files,
-    graphql::{AppSchema, build_schema},
+    graphql::{Api, build_api},
     limits::{ClientAddr, SubscriptionSlots},
     lock,
 };
@@ -49,7 +49,7 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 struct HttpState {
     app: AppState,
-    schema: AppSchema,
+    api: Api,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -60,7 +60,7 @@ impl FromRef<HttpState> for AppState {
 
 /// The whole router, ready to serve.
 pub fn router(state: AppState) -> Router {
-    let schema = build_schema(state.clone());
+    let api = build_api(state.clone());
     let body_limit = (state.config.max_upload_bytes as usize).saturating_add(MAX_JSON_BODY);
     let router = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
@@ -75,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    security_headers(router).with_state(HttpState { app: state, schema })
+    security_headers(router).with_state(HttpState { app: state, api })
 }
 
 /// The policy of every response that sets none of its own: the API serves JSON and text, never
@@ -178,7 +178,7 @@ async fn graphql(
         Err(err) => return err.into_response(),
     };
     let request = request.data(auth).data(ClientAddr(peer.ip()));
-    GraphQLResponse::from(state.schema.execute_batch(request).await).into_response()
+    GraphQLResponse::from(state.api.execute_batch(request).await).into_response()
 }
 
 /// Reads a GraphQL request: JSON, or the GraphQL multipart request spec (operations, map, files).
@@ -311,7 +311,8 @@ async fn websocket(
         // tungstenite's defaults (128 KiB each way) would cost every idle connection ~256 KiB;
         // chat frames are small, so start small and grow only while a frame needs it.
         .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
+        // Frames are gathered up to this many bytes and written together (see `serve_socket`).
+        .write_buffer_size(WS_WRITE_GATHER)
         // A client that stops reading is closed once this much is queued for it, rather than
         // holding server memory without bound; it resumes with its cursor when it reconnects.
         .max_write_buffer_size(WS_MAX_QUEUED)
@@ -338,7 +339,7 @@ async fn serve_socket(
     peer: SocketAddr,
 ) {
     use axum::extract::ws::Message;
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::{FutureExt, SinkExt, StreamExt};
     let app = state.app.clone();
     let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
     // Who this socket turned out to be once `connection_init` is accepted (the session it signed
@@ -406,7 +407,7 @@ async fn serve_socket(
     let mut awaiting_session = true;
     // The replies (and the subscriptions they hold) end with this block, before the clean-up.
     {
-        let replies = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+        let replies = async_graphql::http::WebSocket::new(state.api.clone(), input, protocol)
             .on_connection_init(on_init);
         futures_util::pin_mut!(replies);
         // One loop writes both the GraphQL replies and the pings, so a connection needs no queue and
@@ -415,7 +416,7 @@ async fn serve_socket(
         let mut tick = tokio::time::interval(keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        loop {
+        'serve: loop {
             tokio::select! {
                 signed = &mut session_rx, if awaiting_session => {
                     awaiting_session = false;
@@ -426,18 +427,43 @@ async fn serve_socket(
                     let _ = sink.send(ended).await;
                     break;
                 }
-                reply = replies.next() => match reply {
-                    Some(WsMessage::Text(text)) => {
-                        if sink.send(Message::Text(text.into())).await.is_err() {
+                reply = replies.next() => {
+                    // Every reply that is ready now goes out in one write: a subscriber behind
+                    // a busy room then costs the server one system call per batch, not one per
+                    // event.
+                    let mut reply = reply;
+                    let mut batched = 0;
+                    loop {
+                        match reply {
+                            Some(WsMessage::Text(text)) => {
+                                if sink.feed(Message::Text(text.into())).await.is_err() {
+                                    break 'serve;
+                                }
+                            }
+                            Some(WsMessage::Close(code, reason)) => {
+                                let _ = sink.send(close(code, &reason)).await;
+                                break 'serve;
+                            }
+                            None => {
+                                let _ = sink.flush().await;
+                                break 'serve;
+                            }
+                        }
+                        batched += 1;
+                        if batched == WS_REPLIES_PER_WRITE {
                             break;
                         }
+                        // Polled without a waker: a stream that is not ready now is polled
+                        // again (with the loop's waker) by the next turn of `select!`.
+                        match replies.next().now_or_never() {
+                            Some(next) => reply = next,
+                            None => break,
+                        }
                     }
-                    Some(WsMessage::Close(code, reason)) => {
-                        let _ = sink.send(close(code, &reason)).await;
+                    if sink.flush().await.is_err() {
                         break;
                     }
-                    None => break,
-                },
+                }
                 _ = tick.tick() => {
                     if lock(&last_heard).elapsed() > keepalive * MISSED_PINGS {
                         let idle = close(4408, "idle: keep-alive pings went unanswered");
@@ -500,6 +526,11 @@ fn close(code: u16, reason: &str) -> axum::extract::ws::Message {
 
 /// Initial read buffer of a WebSocket connection.
 const WS_READ_BUFFER: usize = 1024;
+/// Bytes of outgoing frames gathered before they are written, when several are ready at once.
+/// The buffer is allocated only once a connection has something to send.
+const WS_WRITE_GATHER: usize = 4096;
+/// Most replies gathered into one write (then it is flushed, and the loop turns).
+const WS_REPLIES_PER_WRITE: usize = 64;
 /// Most bytes queued for one WebSocket client before it is deemed gone and closed.
 const WS_MAX_QUEUED: usize = 1024 * 1024;
 

@@ -1,7 +1,7 @@
 //! The GraphQL transport: schema assembly, the Query / Mutation / Subscription roots, object types
 //! and DataLoaders. Resolvers parse their arguments and call into `chat`.
+mod api;
 mod durable;
-mod errors;
 mod loaders;
 mod mutation;
 mod query;
@@ -13,6 +13,7 @@ mod types;
 
 use async_graphql::{Context, MergedObject, Schema};
 
+pub use api::Api;
 pub use loaders::Loaders;
 use query::QueryRoot;
 use subscription::SubscriptionRoot;
@@ -36,17 +37,17 @@ pub const MAX_DEPTH: usize = 16;
 /// How many fields a query may select in all before it is refused.
 pub const MAX_COMPLEXITY: usize = 2_000;
 
-/// Builds the schema around the server's state.
-pub fn build_schema(state: AppState) -> AppSchema {
+/// Builds the API around the server's state.
+pub fn build_api(state: AppState) -> Api {
     let loaders = Loaders::new(&state.db);
     let shape = shape::QueryShape {
         max_root_fields: state.config.max_root_fields,
         max_aliases: state.config.max_aliases,
         introspection: state.config.introspection,
     };
+    // No schema extensions: an extension runs on every field and every subscription item (see
+    // `api`).
     let mut builder = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
-        .extension(errors::ErrorCodes)
-        .extension(shape)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
@@ -55,7 +56,7 @@ pub fn build_schema(state: AppState) -> AppSchema {
         // `QueryShape` already refuses with a code; this makes sure nothing slips past it.
         builder = builder.disable_introspection();
     }
-    builder.data(loaders).data(state).finish()
+    Api::new(builder.data(loaders).data(state).finish(), shape)
 }
 
 /// The SDL that `palaver schema` prints and `schema.graphql` holds.

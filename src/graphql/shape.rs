@@ -1,12 +1,11 @@
 //! Refuses query shapes that the depth and complexity limits let through but that still cost the
 //! server dearly: many root fields (each may be a database round trip, or a password hash for
 //! `login`, so aliases would multiply a brute force), many aliases, and introspection when it is
-//! switched off. Checked right after parsing, before validation and execution.
-use std::{collections::HashSet, sync::Arc};
+//! switched off. Checked right after parsing, before validation and execution (by `api::Api`).
+use std::collections::HashSet;
 
 use async_graphql::{
-    Positioned, ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
+    Positioned, ServerError, ServerResult,
     parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet},
 };
 
@@ -18,12 +17,6 @@ pub struct QueryShape {
     pub introspection: bool,
 }
 
-impl ExtensionFactory for QueryShape {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
-    }
-}
-
 fn refusal(code: &'static str, message: String) -> ServerError {
     let mut error = ServerError::new(message, None);
     error
@@ -31,21 +24,6 @@ fn refusal(code: &'static str, message: String) -> ServerError {
         .get_or_insert_with(Default::default)
         .set("code", code);
     error
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for QueryShape {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        self.check(&document)?;
-        Ok(document)
-    }
 }
 
 impl QueryShape {

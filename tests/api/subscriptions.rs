@@ -348,3 +348,58 @@ async fn fields_that_differ_per_viewer_are_resolved_for_each_subscriber_even_bes
     // Only the shareable pair shared: the per-viewer pair resolved twice.
     assert_eq!(app.metric(SHARED_RENDERS).await - before, 1);
 }
+
+#[tokio::test]
+async fn a_burst_of_events_reaches_each_subscription_whole_one_frame_per_event_in_order() {
+    // Events that are ready together are written to the socket together; each must still be its
+    // own WebSocket message, none held back waiting for more.
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "burst", &[&bob]).await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws.subscribe("room", EVENTS, json!({ "c": room })).await;
+    bob_ws.subscribe("all", EVENTS, json!({})).await;
+    tokio::time::sleep(QUIET).await;
+
+    const BURST: usize = 40;
+    let bodies: Vec<String> = (0..BURST).map(|i| format!("burst {i}")).collect();
+    // Sent at once, so that they commit together and reach the socket back to back.
+    futures_util::future::join_all(bodies.iter().map(|body| app.send(&alice, &room, body))).await;
+
+    // The conversation's order, as history has it.
+    let page = app
+        .data(
+            &bob.token,
+            "query($c: ID!) { messages(conversationId: $c, last: 40) { edges { node { body } } } }",
+            json!({ "c": room }),
+        )
+        .await;
+    let history: Vec<String> = page["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sent = bodies.clone();
+    sent.sort();
+    let mut stored = history.clone();
+    stored.sort();
+    assert_eq!(stored, sent);
+
+    for id in ["room", "all"] {
+        let mut seen = Vec::new();
+        for _ in 0..BURST {
+            let event = bob_ws.next_data(id).await;
+            assert_eq!(event["messageEvents"]["kind"], "CREATED");
+            seen.push(
+                event["messageEvents"]["message"]["body"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(seen, history, "every message once, in order, on {id}");
+    }
+    bob_ws.expect_silence().await;
+}

@@ -1,0 +1,75 @@
+//! The schema as the transports run it. Every request's document is parsed and held to the
+//! [`QueryShape`] limits before async-graphql sees it, and every response, each item of a
+//! subscription included, goes through `error::set_graphql_code`.
+//!
+//! Both used to be schema extensions. An extension sits on every field's resolution and every
+//! subscription item's execution, for every subscriber: in a 1,000-member room each message went
+//! through the extension chain a thousand times. Here they run once per request, and once per
+//! item only where a code is set.
+use async_graphql::{
+    Executor, Request, Response, ServerResult,
+    futures_util::stream::{self, BoxStream},
+};
+use futures_util::StreamExt;
+
+use super::{AppSchema, shape::QueryShape};
+use crate::error::set_graphql_code;
+
+/// The executable API: the schema, and the checks and error codes around it.
+#[derive(Clone)]
+pub struct Api {
+    schema: AppSchema,
+    shape: QueryShape,
+}
+
+impl Api {
+    pub(super) fn new(schema: AppSchema, shape: QueryShape) -> Self {
+        Self { schema, shape }
+    }
+
+    /// Parses the document (kept in the request, so async-graphql does not parse it again) and
+    /// checks its shape.
+    fn admit(&self, request: &mut Request) -> ServerResult<()> {
+        let document = request.parsed_query()?;
+        self.shape.check(document)
+    }
+}
+
+fn with_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        set_graphql_code(error);
+    }
+    response
+}
+
+impl Executor for Api {
+    async fn execute(&self, mut request: Request) -> Response {
+        if let Err(refused) = self.admit(&mut request) {
+            return with_codes(Response::from_errors(vec![refused]));
+        }
+        with_codes(self.schema.execute(request).await)
+    }
+
+    fn execute_stream(
+        &self,
+        mut request: Request,
+        session_data: Option<std::sync::Arc<async_graphql::Data>>,
+    ) -> BoxStream<'static, Response> {
+        if let Err(refused) = self.admit(&mut request) {
+            return stream::once(std::future::ready(with_codes(Response::from_errors(vec![
+                refused,
+            ]))))
+            .boxed();
+        }
+        self.schema
+            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .map(|response| {
+                if response.errors.is_empty() {
+                    response
+                } else {
+                    with_codes(response)
+                }
+            })
+            .boxed()
+    }
+}
