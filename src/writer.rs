@@ -4,10 +4,9 @@
 //! SQLite, every sender queues for the one write lock (sleeping in the busy handler), and every
 //! commit writes the same hot pages (the conversation, the indexes' tails) to the WAL again. Here
 //! sends are queued to one task, which runs whatever has queued up, up to [`MAX_BATCH`], in one
-//! transaction: each job in its own savepoint (a failing job undoes only itself), one commit for
-//! all, then the jobs' events are published in commit order and the callers answered. A job alone
-//! in its batch, the usual case under light load, runs without a savepoint (two statements fewer);
-//! if it fails, the batch is rolled back.
+//! transaction and one commit, then publishes the jobs' events in commit order and answers the
+//! callers. A job that fails must undo only itself: the batch is first run as it is, and only if a
+//! job fails is it rolled back and run again with a savepoint around each job (see [`run`]).
 //!
 //! On PostgreSQL there is no batching: each job runs in its own transaction, as many at once as
 //! the pool allows. There a statement is a network round trip, so one task running jobs one after
@@ -16,7 +15,7 @@
 //! that other transactions do not, inviting deadlocks.
 use std::{future::Future, pin::Pin};
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -33,47 +32,83 @@ const QUEUE: usize = 4096;
 /// A boxed future borrowing the batch's transaction.
 pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = T> + Send + 't>>;
 
-/// What a job leaves for after the batch: the events to publish and how to answer its caller.
-/// Every caller is answered only once the batch has ended, failed jobs' callers too: a caller
-/// that looks again at what it lost to (a retry to the send that beat it in the same batch) then
-/// finds it committed.
-struct Done {
-    events: Vec<Envelope>,
-    answer: Box<dyn FnOnce(AppResult<()>) + Send>,
-    failed: bool,
+/// A queued job: its work, which may be attempted twice (see [`run`]), what the last attempt made,
+/// and its caller, answered once the batch has ended. Failed jobs' callers too are answered only
+/// then: a caller that looks again at what it lost to (a retry to the send that beat it in the
+/// same batch) then finds it committed.
+trait Job: Send {
+    /// Runs the work in `txn`, inside a savepoint of its own if `savepoint`; true if it succeeded.
+    fn attempt<'t>(
+        &'t mut self,
+        txn: &'t DatabaseTransaction,
+        savepoint: bool,
+    ) -> TxnFuture<'t, bool>;
+    /// The events of a successful attempt, to publish once the batch has committed.
+    fn take_events(&mut self) -> Vec<Envelope>;
+    /// Answers the caller: the work's value if it succeeded and the batch committed, else why not.
+    fn answer(self: Box<Self>, batch: Result<(), &str>);
 }
 
-impl Done {
-    /// A job whose writes stand: `value` goes to its caller if the batch commits.
-    fn wrote<T: Send + 'static>(
-        reply: oneshot::Sender<AppResult<T>>,
-        value: T,
-        events: Vec<Envelope>,
-    ) -> Self {
-        Self {
-            events,
-            answer: Box::new(move |committed| {
-                let _ = reply.send(committed.map(|()| value));
-            }),
-            failed: false,
+type Made<T> = AppResult<(T, Vec<Envelope>)>;
+
+struct Queued<T, F> {
+    work: F,
+    made: Option<Made<T>>,
+    reply: oneshot::Sender<AppResult<T>>,
+}
+
+impl<T, F> Job for Queued<T, F>
+where
+    T: Send,
+    F: for<'t> Fn(&'t DatabaseTransaction) -> TxnFuture<'t, Made<T>> + Send,
+{
+    fn attempt<'t>(
+        &'t mut self,
+        txn: &'t DatabaseTransaction,
+        savepoint: bool,
+    ) -> TxnFuture<'t, bool> {
+        Box::pin(async move {
+            let made = if savepoint {
+                match txn.begin().await {
+                    Ok(savepoint) => match (self.work)(&savepoint).await {
+                        Ok(made) => savepoint.commit().await.map(|()| made).map_err(Into::into),
+                        Err(err) => {
+                            if let Err(rollback) = savepoint.rollback().await {
+                                tracing::error!(error = %rollback, "rolling back a savepoint failed");
+                            }
+                            Err(err)
+                        }
+                    },
+                    Err(err) => Err(err.into()),
+                }
+            } else {
+                (self.work)(txn).await
+            };
+            let succeeded = made.is_ok();
+            self.made = Some(made);
+            succeeded
+        })
+    }
+
+    fn take_events(&mut self) -> Vec<Envelope> {
+        match &mut self.made {
+            Some(Ok((_, events))) => std::mem::take(events),
+            _ => Vec::new(),
         }
     }
 
-    /// A job that failed and whose writes are undone: its caller gets `err`.
-    fn failed<T: Send + 'static>(reply: oneshot::Sender<AppResult<T>>, err: AppError) -> Self {
-        Self {
-            events: Vec::new(),
-            answer: Box::new(move |_| {
-                let _ = reply.send(Err(err));
-            }),
-            failed: true,
-        }
+    fn answer(self: Box<Self>, batch: Result<(), &str>) {
+        let answer = match (self.made, batch) {
+            (Some(Err(err)), _) => Err(err),
+            (_, Err(err)) => Err(AppError::Internal(format!(
+                "the write batch failed to commit: {err}"
+            ))),
+            (Some(Ok((value, _))), Ok(())) => Ok(value),
+            (None, Ok(())) => Err(AppError::Internal("the job was never run".into())),
+        };
+        let _ = self.reply.send(answer);
     }
 }
-
-/// A queued job. Its flag says whether it runs alone in its batch: then it needs no savepoint of
-/// its own, and the batch is rolled back if it fails.
-type Job = Box<dyn for<'t> FnOnce(&'t DatabaseTransaction, bool) -> TxnFuture<'t, Done> + Send>;
 
 /// Handle to the writer. Cheap to clone.
 #[derive(Clone)]
@@ -82,7 +117,7 @@ pub struct Writer(Mode);
 #[derive(Clone)]
 enum Mode {
     /// SQLite: jobs go to the one writer task.
-    Batched(mpsc::Sender<Job>),
+    Batched(mpsc::Sender<Box<dyn Job>>),
     /// PostgreSQL: each job is its own transaction.
     Direct(DatabaseConnection, EventBus),
 }
@@ -100,13 +135,12 @@ impl Writer {
 
     /// Runs `work` inside the next batch's transaction. Its value is returned once the batch has
     /// committed and its events (returned beside the value) have been published; an error from
-    /// `work` rolls back its own writes only.
+    /// `work` rolls back its own writes only. `work` may be run twice (its first attempt undone),
+    /// so it must not act outside the transaction.
     pub async fn write<T, F>(&self, work: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> TxnFuture<'t, AppResult<(T, Vec<Envelope>)>>
-            + Send
-            + 'static,
+        F: for<'t> Fn(&'t DatabaseTransaction) -> TxnFuture<'t, Made<T>> + Send + 'static,
     {
         let jobs = match &self.0 {
             Mode::Batched(jobs) => jobs,
@@ -122,85 +156,77 @@ impl Writer {
             }
         };
         let (reply, answer) = oneshot::channel::<AppResult<T>>();
-        let job: Job = Box::new(move |txn, alone| {
-            Box::pin(async move {
-                if alone {
-                    return match work(txn).await {
-                        Ok((value, events)) => Done::wrote(reply, value, events),
-                        Err(err) => Done::failed(reply, err),
-                    };
-                }
-                let savepoint = match txn.begin().await {
-                    Ok(savepoint) => savepoint,
-                    Err(err) => return Done::failed(reply, err.into()),
-                };
-                match work(&savepoint).await {
-                    Ok((value, events)) => match savepoint.commit().await {
-                        Ok(()) => Done::wrote(reply, value, events),
-                        Err(err) => Done::failed(reply, err.into()),
-                    },
-                    Err(err) => {
-                        if let Err(rollback) = savepoint.rollback().await {
-                            tracing::error!(error = %rollback, "rolling back a savepoint failed");
-                        }
-                        Done::failed(reply, err)
-                    }
-                }
-            })
+        let job = Box::new(Queued {
+            work,
+            made: None,
+            reply,
         });
         jobs.send(job)
             .await
             .map_err(|_| AppError::Internal("the writer has stopped".into()))?;
-        answer.await.map_err(|_| {
-            AppError::Internal("the writer dropped a job (its transaction could not start)".into())
-        })?
+        answer
+            .await
+            .map_err(|_| AppError::Internal("the writer dropped a job".into()))?
     }
 }
 
-async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+/// Takes whatever has queued up (up to [`MAX_BATCH`] jobs) as one batch. The batch is first run
+/// with no savepoints: when every job succeeds, the usual case, that saves two statements per
+/// job (each a hand-over to SQLite's thread and back). If one fails, everything the batch wrote
+/// is rolled back, and the batch is run again with each job in a savepoint of its own, so that
+/// the failure undoes only itself. A job alone in its batch is answered with its failure at once.
+async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let txn = match db::begin_write(&db).await {
-            Ok(txn) => txn,
-            Err(err) => {
-                // Dropping the jobs answers their callers with an internal error.
-                tracing::error!(error = %err, jobs = batch.len(), "could not begin a write batch");
-                batch.clear();
-                continue;
-            }
-        };
-        let alone = batch.len() == 1;
-        let mut done = Vec::with_capacity(batch.len());
-        for job in batch.drain(..) {
-            done.push(job(&txn, alone).await);
-        }
-        let outcome = if alone && done[0].failed {
-            // The one job failed part-way, without a savepoint: none of its writes may stay.
-            txn.rollback().await
-        } else {
-            txn.commit().await
+        let outcome = match attempt(&db, &mut batch, false).await {
+            Some(outcome) => outcome,
+            None if batch.len() == 1 => Ok(()),
+            None => attempt(&db, &mut batch, true)
+                .await
+                .unwrap_or_else(|| Err(DbErr::Custom("a savepoint attempt gave up".into()))),
         };
         match outcome {
             Ok(()) => {
-                for finished in &mut done {
-                    for envelope in std::mem::take(&mut finished.events) {
+                for job in &mut batch {
+                    for envelope in job.take_events() {
                         bus.publish(envelope).await;
                     }
                 }
-                for finished in done {
-                    (finished.answer)(Ok(()));
+                for job in batch.drain(..) {
+                    job.answer(Ok(()));
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, jobs = done.len(), "a write batch failed to end");
-                for finished in done {
-                    (finished.answer)(Err(AppError::Internal(format!(
-                        "the write batch failed to commit: {err}"
-                    ))));
+                tracing::error!(error = %err, jobs = batch.len(), "a write batch failed");
+                let err = err.to_string();
+                for job in batch.drain(..) {
+                    job.answer(Err(&err));
                 }
             }
         }
     }
+}
+
+/// One attempt at a batch in one transaction. Without savepoints, the first job to fail ends it:
+/// the transaction is rolled back and None returned. Otherwise the commit's outcome.
+async fn attempt(
+    db: &DatabaseConnection,
+    batch: &mut [Box<dyn Job>],
+    savepoints: bool,
+) -> Option<Result<(), DbErr>> {
+    let txn = match db::begin_write(db).await {
+        Ok(txn) => txn,
+        Err(err) => return Some(Err(err)),
+    };
+    for job in batch.iter_mut() {
+        if !job.attempt(&txn, savepoints).await && !savepoints {
+            if let Err(err) = txn.rollback().await {
+                tracing::error!(error = %err, "rolling back a write batch failed");
+            }
+            return None;
+        }
+    }
+    Some(txn.commit().await)
 }
 
 #[cfg(test)]
@@ -227,6 +253,7 @@ mod tests {
         let key = key.to_owned();
         writer
             .write(move |txn| {
+                let key = key.clone();
                 Box::pin(async move {
                     setting::ActiveModel {
                         key: Set(key),

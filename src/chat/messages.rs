@@ -197,6 +197,9 @@ async fn insert_message(
     let written = state
         .writer
         .write(move |txn| {
+            // The writer may run this twice (see `writer`): each attempt takes its own copies.
+            let row = row.clone();
+            let sender_name = sender_name.clone();
             Box::pin(async move {
                 let written = if txn.get_database_backend() == sea_orm::DbBackend::Sqlite {
                     write_on_sqlite(txn, row)

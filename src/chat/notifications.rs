@@ -432,6 +432,7 @@ pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
         let worked = state
             .writer
             .write(move |txn| {
+                let waiting = waiting.clone();
                 Box::pin(async move {
                     // From here on, a new message needs a new run: this one may not see it.
                     lock(&waiting).remove(&conversation_id);
