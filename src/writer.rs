@@ -136,7 +136,7 @@ impl Writer {
     /// Runs `work` inside the next batch's transaction. Its value is returned once the batch has
     /// committed and its events (returned beside the value) have been published; an error from
     /// `work` rolls back its own writes only. `work` may be run twice (its first attempt undone),
-    /// so it must not act outside the transaction.
+    /// so whatever it does outside the transaction must be safe to repeat.
     pub async fn write<T, F>(&self, work: F) -> AppResult<T>
     where
         T: Send + 'static,
@@ -178,12 +178,11 @@ impl Writer {
 async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcome = match attempt(&db, &mut batch, false).await {
-            Some(outcome) => outcome,
-            None if batch.len() == 1 => Ok(()),
-            None => attempt(&db, &mut batch, true)
-                .await
-                .unwrap_or_else(|| Err(DbErr::Custom("a savepoint attempt gave up".into()))),
+        let outcome = match attempt_whole(&db, &mut batch).await {
+            Ok(false) if batch.len() > 1 => attempt_each(&db, &mut batch).await,
+            // A lone job that failed is answered with its own error; nothing of it stands.
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
         };
         match outcome {
             Ok(()) => {
@@ -207,26 +206,27 @@ async fn run(db: DatabaseConnection, bus: EventBus, mut queue: mpsc::Receiver<Bo
     }
 }
 
-/// One attempt at a batch in one transaction. Without savepoints, the first job to fail ends it:
-/// the transaction is rolled back and None returned. Otherwise the commit's outcome.
-async fn attempt(
-    db: &DatabaseConnection,
-    batch: &mut [Box<dyn Job>],
-    savepoints: bool,
-) -> Option<Result<(), DbErr>> {
-    let txn = match db::begin_write(db).await {
-        Ok(txn) => txn,
-        Err(err) => return Some(Err(err)),
-    };
+/// The batch in one transaction with no savepoints. False if a job failed: then the whole
+/// transaction has been rolled back.
+async fn attempt_whole(db: &DatabaseConnection, batch: &mut [Box<dyn Job>]) -> Result<bool, DbErr> {
+    let txn = db::begin_write(db).await?;
     for job in batch.iter_mut() {
-        if !job.attempt(&txn, savepoints).await && !savepoints {
-            if let Err(err) = txn.rollback().await {
-                tracing::error!(error = %err, "rolling back a write batch failed");
-            }
-            return None;
+        if !job.attempt(&txn, false).await {
+            txn.rollback().await?;
+            return Ok(false);
         }
     }
-    Some(txn.commit().await)
+    txn.commit().await.map(|()| true)
+}
+
+/// The batch in one transaction, each job in a savepoint of its own, so that a failing job
+/// undoes only itself.
+async fn attempt_each(db: &DatabaseConnection, batch: &mut [Box<dyn Job>]) -> Result<(), DbErr> {
+    let txn = db::begin_write(db).await?;
+    for job in batch.iter_mut() {
+        job.attempt(&txn, true).await;
+    }
+    txn.commit().await
 }
 
 #[cfg(test)]
