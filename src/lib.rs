@@ -38,6 +38,8 @@ pub struct AppState {
     pub statements: Arc<AtomicU64>,
     /// Subscription deliveries served from a render another subscriber made; on `/metrics`.
     pub shared_renders: Arc<AtomicU64>,
+    /// `messageEvents` subscriptions served plainly, beside the schema (see `graphql::plain`).
+    pub plain_subscriptions: Arc<AtomicU64>,
     pub typing: chat::typing::Typing,
     pub presence: chat::presence::Presence,
     /// Rate-limit buckets (shared through Redis when it is configured).
@@ -129,6 +131,7 @@ impl Application {
             config: Arc::new(config),
             statements,
             shared_renders: Arc::default(),
+            plain_subscriptions: Arc::default(),
             typing: chat::typing::Typing::new(shared),
             epoch,
             shutdown: Default::default(),

@@ -2,6 +2,9 @@
 //! [`QueryShape`] limits before async-graphql sees it, and every response, each item of a
 //! subscription included, goes through `error::set_graphql_code`.
 //!
+//! A plain `messageEvents` subscription, nearly every client's, is served beside the schema
+//! rather than through it (see `plain`).
+//!
 //! Both used to be schema extensions. An extension sits on every field's resolution and every
 //! subscription item's execution, for every subscriber: in a 1,000-member room each message went
 //! through the extension chain a thousand times. Here the check runs once per request, and the
@@ -12,7 +15,11 @@ use async_graphql::{
 };
 use futures_util::StreamExt;
 
-use super::{AppSchema, shape::QueryShape};
+use super::{
+    AppSchema,
+    plain::{Plain, PlainEvents},
+    shape::QueryShape,
+};
 use crate::error::set_graphql_code;
 
 /// The executable API: the schema, and the checks and error codes around it.
@@ -20,11 +27,16 @@ use crate::error::set_graphql_code;
 pub struct Api {
     schema: AppSchema,
     shape: QueryShape,
+    plain: std::sync::Arc<PlainEvents>,
 }
 
 impl Api {
-    pub(super) fn new(schema: AppSchema, shape: QueryShape) -> Self {
-        Self { schema, shape }
+    pub(super) fn new(schema: AppSchema, shape: QueryShape, plain: PlainEvents) -> Self {
+        Self {
+            schema,
+            shape,
+            plain: std::sync::Arc::new(plain),
+        }
     }
 
     /// Parses the document (kept in the request, so async-graphql does not parse it again) and
@@ -32,6 +44,20 @@ impl Api {
     fn admit(&self, request: &mut Request) -> ServerResult<()> {
         let document = request.parsed_query()?;
         self.shape.check(document)
+    }
+}
+
+impl Api {
+    /// The request as a plain `messageEvents` subscription, if it is one (see `plain`).
+    fn plain_subscription(&self, request: &mut Request) -> Option<Plain> {
+        let operation = request.operation_name.clone();
+        let variables = std::mem::take(&mut request.variables);
+        let plain = request
+            .parsed_query()
+            .ok()
+            .and_then(|document| Plain::read(document, operation.as_deref(), &variables));
+        request.variables = variables;
+        plain
     }
 }
 
@@ -60,6 +86,14 @@ impl Executor for Api {
                 refused,
             ]))))
             .boxed();
+        }
+        if let Some(plain) = self.plain_subscription(&mut request) {
+            return self
+                .plain
+                .clone()
+                .stream(plain, session_data)
+                .map(with_codes)
+                .boxed();
         }
         self.schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())

@@ -4,6 +4,7 @@ mod api;
 mod durable;
 mod loaders;
 mod mutation;
+mod plain;
 mod query;
 mod rooms;
 mod shape;
@@ -56,7 +57,8 @@ pub fn build_api(state: AppState) -> Api {
         // `QueryShape` already refuses with a code; this makes sure nothing slips past it.
         builder = builder.disable_introspection();
     }
-    Api::new(builder.data(loaders).data(state).finish(), shape)
+    let plain = plain::PlainEvents::new(state.clone());
+    Api::new(builder.data(loaders).data(state).finish(), shape, plain)
 }
 
 /// The SDL that `palaver schema` prints and `schema.graphql` holds.

@@ -114,7 +114,7 @@ impl<T: OutputType> OutputType for Shared<T> {
 /// The value as JSON text, written once for every subscriber in the shape. async-graphql (with
 /// its `raw_value` feature) writes an object whose one key is [`RAW_VALUE_TOKEN`] as the text it
 /// holds, so each subscriber's frame copies a string instead of cloning and serialising the tree.
-fn serialized_once(value: Value) -> Value {
+pub(super) fn serialized_once(value: Value) -> Value {
     match serde_json::to_string(&value) {
         Ok(json) => Value::Object(
             [(Name::new(RAW_VALUE_TOKEN), Value::String(json))]
@@ -130,90 +130,138 @@ fn serialized_once(value: Value) -> Value {
 /// next (or uses something this check does not follow: arguments, directives, fragments on other
 /// types).
 pub fn shape_of(ctx: &Context<'_>, type_name: &str) -> Option<Arc<str>> {
-    let mut shape = String::new();
-    let fragments = &ctx.query_env.fragments;
-    write_shape(
-        fragments,
+    shape_of_selection(
+        &ctx.query_env.fragments,
         type_name,
         &ctx.item.node.selection_set.node,
-        &mut shape,
     )
-    .then(|| shape.into())
 }
 
-fn write_shape(
+/// Most fields, and most levels below the subscription field, that a shape may have. Real
+/// selections of a message event are far smaller; the bounds keep a shape well inside the schema's
+/// own depth and complexity limits, so that a plain subscription (see `plain`), whose document is
+/// judged by this check alone, never gets past what the schema would refuse.
+const MAX_SHAPE_FIELDS: usize = 100;
+const MAX_SHAPE_DEPTH: usize = 6;
+
+/// [`shape_of`] for a selection taken from a parsed document.
+///
+/// Besides being the same for every viewer, a selection with a shape is valid: every field
+/// exists on its type, leaves have no selection and objects have one, and no response key is used
+/// twice on one level (even for the same field), so nothing is left for field merging to decide.
+pub fn shape_of_selection(
     fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
     type_name: &str,
     set: &SelectionSet,
-    shape: &mut String,
-) -> bool {
-    for selection in &set.items {
-        let ok = match &selection.node {
-            Selection::Field(field) => {
-                let field = &field.node;
-                let name = field.name.node.as_str();
-                let leads_to = if name == "__typename" {
-                    Some(None)
-                } else {
-                    same_for_every_viewer(type_name, name)
-                };
-                match leads_to {
-                    Some(_) if !field.arguments.is_empty() || !field.directives.is_empty() => false,
-                    None => false,
-                    Some(child) => {
-                        if let Some(alias) = &field.alias {
-                            let _ = write!(shape, "{}:", alias.node);
+) -> Option<Arc<str>> {
+    let mut writer = ShapeWriter {
+        fragments,
+        shape: String::new(),
+        fields: 0,
+    };
+    writer
+        .level(type_name, set, 1)
+        .then(|| writer.shape.into())
+}
+
+struct ShapeWriter<'a> {
+    fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
+    shape: String,
+    fields: usize,
+}
+
+impl<'a> ShapeWriter<'a> {
+    /// Writes one level of selection (its fragments flattened into it).
+    fn level(&mut self, type_name: &str, set: &'a SelectionSet, depth: usize) -> bool {
+        let mut keys = Vec::new();
+        depth <= MAX_SHAPE_DEPTH && self.items(type_name, set, depth, &mut keys)
+    }
+
+    fn items(
+        &mut self,
+        type_name: &str,
+        set: &'a SelectionSet,
+        depth: usize,
+        keys: &mut Vec<&'a str>,
+    ) -> bool {
+        for selection in &set.items {
+            let ok = match &selection.node {
+                Selection::Field(field) => self.field(type_name, &field.node, depth, keys),
+                Selection::FragmentSpread(spread) => {
+                    let spread = &spread.node;
+                    match self.fragments.get(&spread.fragment_name.node) {
+                        Some(fragment)
+                            if spread.directives.is_empty()
+                                && fragment.node.directives.is_empty()
+                                && fragment.node.type_condition.node.on.node == type_name =>
+                        {
+                            self.items(type_name, &fragment.node.selection_set.node, depth, keys)
                         }
-                        shape.push_str(name);
-                        let inner = match child {
-                            Some(child) => {
-                                shape.push('{');
-                                let ok =
-                                    write_shape(fragments, child, &field.selection_set.node, shape);
-                                shape.push('}');
-                                ok
-                            }
-                            None => true,
-                        };
-                        shape.push(' ');
-                        inner
+                        _ => false,
                     }
                 }
-            }
-            Selection::FragmentSpread(spread) => {
-                let spread = &spread.node;
-                match fragments.get(&spread.fragment_name.node) {
-                    Some(fragment)
-                        if spread.directives.is_empty()
-                            && fragment.node.directives.is_empty()
-                            && fragment.node.type_condition.node.on.node == type_name =>
-                    {
-                        write_shape(
-                            fragments,
-                            type_name,
-                            &fragment.node.selection_set.node,
-                            shape,
-                        )
-                    }
-                    _ => false,
+                Selection::InlineFragment(fragment) => {
+                    let fragment = &fragment.node;
+                    let on_this_type = fragment
+                        .type_condition
+                        .as_ref()
+                        .is_none_or(|condition| condition.node.on.node == type_name);
+                    on_this_type
+                        && fragment.directives.is_empty()
+                        && self.items(type_name, &fragment.selection_set.node, depth, keys)
                 }
+            };
+            if !ok {
+                return false;
             }
-            Selection::InlineFragment(fragment) => {
-                let fragment = &fragment.node;
-                let on_this_type = fragment
-                    .type_condition
-                    .as_ref()
-                    .is_none_or(|condition| condition.node.on.node == type_name);
-                on_this_type
-                    && fragment.directives.is_empty()
-                    && write_shape(fragments, type_name, &fragment.selection_set.node, shape)
-            }
+        }
+        true
+    }
+
+    fn field(
+        &mut self,
+        type_name: &str,
+        field: &'a Field,
+        depth: usize,
+        keys: &mut Vec<&'a str>,
+    ) -> bool {
+        let name = field.name.node.as_str();
+        let leads_to = if name == "__typename" {
+            Some(None)
+        } else {
+            same_for_every_viewer(type_name, name)
         };
-        if !ok {
+        let Some(child) = leads_to else {
+            return false;
+        };
+        let key = field.response_key().node.as_str();
+        self.fields += 1;
+        if !field.arguments.is_empty()
+            || !field.directives.is_empty()
+            || keys.contains(&key)
+            || self.fields > MAX_SHAPE_FIELDS
+        {
             return false;
         }
+        keys.push(key);
+        if let Some(alias) = &field.alias {
+            let _ = write!(self.shape, "{}:", alias.node);
+        }
+        self.shape.push_str(name);
+        let set = &field.selection_set.node;
+        let ok = match child {
+            None => set.items.is_empty(),
+            Some(_) if set.items.is_empty() => false,
+            Some(child) => {
+                self.shape.push('{');
+                let ok = self.level(child, set, depth + 1);
+                self.shape.push('}');
+                ok
+            }
+        };
+        self.shape.push(' ');
+        ok
     }
-    true
 }
 
 /// The fields whose value is the same for every viewer allowed to see the event, with the type each

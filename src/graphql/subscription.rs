@@ -18,6 +18,8 @@ use super::{
     },
 };
 use crate::{
+    AppState,
+    auth::Viewer,
     chat::{blocks, conversations, messages, notifications, presence, users},
     error::AppError,
     events::{Envelope, Event, Lagged, MessageChange, Receiver, Topic},
@@ -59,86 +61,19 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>> {
         let viewer = ctx.viewer()?;
         let slot = claim_slot(ctx)?;
-        let state = ctx.state().clone();
-        let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
-        let since = since
-            .map(|c| ids::decode_cursor(CursorKind::Event, &c, 2))
-            .transpose()?;
-        if let Some(id) = conversation {
-            Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
-        }
-        // Listen before reading the log, so nothing falls between replay and live.
-        let live = state.bus.subscribe(Topic::Messages, viewer.user_id);
-        let latest = Box::pin(messages::latest_event_id(&state.db)).await?;
-        let since = match since.as_deref() {
-            None => None,
-            Some(&[epoch, id]) if epoch == state.epoch && id <= latest => Some(id),
-            Some(_) => {
-                return Err(AppError::ResyncRequired(
-                    "this cursor does not belong to this server's data; reload and subscribe again without `since`"
-                        .into(),
-                )
-                .into());
-            }
-        };
-        let user_id = viewer.user_id;
-        let db = state.db.clone();
         let shape = shared::shape_of(
             ctx,
             &<MessageEvent as async_graphql::OutputType>::type_name(),
         );
-        Ok(hold(
+        Ok(Box::pin(message_events(
+            ctx.state().clone(),
+            viewer,
             slot,
-            durable(
-                live,
-                since,
-                latest,
-                move |after, limit| {
-                    let db = db.clone();
-                    async move {
-                        let rows = messages::events_after(&db, user_id, conversation, after, limit)
-                            .await?;
-                        Ok(rows
-                            .into_iter()
-                            .filter_map(|(event, message)| {
-                                let change = MessageChange::parse(&event.kind)?;
-                                Some((
-                                    event.id,
-                                    Shared::alone(MessageEvent {
-                                        event_id: event.id,
-                                        kind: change.into(),
-                                        message: Arc::new(message),
-                                    }),
-                                ))
-                            })
-                            .collect())
-                    }
-                },
-                move |envelope| match &envelope.event {
-                    Event::Message {
-                        event_id,
-                        change,
-                        message,
-                    } if envelope.is_for(user_id)
-                        && conversation.is_none_or(|c| c == message.conversation_id) =>
-                    {
-                        Some((
-                            *event_id,
-                            Shared::live(
-                                MessageEvent {
-                                    event_id: *event_id,
-                                    kind: (*change).into(),
-                                    message: message.clone(),
-                                },
-                                envelope,
-                                shape.as_ref(),
-                            ),
-                        ))
-                    }
-                    _ => None,
-                },
-            ),
+            conversation_id.as_ref(),
+            since,
+            shape,
         ))
+        .await?)
     }
 
     /// Typing indicators from the other members of one conversation or of all the viewer's.
@@ -396,4 +331,91 @@ where
             }
         }
     }
+}
+
+/// The events of a `messageEvents` subscription, for the schema's resolver and for plain
+/// subscriptions served without it (`plain`). `shape` is the subscriber's selection when it reads
+/// the same to every viewer, so that live events share their renders.
+pub(super) async fn message_events(
+    state: AppState,
+    viewer: Viewer,
+    slot: Option<SlotGuard>,
+    conversation_id: Option<&ID>,
+    since: Option<String>,
+    shape: Option<Arc<str>>,
+) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>, AppError> {
+    let conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
+    let since = since
+        .map(|c| ids::decode_cursor(CursorKind::Event, &c, 2))
+        .transpose()?;
+    if let Some(id) = conversation {
+        Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
+    }
+    // Listen before reading the log, so nothing falls between replay and live.
+    let live = state.bus.subscribe(Topic::Messages, viewer.user_id);
+    let latest = Box::pin(messages::latest_event_id(&state.db)).await?;
+    let since = match since.as_deref() {
+        None => None,
+        Some(&[epoch, id]) if epoch == state.epoch && id <= latest => Some(id),
+        Some(_) => {
+            return Err(AppError::ResyncRequired(
+                "this cursor does not belong to this server's data; reload and subscribe again without `since`"
+                    .into(),
+            ));
+        }
+    };
+    let user_id = viewer.user_id;
+    let db = state.db.clone();
+    Ok(hold(
+        slot,
+        durable(
+            live,
+            since,
+            latest,
+            move |after, limit| {
+                let db = db.clone();
+                async move {
+                    let rows = messages::events_after(&db, user_id, conversation, after, limit)
+                        .await?;
+                    Ok(rows
+                        .into_iter()
+                        .filter_map(|(event, message)| {
+                            let change = MessageChange::parse(&event.kind)?;
+                            Some((
+                                event.id,
+                                Shared::alone(MessageEvent {
+                                    event_id: event.id,
+                                    kind: change.into(),
+                                    message: Arc::new(message),
+                                }),
+                            ))
+                        })
+                        .collect())
+                }
+            },
+            move |envelope| match &envelope.event {
+                Event::Message {
+                    event_id,
+                    change,
+                    message,
+                } if envelope.is_for(user_id)
+                    && conversation.is_none_or(|c| c == message.conversation_id) =>
+                {
+                    Some((
+                        *event_id,
+                        Shared::live(
+                            MessageEvent {
+                                event_id: *event_id,
+                                kind: (*change).into(),
+                                message: message.clone(),
+                            },
+                            envelope,
+                            shape.as_ref(),
+                        ),
+                    ))
+                }
+                _ => None,
+            },
+        ),
+    ))
 }

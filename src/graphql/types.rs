@@ -580,6 +580,7 @@ impl From<MessageChange> for MessageEventKind {
 }
 
 /// A message was created, edited or deleted.
+#[derive(Clone)]
 pub struct MessageEvent {
     pub event_id: i64,
     pub kind: MessageEventKind,

@@ -393,3 +393,70 @@ async fn a_burst_of_events_reaches_each_subscription_whole_one_frame_per_event()
     assert_eq!(orders[0], orders[1], "both subscriptions in the same order");
     bob_ws.expect_silence().await;
 }
+
+/// A selection every member reads the same, under an alias: served plainly, beside the schema.
+const PLAIN: &str = "subscription On($c: ID, $s: String) { live: messageEvents(conversationId: $c, since: $s) { kind cursor message { id body editedAt sender { id username } conversation { id } } } }";
+/// The same, through a named fragment: a document the plain path leaves to the schema.
+const THROUGH_SCHEMA: &str = "subscription On($c: ID, $s: String) { live: messageEvents(conversationId: $c, since: $s) { ...E } } fragment E on MessageEvent { kind cursor message { id body editedAt sender { id username } conversation { id } } }";
+const PLAIN_SUBSCRIPTIONS: &str = "palaver_subscriptions_plain_total";
+
+#[tokio::test]
+async fn a_plain_subscription_is_answered_exactly_as_the_schema_answers_it() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let eve = app.user("eve").await;
+    let room = app.room(&alice, "Lobby", &[&bob]).await;
+    let plain_before = app.metric(PLAIN_SUBSCRIPTIONS).await;
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("plain", PLAIN, json!({ "c": room })).await;
+    ws.subscribe("schema", THROUGH_SCHEMA, json!({ "c": room }))
+        .await;
+    tokio::time::sleep(QUIET).await;
+    // Only the first took the plain path.
+    assert_eq!(app.metric(PLAIN_SUBSCRIPTIONS).await - plain_before, 1);
+
+    // Live: created, then edited.
+    let sent = app.send(&alice, &room, "hello").await;
+    app.data(
+        &alice.token,
+        "mutation($id: ID!) { editMessage(id: $id, body: \"hello again\") { id } }",
+        json!({ "id": sent["id"] }),
+    )
+    .await;
+    let mut cursor = None;
+    for kind in ["CREATED", "EDITED"] {
+        let plain = ws.next_payload("plain").await;
+        let schema = ws.next_payload("schema").await;
+        assert_eq!(plain, schema);
+        assert_eq!(plain["data"]["live"]["kind"], kind, "{plain}");
+        assert_eq!(plain["data"]["live"]["message"]["id"], sent["id"]);
+        assert_eq!(plain["data"]["live"]["message"]["sender"]["id"], alice.id);
+        cursor.get_or_insert(plain["data"]["live"]["cursor"].clone());
+    }
+    ws.expect_silence().await;
+
+    // Replayed from the change log after a cursor: the edit again, the same on both paths.
+    let since = json!({ "c": room, "s": cursor.unwrap() });
+    ws.subscribe("plain-again", PLAIN, since.clone()).await;
+    ws.subscribe("schema-again", THROUGH_SCHEMA, since).await;
+    let plain = ws.next_payload("plain-again").await;
+    assert_eq!(plain, ws.next_payload("schema-again").await);
+    assert_eq!(plain["data"]["live"]["kind"], "EDITED", "{plain}");
+    assert_eq!(plain["data"]["live"]["message"]["body"], "hello again");
+
+    // Refusals: the same error, code, path and place in the document.
+    for (token, variables, code) in [
+        (Some(&eve.token), json!({ "c": room }), "NOT_FOUND"),
+        (None, json!({ "c": room }), "UNAUTHENTICATED"),
+        (Some(&eve.token), json!({ "s": "not-a-cursor" }), "BAD_USER_INPUT"),
+    ] {
+        let mut socket = app.ws(token.map(String::as_str)).await;
+        socket.subscribe("plain", PLAIN, variables.clone()).await;
+        socket.subscribe("schema", THROUGH_SCHEMA, variables).await;
+        let plain = socket.next_payload("plain").await;
+        assert_eq!(plain, socket.next_payload("schema").await);
+        assert_eq!(plain["errors"][0]["extensions"]["code"], code, "{plain}");
+        assert_eq!(plain["errors"][0]["path"], json!(["live"]), "{plain}");
+    }
+}

@@ -1,0 +1,442 @@
+//! Plain `messageEvents` subscriptions, served without async-graphql's per-subscription
+//! execution.
+//!
+//! Nearly every client subscribes the same way: one `messageEvents` field, perhaps a
+//! conversation or a cursor, and a selection of fields that read the same to every member
+//! (`message { id body sender { id displayName } }`). Through the schema, each such subscription
+//! keeps its parsed document and an executor for as long as it lives, and runs that executor
+//! once per event it receives. Here the document is read once, when the subscription starts, and
+//! dropped: what is kept is the response key, the shape of the selection, and the stream of
+//! events. Each event is then resolved once per shape for everyone (by [`Renderer`]), and every
+//! subscriber copies the result under its response key.
+//!
+//! A document this module cannot vouch for is left to the schema, which answers it as it always
+//! did: anything but a single subscription operation holding one `messageEvents` field, named
+//! fragments, directives, variables other than the field's two arguments, and any selection
+//! [`shared::shape_of_selection`] does not give a shape (viewer-dependent fields such as
+//! `isRead`, unknown fields, repeated response keys, selections beyond its size bounds). What is
+//! served here is therefore a valid document, answered exactly as the schema would answer it.
+use std::sync::{Arc, atomic::Ordering};
+
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, ID, Name, Object, PathSegment, Pos, Positioned,
+    Request,
+    Response, Schema, ServerError, Value, Variables,
+    parser::types::{
+        BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, Type,
+        VariableDefinition,
+    },
+};
+use async_graphql_value::Value as Input;
+use futures_util::{Stream, StreamExt};
+
+use super::{
+    Loaders,
+    shared::{self, Shared},
+    subscription,
+    types::MessageEvent,
+};
+use crate::{
+    AppState,
+    auth::Auth,
+    error::AppError,
+    limits::SubscriptionSlots,
+};
+
+/// A `messageEvents` subscription read from its document.
+#[derive(Debug, PartialEq)]
+pub struct Plain {
+    /// Where the subscriber wants the events: the field's alias, or `messageEvents`.
+    key: Name,
+    /// The field's place in the document, for errors.
+    pos: Pos,
+    conversation_id: Option<ID>,
+    since: Option<String>,
+    /// The selection, spelled canonically (see `shared`).
+    shape: Arc<str>,
+}
+
+/// The two arguments of `messageEvents`, and the type a variable given for each must have.
+const ARGUMENTS: [(&str, &str); 2] = [("conversationId", "ID"), ("since", "String")];
+
+impl Plain {
+    /// Reads a subscription that can be served plainly, or None to leave the document to the
+    /// schema.
+    pub fn read(
+        document: &ExecutableDocument,
+        operation_name: Option<&str>,
+        variables: &Variables,
+    ) -> Option<Self> {
+        if !document.fragments.is_empty() {
+            return None;
+        }
+        let operation = match (&document.operations, operation_name) {
+            (DocumentOperations::Single(operation), None) => operation,
+            (DocumentOperations::Multiple(operations), wanted) if operations.len() == 1 => {
+                let (name, operation) = operations.iter().next()?;
+                if wanted.is_some_and(|wanted| wanted != name.as_str()) {
+                    return None;
+                }
+                operation
+            }
+            _ => return None,
+        };
+        let operation = &operation.node;
+        if operation.ty != OperationType::Subscription || !operation.directives.is_empty() {
+            return None;
+        }
+        let [selection] = operation.selection_set.node.items.as_slice() else {
+            return None;
+        };
+        let Selection::Field(field) = &selection.node else {
+            return None;
+        };
+        let pos = field.pos;
+        let field = &field.node;
+        if field.name.node != "messageEvents" || !field.directives.is_empty() {
+            return None;
+        }
+        // Every declared variable must be one of the field's arguments, used once.
+        let definitions = &operation.variable_definitions;
+        if definitions.len() > field.arguments.len()
+            || (definitions.len() == 2 && definitions[0].node.name.node == definitions[1].node.name.node)
+        {
+            return None;
+        }
+        let mut values: [Option<Value>; 2] = [None, None];
+        for (name, value) in &field.arguments {
+            let at = ARGUMENTS
+                .iter()
+                .position(|(argument, _)| name.node == *argument)?;
+            if values[at].is_some() {
+                return None;
+            }
+            let value = match &value.node {
+                Input::Variable(variable) => {
+                    let definition = definitions
+                        .iter()
+                        .find(|d| d.node.name.node == *variable)?;
+                    let definition = &definition.node;
+                    let Type {
+                        base: BaseType::Named(type_name),
+                        nullable,
+                    } = &definition.var_type.node
+                    else {
+                        return None;
+                    };
+                    if type_name != ARGUMENTS[at].1
+                        || !definition.directives.is_empty()
+                        || definition.default_value.is_some()
+                    {
+                        return None;
+                    }
+                    match variables.get(variable) {
+                        // A required variable left out or null is the schema's error to report.
+                        None | Some(Value::Null) if !nullable => return None,
+                        Some(value) => value.clone(),
+                        None => Value::Null,
+                    }
+                }
+                literal => literal.clone().into_const()?,
+            };
+            values[at] = Some(value);
+        }
+        let used = |d: &&Positioned<VariableDefinition>| {
+            field.arguments.iter().any(|(_, value)| {
+                matches!(&value.node, Input::Variable(v) if *v == d.node.name.node)
+            })
+        };
+        if definitions.iter().filter(used).count() != definitions.len() {
+            return None;
+        }
+        let [conversation_id, since] = values;
+        let conversation_id = match conversation_id {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(ID(id)),
+            Some(Value::Number(n)) if n.is_i64() => Some(ID(n.to_string())),
+            Some(_) => return None,
+        };
+        let since = match since {
+            None | Some(Value::Null) => None,
+            Some(Value::String(cursor)) => Some(cursor),
+            Some(_) => return None,
+        };
+        let shape = shared::shape_of_selection(
+            &document.fragments,
+            "MessageEvent",
+            &field.selection_set.node,
+        )?;
+        Some(Self {
+            key: field.response_key().node.clone(),
+            pos,
+            conversation_id,
+            since,
+            shape,
+        })
+    }
+}
+
+/// Serves plain subscriptions: starts their streams and resolves their events.
+pub struct PlainEvents {
+    state: AppState,
+    renderer: Schema<RenderRoot, EmptyMutation, EmptySubscription>,
+}
+
+impl PlainEvents {
+    pub fn new(state: AppState) -> Self {
+        let renderer = Schema::build(RenderRoot, EmptyMutation, EmptySubscription)
+            .data(Loaders::new(&state.db))
+            .data(state.clone())
+            .finish();
+        Self { state, renderer }
+    }
+
+    /// The subscription's responses, as async-graphql would give them: the events, or one
+    /// response with the error that refused the subscription.
+    pub fn stream(
+        self: Arc<Self>,
+        plain: Plain,
+        session: Option<Arc<async_graphql::Data>>,
+    ) -> impl Stream<Item = Response> + Send + 'static {
+        self.state
+            .plain_subscriptions
+            .fetch_add(1, Ordering::Relaxed);
+        async_stream::stream! {
+            // Boxed, so that what starting the subscription takes is not kept, inline, in the
+            // state of every idle subscription.
+            let events = Box::pin(self.open(&plain, session.as_deref())).await;
+            let events = match events {
+                Ok(events) => events,
+                Err(err) => {
+                    yield Response::from_errors(vec![field_error(&plain, err)]);
+                    return;
+                }
+            };
+            futures_util::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                yield Box::pin(self.respond(&plain, event)).await;
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        plain: &Plain,
+        session: Option<&async_graphql::Data>,
+    ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>, AppError> {
+        let viewer = session_item::<Auth>(session)
+            .unwrap_or(&Auth::Anonymous)
+            .viewer()?;
+        let slot = session_item::<SubscriptionSlots>(session)
+            .map(SubscriptionSlots::claim)
+            .transpose()?;
+        subscription::message_events(
+            self.state.clone(),
+            viewer,
+            slot,
+            plain.conversation_id.as_ref(),
+            plain.since.clone(),
+            Some(plain.shape.clone()),
+        )
+        .await
+    }
+
+    /// One event's response: the render its shape already has, or a render made now (and kept
+    /// for the others when it resolved without errors).
+    async fn respond(&self, plain: &Plain, event: Shared<MessageEvent>) -> Response {
+        let slot = event
+            .shared
+            .as_ref()
+            .and_then(|(envelope, shape)| envelope.renders.slot(shape));
+        let Some(slot) = slot else {
+            return self.render(plain, &event.item).await;
+        };
+        let mut made_here = false;
+        let render = slot
+            .get_or_try_init(|| async {
+                made_here = true;
+                let mut response = self.render(plain, &event.item).await;
+                let value = match &mut response.data {
+                    Value::Object(data) if response.errors.is_empty() => {
+                        data.swap_remove(&plain.key)
+                    }
+                    _ => None,
+                };
+                value.map(shared::serialized_once).ok_or(response)
+            })
+            .await;
+        match render {
+            Ok(value) => {
+                if !made_here {
+                    self.state.shared_renders.fetch_add(1, Ordering::Relaxed);
+                }
+                Response::new(Value::Object(
+                    [(plain.key.clone(), value.clone())].into_iter().collect(),
+                ))
+            }
+            Err(response) => response,
+        }
+    }
+
+    /// Resolves one event in the subscriber's selection, as the schema would.
+    async fn render(&self, plain: &Plain, event: &MessageEvent) -> Response {
+        let query = format!("{{event{{{}}}}}", plain.shape);
+        let request = Request::new(query).data(event.clone());
+        let mut response = self.renderer.execute(request).await;
+        // The renderer's field is `event`; the subscriber's is its response key.
+        if let Value::Object(data) = &mut response.data
+            && let Some(value) = data.swap_remove("event")
+        {
+            data.insert(plain.key.clone(), value);
+        }
+        for error in &mut response.errors {
+            if let Some(PathSegment::Field(first)) = error.path.first_mut() {
+                *first = plain.key.to_string();
+            }
+            // Positions in the renderer's query mean nothing to the client.
+            error.locations.clear();
+        }
+        response
+    }
+}
+
+/// What the connection put in its session data (see `http::serve_socket`).
+fn session_item<T: std::any::Any>(session: Option<&async_graphql::Data>) -> Option<&T> {
+    session?.get(&std::any::TypeId::of::<T>())?.downcast_ref::<T>()
+}
+
+/// An error that refused a subscription, placed on its field as async-graphql places it.
+fn field_error(plain: &Plain, err: AppError) -> ServerError {
+    async_graphql::Error::from(err)
+        .into_server_error(plain.pos)
+        .with_path(vec![PathSegment::Field(plain.key.to_string())])
+}
+
+/// The renderer's one field: the event in the request's data.
+pub struct RenderRoot;
+
+#[Object]
+impl RenderRoot {
+    async fn event(&self, ctx: &Context<'_>) -> MessageEvent {
+        ctx.data_unchecked::<MessageEvent>().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{ID, Variables, parser::parse_query};
+    use serde_json::json;
+
+    use super::Plain;
+
+    fn read(query: &str, operation: Option<&str>, variables: serde_json::Value) -> Option<Plain> {
+        let document = parse_query(query).expect("the test's query parses");
+        Plain::read(&document, operation, &Variables::from_json(variables))
+    }
+
+    #[test]
+    fn plain_subscriptions_are_read_with_their_arguments() {
+        let plain = read(
+            "subscription On($c: ID, $s: String) { live: messageEvents(conversationId: $c, since: $s) { kind cursor message { id body sender { id } } } }",
+            Some("On"),
+            json!({ "c": "cnv_1", "s": "cursor" }),
+        )
+        .expect("served plainly");
+        assert_eq!(plain.key.as_str(), "live");
+        assert_eq!(plain.conversation_id, Some(ID::from("cnv_1")));
+        assert_eq!(plain.since.as_deref(), Some("cursor"));
+        assert_eq!(&*plain.shape, "kind cursor message{id body sender{id } } ");
+
+        let plain = read(
+            "subscription { messageEvents(conversationId: 7) { __typename message { id } } }",
+            None,
+            json!({}),
+        )
+        .expect("served plainly");
+        assert_eq!(plain.key.as_str(), "messageEvents");
+        assert_eq!(plain.conversation_id, Some(ID::from("7")));
+        assert_eq!(plain.since, None);
+
+        // A nullable variable left out is null.
+        let plain = read(
+            "subscription($c: ID) { messageEvents(conversationId: $c) { kind } }",
+            None,
+            json!({}),
+        )
+        .expect("served plainly");
+        assert_eq!(plain.conversation_id, None);
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_schema() {
+        for (query, operation, variables) in [
+            // Not a subscription, or not messageEvents alone.
+            ("{ me { id } }", None, json!({})),
+            ("subscription { typing { isTyping } }", None, json!({})),
+            (
+                "subscription { messageEvents { kind } other: messageEvents { kind } }",
+                None,
+                json!({}),
+            ),
+            // Fields that depend on the viewer, or do not exist, or a leaf with a selection.
+            ("subscription { messageEvents { message { isRead } } }", None, json!({})),
+            ("subscription { messageEvents { message { bogus } } }", None, json!({})),
+            ("subscription { messageEvents { message } }", None, json!({})),
+            ("subscription { messageEvents { kind { x } } }", None, json!({})),
+            // Repeated response keys, directives, named fragments.
+            ("subscription { messageEvents { kind kind } }", None, json!({})),
+            (
+                "subscription { messageEvents { kind @include(if: true) } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription { messageEvents { ...F } } fragment F on MessageEvent { kind }",
+                None,
+                json!({}),
+            ),
+            // Arguments the field does not have, twice, or of the wrong type.
+            ("subscription { messageEvents(first: 1) { kind } }", None, json!({})),
+            (
+                "subscription { messageEvents(since: \"a\", since: \"b\") { kind } }",
+                None,
+                json!({}),
+            ),
+            ("subscription { messageEvents(since: 5) { kind } }", None, json!({})),
+            ("subscription { messageEvents(conversationId: 1.5) { kind } }", None, json!({})),
+            // Variables: unused, of the wrong type, a required one missing, a wrong value.
+            ("subscription($c: ID) { messageEvents { kind } }", None, json!({})),
+            (
+                "subscription($c: Int) { messageEvents(conversationId: $c) { kind } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription($c: ID!) { messageEvents(conversationId: $c) { kind } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription($c: ID) { messageEvents(conversationId: $c) { kind } }",
+                None,
+                json!({ "c": true }),
+            ),
+            // An operation name that names no operation here, or one of several.
+            ("subscription A { messageEvents { kind } }", Some("B"), json!({})),
+            ("subscription { messageEvents { kind } }", Some("A"), json!({})),
+            (
+                "subscription A { messageEvents { kind } } subscription B { messageEvents { kind } }",
+                Some("A"),
+                json!({}),
+            ),
+            // Deeper than the shape's bounds.
+            (
+                "subscription { messageEvents { message { replyTo { replyTo { replyTo { replyTo { replyTo { id } } } } } } } }",
+                None,
+                json!({}),
+            ),
+        ] {
+            assert_eq!(read(query, operation, variables), None, "{query}");
+        }
+    }
+}
