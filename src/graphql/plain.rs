@@ -16,12 +16,15 @@
 //! [`shared::shape_of_selection`] does not give a shape (viewer-dependent fields such as
 //! `isRead`, unknown fields, repeated response keys, selections beyond its size bounds). What is
 //! served here is therefore a valid document, answered exactly as the schema would answer it.
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use async_graphql::{
     Context, EmptyMutation, EmptySubscription, ID, Name, Object, PathSegment, Pos, Positioned,
-    Request,
-    Response, Schema, ServerError, Value, Variables,
+    Request, Response, Schema, ServerError, ValidationMode, Value, Variables,
+    parser::parse_query,
     parser::types::{
         BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, Type,
         VariableDefinition,
@@ -36,12 +39,7 @@ use super::{
     subscription,
     types::MessageEvent,
 };
-use crate::{
-    AppState,
-    auth::Auth,
-    error::AppError,
-    limits::SubscriptionSlots,
-};
+use crate::{AppState, auth::Auth, error::AppError, limits::SubscriptionSlots, lock};
 
 /// A `messageEvents` subscription read from its document.
 #[derive(Debug, PartialEq)]
@@ -99,7 +97,8 @@ impl Plain {
         // Every declared variable must be one of the field's arguments, used once.
         let definitions = &operation.variable_definitions;
         if definitions.len() > field.arguments.len()
-            || (definitions.len() == 2 && definitions[0].node.name.node == definitions[1].node.name.node)
+            || (definitions.len() == 2
+                && definitions[0].node.name.node == definitions[1].node.name.node)
         {
             return None;
         }
@@ -113,9 +112,7 @@ impl Plain {
             }
             let value = match &value.node {
                 Input::Variable(variable) => {
-                    let definition = definitions
-                        .iter()
-                        .find(|d| d.node.name.node == *variable)?;
+                    let definition = definitions.iter().find(|d| d.node.name.node == *variable)?;
                     let definition = &definition.node;
                     let Type {
                         base: BaseType::Named(type_name),
@@ -142,9 +139,9 @@ impl Plain {
             values[at] = Some(value);
         }
         let used = |d: &&Positioned<VariableDefinition>| {
-            field.arguments.iter().any(|(_, value)| {
-                matches!(&value.node, Input::Variable(v) if *v == d.node.name.node)
-            })
+            field.arguments.iter().any(
+                |(_, value)| matches!(&value.node, Input::Variable(v) if *v == d.node.name.node),
+            )
         };
         if definitions.iter().filter(used).count() != definitions.len() {
             return None;
@@ -180,15 +177,27 @@ impl Plain {
 pub struct PlainEvents {
     state: AppState,
     renderer: Schema<RenderRoot, EmptyMutation, EmptySubscription>,
+    /// The renderer's query for each shape seen lately, parsed: an event is rendered once per
+    /// shape, and parsing the query anew each time cost more than resolving it.
+    queries: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
 }
+
+/// Shapes whose render queries are kept parsed; past this many the cache starts over.
+const KEPT_QUERIES: usize = 64;
 
 impl PlainEvents {
     pub fn new(state: AppState) -> Self {
         let renderer = Schema::build(RenderRoot, EmptyMutation, EmptySubscription)
             .data(Loaders::new(&state.db))
             .data(state.clone())
+            // The queries are spelled from shapes, which only valid selections have.
+            .validation_mode(ValidationMode::Fast)
             .finish();
-        Self { state, renderer }
+        Self {
+            state,
+            renderer,
+            queries: Mutex::default(),
+        }
     }
 
     /// The subscription's responses, as async-graphql would give them: the events, or one
@@ -278,10 +287,28 @@ impl PlainEvents {
         }
     }
 
+    /// The renderer's query for a shape, parsed (None only if it does not parse, which a shape
+    /// always does; the request then reports the error).
+    fn query(&self, shape: &Arc<str>) -> Option<ExecutableDocument> {
+        let mut queries = lock(&self.queries);
+        if let Some(document) = queries.get(shape) {
+            return Some(document.clone());
+        }
+        let document = parse_query(format!("{{event{{{shape}}}}}")).ok()?;
+        if queries.len() >= KEPT_QUERIES {
+            queries.clear();
+        }
+        queries.insert(shape.clone(), document.clone());
+        Some(document)
+    }
+
     /// Resolves one event in the subscriber's selection, as the schema would.
     async fn render(&self, plain: &Plain, event: &MessageEvent) -> Response {
-        let query = format!("{{event{{{}}}}}", plain.shape);
-        let request = Request::new(query).data(event.clone());
+        let mut request = Request::new("").data(event.clone());
+        match self.query(&plain.shape) {
+            Some(document) => request.set_parsed_query(document),
+            None => request.query = format!("{{event{{{}}}}}", plain.shape),
+        }
         let mut response = self.renderer.execute(request).await;
         // The renderer's field is `event`; the subscriber's is its response key.
         if let Value::Object(data) = &mut response.data
@@ -302,7 +329,9 @@ impl PlainEvents {
 
 /// What the connection put in its session data (see `http::serve_socket`).
 fn session_item<T: std::any::Any>(session: Option<&async_graphql::Data>) -> Option<&T> {
-    session?.get(&std::any::TypeId::of::<T>())?.downcast_ref::<T>()
+    session?
+        .get(&std::any::TypeId::of::<T>())?
+        .downcast_ref::<T>()
 }
 
 /// An error that refused a subscription, placed on its field as async-graphql places it.
@@ -379,12 +408,32 @@ mod tests {
                 json!({}),
             ),
             // Fields that depend on the viewer, or do not exist, or a leaf with a selection.
-            ("subscription { messageEvents { message { isRead } } }", None, json!({})),
-            ("subscription { messageEvents { message { bogus } } }", None, json!({})),
-            ("subscription { messageEvents { message } }", None, json!({})),
-            ("subscription { messageEvents { kind { x } } }", None, json!({})),
+            (
+                "subscription { messageEvents { message { isRead } } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription { messageEvents { message { bogus } } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription { messageEvents { message } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription { messageEvents { kind { x } } }",
+                None,
+                json!({}),
+            ),
             // Repeated response keys, directives, named fragments.
-            ("subscription { messageEvents { kind kind } }", None, json!({})),
+            (
+                "subscription { messageEvents { kind kind } }",
+                None,
+                json!({}),
+            ),
             (
                 "subscription { messageEvents { kind @include(if: true) } }",
                 None,
@@ -396,16 +445,32 @@ mod tests {
                 json!({}),
             ),
             // Arguments the field does not have, twice, or of the wrong type.
-            ("subscription { messageEvents(first: 1) { kind } }", None, json!({})),
+            (
+                "subscription { messageEvents(first: 1) { kind } }",
+                None,
+                json!({}),
+            ),
             (
                 "subscription { messageEvents(since: \"a\", since: \"b\") { kind } }",
                 None,
                 json!({}),
             ),
-            ("subscription { messageEvents(since: 5) { kind } }", None, json!({})),
-            ("subscription { messageEvents(conversationId: 1.5) { kind } }", None, json!({})),
+            (
+                "subscription { messageEvents(since: 5) { kind } }",
+                None,
+                json!({}),
+            ),
+            (
+                "subscription { messageEvents(conversationId: 1.5) { kind } }",
+                None,
+                json!({}),
+            ),
             // Variables: unused, of the wrong type, a required one missing, a wrong value.
-            ("subscription($c: ID) { messageEvents { kind } }", None, json!({})),
+            (
+                "subscription($c: ID) { messageEvents { kind } }",
+                None,
+                json!({}),
+            ),
             (
                 "subscription($c: Int) { messageEvents(conversationId: $c) { kind } }",
                 None,
@@ -422,8 +487,16 @@ mod tests {
                 json!({ "c": true }),
             ),
             // An operation name that names no operation here, or one of several.
-            ("subscription A { messageEvents { kind } }", Some("B"), json!({})),
-            ("subscription { messageEvents { kind } }", Some("A"), json!({})),
+            (
+                "subscription A { messageEvents { kind } }",
+                Some("B"),
+                json!({}),
+            ),
+            (
+                "subscription { messageEvents { kind } }",
+                Some("A"),
+                json!({}),
+            ),
             (
                 "subscription A { messageEvents { kind } } subscription B { messageEvents { kind } }",
                 Some("A"),

@@ -159,9 +159,7 @@ pub fn shape_of_selection(
         shape: String::new(),
         fields: 0,
     };
-    writer
-        .level(type_name, set, 1)
-        .then(|| writer.shape.into())
+    writer.level(type_name, set, 1).then(|| writer.shape.into())
 }
 
 struct ShapeWriter<'a> {

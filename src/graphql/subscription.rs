@@ -375,8 +375,8 @@ pub(super) async fn message_events(
             move |after, limit| {
                 let db = db.clone();
                 async move {
-                    let rows = messages::events_after(&db, user_id, conversation, after, limit)
-                        .await?;
+                    let rows =
+                        messages::events_after(&db, user_id, conversation, after, limit).await?;
                     Ok(rows
                         .into_iter()
                         .filter_map(|(event, message)| {

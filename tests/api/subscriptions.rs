@@ -449,7 +449,11 @@ async fn a_plain_subscription_is_answered_exactly_as_the_schema_answers_it() {
     for (token, variables, code) in [
         (Some(&eve.token), json!({ "c": room }), "NOT_FOUND"),
         (None, json!({ "c": room }), "UNAUTHENTICATED"),
-        (Some(&eve.token), json!({ "s": "not-a-cursor" }), "BAD_USER_INPUT"),
+        (
+            Some(&eve.token),
+            json!({ "s": "not-a-cursor" }),
+            "BAD_USER_INPUT",
+        ),
     ] {
         let mut socket = app.ws(token.map(String::as_str)).await;
         socket.subscribe("plain", PLAIN, variables.clone()).await;
