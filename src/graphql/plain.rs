@@ -177,8 +177,8 @@ impl Plain {
 pub struct PlainEvents {
     state: AppState,
     renderer: Schema<RenderRoot, EmptyMutation, EmptySubscription>,
-    /// The renderer's query for each shape seen lately, parsed: an event is rendered once per
-    /// shape, and parsing the query anew each time cost more than resolving it.
+    /// The renderer's query for each shape seen lately, parsed: parsing it anew for every render
+    /// showed in the profile of direct sends, where each event is rendered for its own.
     queries: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
 }
 
