@@ -464,3 +464,81 @@ async fn a_plain_subscription_is_answered_exactly_as_the_schema_answers_it() {
         assert_eq!(plain["errors"][0]["path"], json!(["live"]), "{plain}");
     }
 }
+
+#[tokio::test]
+async fn message_event_documents_that_are_not_valid_are_refused_as_before_and_the_socket_lives_on()
+{
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "Lobby", &[&bob]).await;
+    let mut ws = app.ws(Some(&bob.token)).await;
+    let plain_before = app.metric(PLAIN_SUBSCRIPTIONS).await;
+    let deep = format!(
+        "subscription {{ messageEvents {{ message {}{{ id }}{} }} }}",
+        "{ replyTo ".repeat(16),
+        " }".repeat(16)
+    );
+    let cases = [
+        (
+            "unknown-field",
+            "subscription { messageEvents { message { bogus } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "leaf-with-selection",
+            "subscription { messageEvents { kind { x } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "object-without-selection",
+            "subscription { messageEvents { message } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "wrong-literal",
+            "subscription { messageEvents(since: 5) { kind } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "unknown-argument",
+            "subscription { messageEvents(first: 1) { kind } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "unused-variable",
+            "subscription($c: ID) { messageEvents { kind } }",
+            json!({ "c": room }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "wrong-variable-type",
+            "subscription($c: Int) { messageEvents(conversationId: $c) { kind } }",
+            json!({ "c": 1 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "missing-required",
+            "subscription($c: ID!) { messageEvents(conversationId: $c) { kind } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        ("too-deep", deep.as_str(), json!({}), "QUERY_TOO_COMPLEX"),
+    ];
+    for (id, query, variables, code) in cases {
+        ws.subscribe(id, query, variables).await;
+        assert_eq!(ws.next_error_code(id).await, code, "{id}");
+    }
+    // None of them was taken for a plain subscription, and the socket still serves one.
+    assert_eq!(app.metric(PLAIN_SUBSCRIPTIONS).await, plain_before);
+    ws.subscribe("ok", PLAIN, json!({ "c": room })).await;
+    tokio::time::sleep(QUIET).await;
+    app.send(&alice, &room, "still here").await;
+    let event = ws.next_data("ok").await;
+    assert_eq!(event["live"]["message"]["body"], "still here");
+}
