@@ -65,6 +65,10 @@ struct Common {
     /// WebSocket connections opened at once.
     #[arg(long, global = true, default_value_t = 128)]
     connect_concurrency: usize,
+    /// Subscribe with a selection that also asks for fields resolved per viewer (`isRead`,
+    /// `conversation { unreadCount }`), which the server cannot share between subscribers.
+    #[arg(long, global = true)]
+    viewer_fields: bool,
     /// Tokio worker threads for the tool (default: one per core). Pin with `taskset`.
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -109,6 +113,11 @@ async fn run(cli: Cli) -> Result<()> {
         sources: api::parse_source_ips(&common.source_ips)?,
         register_concurrency: common.register_concurrency.max(1),
         connect_concurrency: common.connect_concurrency.max(1),
+        subscription: if common.viewer_fields {
+            ws::MESSAGE_EVENTS_PER_VIEWER
+        } else {
+            ws::MESSAGE_EVENTS
+        },
     };
     report::progress(format!(
         "run {run_id} against {} (ws {})",

@@ -24,7 +24,10 @@ use crate::api::Target;
 pub type Ws = WebSocketStream<TcpStream>;
 
 const SUBPROTOCOL: &str = "graphql-transport-ws";
-const MESSAGE_EVENTS: &str = "subscription BenchEvents($conversationId: ID) { messageEvents(conversationId: $conversationId) { kind cursor message { id body createdAt conversation { id } sender { id } } } }";
+pub const MESSAGE_EVENTS: &str = "subscription BenchEvents($conversationId: ID) { messageEvents(conversationId: $conversationId) { kind cursor message { id body createdAt conversation { id } sender { id } } } }";
+
+/// The same, with fields resolved per viewer (`--viewer-fields`).
+pub const MESSAGE_EVENTS_PER_VIEWER: &str = "subscription BenchEvents($conversationId: ID) { messageEvents(conversationId: $conversationId) { kind cursor message { id body createdAt isRead conversation { id unreadCount } sender { id } } } }";
 
 /// Opens WebSocket connections to the target, spreading them over the source addresses.
 pub struct Connector {
@@ -120,11 +123,16 @@ impl Connector {
 }
 
 /// Starts a `messageEvents` subscription (all of the viewer's conversations when `None`).
-pub async fn subscribe(ws: &mut Ws, id: &str, conversation_id: Option<&str>) -> Result<()> {
+pub async fn subscribe(
+    ws: &mut Ws,
+    query: &str,
+    id: &str,
+    conversation_id: Option<&str>,
+) -> Result<()> {
     let msg = json!({
         "id": id,
         "type": "subscribe",
-        "payload": { "query": MESSAGE_EVENTS, "variables": { "conversationId": conversation_id } },
+        "payload": { "query": query, "variables": { "conversationId": conversation_id } },
     });
     ws.send(Message::text(msg.to_string()))
         .await

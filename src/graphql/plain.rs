@@ -7,15 +7,18 @@
 //! keeps its parsed document and an executor for as long as it lives, and runs that executor
 //! once per event it receives. Here the document is read once, when the subscription starts, and
 //! dropped: what is kept is the response key, the shape of the selection, and the stream of
-//! events. Each event is then resolved once per shape for everyone (by [`Renderer`]), and every
+//! events. Each event is then resolved once per shape for everyone (by [`PlainEvents`]), and every
 //! subscriber copies the result under its response key.
+//!
+//! A selection that reaches fields whose value depends on the viewer (`isRead`,
+//! `conversation { unreadCount }`, ...) is served here too, rendered for each subscriber alone.
 //!
 //! A document this module cannot vouch for is left to the schema, which answers it as it always
 //! did: anything but a single subscription operation holding one `messageEvents` field, named
 //! fragments, directives, variables other than the field's two arguments, and any selection
-//! [`shared::shape_of_selection`] does not give a shape (viewer-dependent fields such as
-//! `isRead`, unknown fields, repeated response keys, selections beyond its size bounds). What is
-//! served here is therefore a valid document, answered exactly as the schema would answer it.
+//! [`shared::valid_selection`] refuses (unknown fields, fields with arguments, repeated response
+//! keys, selections beyond its size bounds). What is served here is therefore a valid document,
+//! answered exactly as the schema would answer it.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, atomic::Ordering},
@@ -39,7 +42,13 @@ use super::{
     subscription,
     types::MessageEvent,
 };
-use crate::{AppState, auth::Auth, error::AppError, limits::SubscriptionSlots, lock};
+use crate::{
+    AppState,
+    auth::{Auth, Viewer},
+    error::AppError,
+    limits::SubscriptionSlots,
+    lock,
+};
 
 /// A `messageEvents` subscription read from its document.
 #[derive(Debug, PartialEq)]
@@ -52,6 +61,8 @@ pub struct Plain {
     since: Option<String>,
     /// The selection, spelled canonically (see `shared`).
     shape: Arc<str>,
+    /// Whether the selection reads the same to every member, so that its renders are shared.
+    shared: bool,
 }
 
 /// The two arguments of `messageEvents`, and the type a variable given for each must have.
@@ -158,10 +169,11 @@ impl Plain {
             Some(Value::String(cursor)) => Some(cursor),
             Some(_) => return None,
         };
-        let shape = shared::shape_of_selection(
+        let (shape, shared) = shared::valid_selection(
             &document.fragments,
             "MessageEvent",
             &field.selection_set.node,
+            true,
         )?;
         Some(Self {
             key: field.response_key().node.clone(),
@@ -169,6 +181,7 @@ impl Plain {
             conversation_id,
             since,
             shape,
+            shared,
         })
     }
 }
@@ -214,8 +227,8 @@ impl PlainEvents {
             // Boxed, so that what starting the subscription takes is not kept, inline, in the
             // state of every idle subscription.
             let events = Box::pin(self.open(&plain, session.as_deref())).await;
-            let events = match events {
-                Ok(events) => events,
+            let (viewer, events) = match events {
+                Ok(opened) => opened,
                 Err(err) => {
                     yield Response::from_errors(vec![field_error(&plain, err)]);
                     return;
@@ -223,7 +236,7 @@ impl PlainEvents {
             };
             futures_util::pin_mut!(events);
             while let Some(event) = events.next().await {
-                yield Box::pin(self.respond(&plain, event)).await;
+                yield Box::pin(self.respond(&plain, viewer, event)).await;
             }
         }
     }
@@ -232,39 +245,46 @@ impl PlainEvents {
         &self,
         plain: &Plain,
         session: Option<&async_graphql::Data>,
-    ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>, AppError> {
+    ) -> Result<(Viewer, impl Stream<Item = Shared<MessageEvent>> + use<>), AppError> {
         let viewer = session_item::<Auth>(session)
             .unwrap_or(&Auth::Anonymous)
             .viewer()?;
         let slot = session_item::<SubscriptionSlots>(session)
             .map(SubscriptionSlots::claim)
             .transpose()?;
-        subscription::message_events(
+        let events = subscription::message_events(
             self.state.clone(),
             viewer,
             slot,
             plain.conversation_id.as_ref(),
             plain.since.clone(),
-            Some(plain.shape.clone()),
+            plain.shared.then(|| plain.shape.clone()),
         )
-        .await
+        .await?;
+        Ok((viewer, events))
     }
 
     /// One event's response: the render its shape already has, or a render made now (and kept
-    /// for the others when it resolved without errors).
-    async fn respond(&self, plain: &Plain, event: Shared<MessageEvent>) -> Response {
+    /// for the others when it resolved without errors). A selection that differs per viewer, or
+    /// an event replayed from the change log, is rendered for this subscriber alone.
+    async fn respond(
+        &self,
+        plain: &Plain,
+        viewer: Viewer,
+        event: Shared<MessageEvent>,
+    ) -> Response {
         let slot = event
             .shared
             .as_ref()
             .and_then(|(envelope, shape)| envelope.renders.slot(shape));
         let Some(slot) = slot else {
-            return self.render(plain, &event.item).await;
+            return self.render(plain, viewer, &event.item).await;
         };
         let mut made_here = false;
         let render = slot
             .get_or_try_init(|| async {
                 made_here = true;
-                let mut response = self.render(plain, &event.item).await;
+                let mut response = self.render(plain, viewer, &event.item).await;
                 let value = match &mut response.data {
                     Value::Object(data) if response.errors.is_empty() => {
                         data.swap_remove(&plain.key)
@@ -302,9 +322,11 @@ impl PlainEvents {
         Some(document)
     }
 
-    /// Resolves one event in the subscriber's selection, as the schema would.
-    async fn render(&self, plain: &Plain, event: &MessageEvent) -> Response {
-        let mut request = Request::new("").data(event.clone());
+    /// Resolves one event in the subscriber's selection, as the schema would for this viewer.
+    async fn render(&self, plain: &Plain, viewer: Viewer, event: &MessageEvent) -> Response {
+        let mut request = Request::new("")
+            .data(event.clone())
+            .data(Auth::User(viewer));
         match self.query(&plain.shape) {
             Some(document) => request.set_parsed_query(document),
             None => request.query = format!("{{event{{{}}}}}", plain.shape),
@@ -394,6 +416,16 @@ mod tests {
         )
         .expect("served plainly");
         assert_eq!(plain.conversation_id, None);
+        assert!(plain.shared);
+
+        // Fields that differ per viewer are served plainly too, each subscriber rendered alone.
+        let plain = read(
+            "subscription { messageEvents { message { id isRead conversation { unreadCount } } } }",
+            None,
+            json!({}),
+        )
+        .expect("served plainly");
+        assert!(!plain.shared);
     }
 
     #[test]
@@ -407,9 +439,9 @@ mod tests {
                 None,
                 json!({}),
             ),
-            // Fields that depend on the viewer, or do not exist, or a leaf with a selection.
+            // Fields that do not exist or take arguments, or a leaf with a selection.
             (
-                "subscription { messageEvents { message { isRead } } }",
+                "subscription { messageEvents { message { conversation { messages { edges { cursor } } } } } }",
                 None,
                 json!({}),
             ),

@@ -154,18 +154,40 @@ pub fn shape_of_selection(
     type_name: &str,
     set: &SelectionSet,
 ) -> Option<Arc<str>> {
+    match valid_selection(fragments, type_name, set, false)? {
+        (shape, true) => Some(shape),
+        (_, false) => None,
+    }
+}
+
+/// The canonical spelling of a valid selection (as [`shape_of_selection`] checks it), which may
+/// also reach the fields [`resolved_per_viewer`] names when `per_viewer` allows, and whether it
+/// reads the same to every viewer (then its events can share their renders).
+pub fn valid_selection(
+    fragments: &HashMap<Name, Positioned<FragmentDefinition>>,
+    type_name: &str,
+    set: &SelectionSet,
+    per_viewer: bool,
+) -> Option<(Arc<str>, bool)> {
     let mut writer = ShapeWriter {
         fragments,
         shape: String::new(),
         fields: 0,
+        per_viewer_allowed: per_viewer,
+        per_viewer_seen: false,
     };
-    writer.level(type_name, set, 1).then(|| writer.shape.into())
+    writer
+        .level(type_name, set, 1)
+        .then(|| (writer.shape.into(), !writer.per_viewer_seen))
 }
 
 struct ShapeWriter<'a> {
     fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
     shape: String,
     fields: usize,
+    /// Whether fields resolved per viewer are allowed, and whether one was met.
+    per_viewer_allowed: bool,
+    per_viewer_seen: bool,
 }
 
 impl<'a> ShapeWriter<'a> {
@@ -226,8 +248,14 @@ impl<'a> ShapeWriter<'a> {
         let name = field.name.node.as_str();
         let leads_to = if name == "__typename" {
             Some(None)
+        } else if let Some(leads_to) = same_for_every_viewer(type_name, name) {
+            Some(leads_to)
+        } else if self.per_viewer_allowed {
+            let leads_to = resolved_per_viewer(type_name, name);
+            self.per_viewer_seen |= leads_to.is_some();
+            leads_to
         } else {
-            same_for_every_viewer(type_name, name)
+            None
         };
         let Some(child) = leads_to else {
             return false;
@@ -284,9 +312,27 @@ fn same_for_every_viewer(type_name: &str, field: &str) -> Option<Option<&'static
     })
 }
 
+/// Fields without arguments, outside [`same_for_every_viewer`], that a message event's selection
+/// may reach: their value depends on the viewer (or is not worth sharing), so an event selected
+/// with any of them is resolved for each subscriber.
+fn resolved_per_viewer(type_name: &str, field: &str) -> Option<Option<&'static str>> {
+    Some(match (type_name, field) {
+        ("Message", "clientMessageId" | "isRead") => None,
+        ("Message", "readBy") => Some("User"),
+        ("Conversation", "title" | "unreadCount" | "muted") => None,
+        ("Conversation", "members") => Some("Member"),
+        ("Conversation", "lastMessage") => Some("Message"),
+        ("Member", "role" | "lastReadAt" | "joinedAt") => None,
+        ("Member", "user") => Some("User"),
+        ("User", "presence") => Some("Presence"),
+        ("Presence", "status" | "lastSeenAt") => None,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::same_for_every_viewer;
+    use super::{resolved_per_viewer, same_for_every_viewer};
 
     /// Every field the table names exists in the schema with the type the table says, so a
     /// renamed or retyped field cannot slip past the check unnoticed.
@@ -344,5 +390,29 @@ mod tests {
         ] {
             assert_eq!(same_for_every_viewer(type_name, field), None);
         }
+        // The fields resolved per viewer exist too, take no arguments, and are not also shared.
+        let mut per_viewer = 0;
+        for type_name in ["Message", "Conversation", "Member", "User", "Presence"] {
+            for (name, ty) in fields(type_name) {
+                if let Some(leads_to) = resolved_per_viewer(type_name, &name) {
+                    per_viewer += 1;
+                    assert_eq!(same_for_every_viewer(type_name, &name), None, "{name}");
+                    let start = sdl.find(&format!("type {type_name} {{")).unwrap();
+                    let body = &sdl[start..];
+                    let body = &body[..body.find("\n}").unwrap()];
+                    assert!(
+                        !body.contains(&format!("\t{name}(")),
+                        "{type_name}.{name} takes arguments"
+                    );
+                    if let Some(child) = leads_to {
+                        assert_eq!(ty, child, "{type_name}.{name}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            per_viewer, 15,
+            "every per-viewer field was found in the schema"
+        );
     }
 }

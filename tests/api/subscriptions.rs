@@ -542,3 +542,67 @@ async fn message_event_documents_that_are_not_valid_are_refused_as_before_and_th
     let event = ws.next_data("ok").await;
     assert_eq!(event["live"]["message"]["body"], "still here");
 }
+
+/// Fields that differ per viewer, plainly and through the schema.
+const PER_VIEWER_PLAIN: &str = "subscription($c: ID) { messageEvents(conversationId: $c) { cursor message { id clientMessageId isRead readBy { id } sender { id presence { status } } conversation { title unreadCount muted members { user { id } role } } } } }";
+const PER_VIEWER_THROUGH_SCHEMA: &str = "subscription($c: ID) { messageEvents(conversationId: $c) { ...E } } fragment E on MessageEvent { cursor message { id clientMessageId isRead readBy { id } sender { id presence { status } } conversation { title unreadCount muted members { user { id } role } } } }";
+
+#[tokio::test]
+async fn a_plain_subscription_with_fields_that_differ_per_viewer_answers_each_viewer_as_the_schema_does()
+ {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let plain_before = app.metric(PLAIN_SUBSCRIPTIONS).await;
+    let shared_before = app.metric(SHARED_RENDERS).await;
+    let mut sockets = Vec::new();
+    for user in [&alice, &bob] {
+        let mut ws = app.ws(Some(&user.token)).await;
+        ws.subscribe("plain", PER_VIEWER_PLAIN, json!({ "c": conversation }))
+            .await;
+        ws.subscribe(
+            "schema",
+            PER_VIEWER_THROUGH_SCHEMA,
+            json!({ "c": conversation }),
+        )
+        .await;
+        sockets.push(ws);
+    }
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(app.metric(PLAIN_SUBSCRIPTIONS).await - plain_before, 2);
+
+    app.data(
+        &alice.token,
+        "mutation($c: ID!) { sendMessage(input: {conversationId: $c, body: \"hi\", clientMessageId: \"device-1\"}) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+
+    let mut plains = Vec::new();
+    for ws in &mut sockets {
+        let plain = ws.next_payload("plain").await;
+        assert_eq!(plain, ws.next_payload("schema").await);
+        assert!(plain.get("errors").is_none(), "{plain}");
+        plains.push(plain["data"]["messageEvents"]["message"].clone());
+    }
+    let (for_alice, for_bob) = (&plains[0], &plains[1]);
+    // Each viewer got their own answer.
+    assert_eq!(for_alice["clientMessageId"], "device-1");
+    assert!(for_bob["clientMessageId"].is_null());
+    assert_eq!(for_alice["conversation"]["unreadCount"], 0);
+    let bob_unread = app
+        .data(
+            &bob.token,
+            "query($c: ID!) { conversation(id: $c) { unreadCount } }",
+            json!({ "c": conversation }),
+        )
+        .await["conversation"]["unreadCount"]
+        .clone();
+    assert!(bob_unread.as_i64().unwrap() > 0);
+    assert_eq!(for_bob["conversation"]["unreadCount"], bob_unread);
+    assert_eq!(for_alice["conversation"]["title"], bob.username);
+    assert_eq!(for_bob["conversation"]["title"], alice.username);
+    // Nothing viewer-dependent was shared between them.
+    assert_eq!(app.metric(SHARED_RENDERS).await, shared_before);
+}

@@ -203,7 +203,13 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             let connector = connector.clone();
             async move {
                 let mut socket = connector.connect(&r.token).await?;
-                ws::subscribe(&mut socket, "events", Some(&p.conversation)).await?;
+                ws::subscribe(
+                    &mut socket,
+                    ctx.subscription,
+                    "events",
+                    Some(&p.conversation),
+                )
+                .await?;
                 anyhow::Ok(socket)
             }
         })

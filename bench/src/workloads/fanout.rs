@@ -185,7 +185,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
                     .connect(&m.token)
                     .await
                     .with_context(|| format!("connecting member {member}"))?;
-                ws::subscribe(&mut socket, "events", Some(&room)).await?;
+                ws::subscribe(&mut socket, ctx.subscription, "events", Some(&room)).await?;
                 Ok(if slow == Some(member) {
                     Reader::Slow(tokio::spawn(slow_reader(
                         socket, shared, member, pause, stop,

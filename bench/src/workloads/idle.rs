@@ -95,7 +95,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
             let token = users[i % users.len()].token.clone();
             async move {
                 let mut socket = connector.connect(&token).await?;
-                ws::subscribe(&mut socket, "events", None).await?;
+                ws::subscribe(&mut socket, ctx.subscription, "events", None).await?;
                 anyhow::Ok(socket)
             }
         })

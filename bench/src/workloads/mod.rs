@@ -24,6 +24,8 @@ pub struct Ctx {
     pub sources: Vec<IpAddr>,
     pub register_concurrency: usize,
     pub connect_concurrency: usize,
+    /// The `messageEvents` document every subscriber sends.
+    pub subscription: &'static str,
 }
 
 impl Ctx {
