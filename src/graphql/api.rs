@@ -5,13 +5,24 @@
 //! A plain `messageEvents` subscription, nearly every client's, is served beside the schema
 //! rather than through it (see `plain`).
 //!
+//! Clients send the same few documents again and again (an Apollo client spells each operation
+//! once), so a document that passed the checks is kept, parsed, under its text: the next request
+//! with that text takes a copy of it instead of being parsed and checked again (see
+//! [`Documents`]).
+//!
 //! Both used to be schema extensions. An extension sits on every field's resolution and every
 //! subscription item's execution, for every subscriber: in a 1,000-member room each message went
 //! through the extension chain a thousand times. Here the check runs once per request, and the
 //! codes once per response.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use async_graphql::{
     Executor, Request, Response, ServerResult,
     futures_util::stream::{self, BoxStream},
+    parser::types::ExecutableDocument,
 };
 use futures_util::StreamExt;
 
@@ -20,14 +31,15 @@ use super::{
     plain::{Plain, PlainEvents},
     shape::QueryShape,
 };
-use crate::error::set_graphql_code;
+use crate::{error::set_graphql_code, lock};
 
 /// The executable API: the schema, and the checks and error codes around it.
 #[derive(Clone)]
 pub struct Api {
     schema: AppSchema,
     shape: QueryShape,
-    plain: std::sync::Arc<PlainEvents>,
+    plain: Arc<PlainEvents>,
+    documents: Arc<Documents>,
 }
 
 impl Api {
@@ -35,15 +47,53 @@ impl Api {
         Self {
             schema,
             shape,
-            plain: std::sync::Arc::new(plain),
+            plain: Arc::new(plain),
+            documents: Arc::new(Documents::default()),
         }
     }
 
-    /// Parses the document (kept in the request, so async-graphql does not parse it again) and
-    /// checks its shape.
+    /// Gives the request its parsed document (kept in the request, so async-graphql does not parse
+    /// it again): a copy of the one kept for its text, or else parsed now and checked against the
+    /// shape limits, then kept.
     fn admit(&self, request: &mut Request) -> ServerResult<()> {
+        if let Some(document) = self.documents.get(&request.query) {
+            request.set_parsed_query(ExecutableDocument::clone(&document));
+            return Ok(());
+        }
+        let keep = request.query.len() <= KEPT_TEXT;
         let document = request.parsed_query()?;
-        self.shape.check(document)
+        self.shape.check(document)?;
+        if keep {
+            let document = document.clone();
+            self.documents.keep(&request.query, document);
+        }
+        Ok(())
+    }
+}
+
+/// Documents that passed parsing and the shape check, by their text. The check depends on the
+/// document alone, so a kept document needs neither again. Bounded in count and in the length of
+/// the texts kept; past [`KEPT_DOCUMENTS`] it starts over, so a client sending ever new texts
+/// costs the others their hits, never memory.
+#[derive(Default)]
+struct Documents(Mutex<HashMap<Box<str>, Arc<ExecutableDocument>>>);
+
+/// Most documents kept.
+const KEPT_DOCUMENTS: usize = 256;
+/// Longest text kept (bytes): clients' operations are far shorter; a longer one is parsed each time.
+const KEPT_TEXT: usize = 8 * 1024;
+
+impl Documents {
+    fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
+        lock(&self.0).get(text).cloned()
+    }
+
+    fn keep(&self, text: &str, document: ExecutableDocument) {
+        let mut kept = lock(&self.0);
+        if kept.len() >= KEPT_DOCUMENTS {
+            kept.clear();
+        }
+        kept.insert(text.into(), Arc::new(document));
     }
 }
 
@@ -99,5 +149,44 @@ impl Executor for Api {
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
             .map(with_codes)
             .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::parse_query;
+
+    use super::*;
+
+    fn parsed(text: &str) -> ExecutableDocument {
+        parse_query(text).expect("a valid document")
+    }
+
+    #[test]
+    fn a_kept_document_is_found_by_its_exact_text_only() {
+        let documents = Documents::default();
+        let text = "{ me { id } }";
+        documents.keep(text, parsed(text));
+        let found = documents.get(text).expect("kept");
+        assert_eq!(found.operations.iter().count(), 1);
+        assert!(documents.get("{ me { id  } }").is_none());
+        assert!(documents.get("{ me { username } }").is_none());
+    }
+
+    #[test]
+    fn past_the_bound_the_documents_start_over() {
+        let documents = Documents::default();
+        let texts: Vec<String> = (0..=KEPT_DOCUMENTS)
+            .map(|i| format!("{{ a{i}: me {{ id }} }}"))
+            .collect();
+        for text in &texts[..KEPT_DOCUMENTS] {
+            documents.keep(text, parsed(text));
+        }
+        assert!(documents.get(&texts[0]).is_some());
+        let last = &texts[KEPT_DOCUMENTS];
+        documents.keep(last, parsed(last));
+        assert!(documents.get(&texts[0]).is_none());
+        assert!(documents.get(last).is_some());
+        assert_eq!(lock(&documents.0).len(), 1);
     }
 }

@@ -241,3 +241,44 @@ async fn with_introspection_and_graphiql_switched_off_both_are_refused() {
     assert_eq!(page.status(), 404);
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn a_document_sent_again_is_judged_again_for_its_sender() {
+    // Documents are kept parsed by their text (graphql::api): sending the same text again must
+    // meet the same checks and answer for whoever sends it this time.
+    let mut config = test_config().await;
+    config.max_aliases = 2;
+    let app = spawn_app_with(config).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+
+    let too_many = "{ me { a: id b: id c: id } }";
+    for _ in 0..2 {
+        let response = app.gql(Some(&alice.token), too_many, json!({})).await;
+        assert_eq!(
+            error_code(&response),
+            Some("QUERY_TOO_COMPLEX"),
+            "{response}"
+        );
+    }
+    let unknown = "{ me { id favouriteColour } }";
+    for _ in 0..2 {
+        let response = app.gql(Some(&alice.token), unknown, json!({})).await;
+        assert!(error_code(&response).is_some(), "{response}");
+        assert!(response["data"].is_null(), "{response}");
+    }
+    let me = "query Me($n: Int) { me { id username } users(first: $n) { edges { cursor } } }";
+    for (viewer, n) in [(&alice, 1), (&bob, 2), (&alice, 2)] {
+        let data = app.data(&viewer.token, me, json!({ "n": n })).await;
+        assert_eq!(data["me"]["id"], viewer.id, "{data}");
+        assert_eq!(data["me"]["username"], viewer.username.as_str(), "{data}");
+        assert_eq!(
+            data["users"]["edges"].as_array().map(Vec::len),
+            Some(n),
+            "{data}"
+        );
+    }
+    let response = app.gql(None, me, json!({ "n": 1 })).await;
+    assert_eq!(error_code(&response), Some("UNAUTHENTICATED"), "{response}");
+    assert_healthy(&app).await;
+}
