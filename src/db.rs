@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{AppError, AppResult};
 
+/// How much of a SQLite file reads may map (address space, not memory: only the pages read become
+/// resident, and the OS may drop them again).
+const SQLITE_MMAP_BYTES: u64 = 1 << 30;
+
 /// Connects and runs pending migrations. A SQLite file's folder is created if missing.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     if let Some(path) = sqlite_path(url)
@@ -38,6 +42,11 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
+                // Reads map the file instead of copying each page in with a system call: with
+                // SQLite's own page cache (2 MB a connection) far smaller than a large history,
+                // history pages spent a tenth of the server's time in `pread`. Mapped pages are
+                // the OS's page cache, shared by every connection.
+                .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|conn, _| Box::pin(async move { stable_query_plans(conn).await }))
