@@ -39,9 +39,9 @@ pub struct Api {
     schema: AppSchema,
     shape: QueryShape,
     /// Behind one pointer: every WebSocket connection holds clones of the API in its state, and
-    /// one more field there (the documents, as their own `Arc`) cost about 1.2 KiB per idle
-    /// connection at 10k (7.0 -> 8.2 KiB, `palaver-bench idle`), a state crossing an allocator
-    /// size class.
+    /// one more field there (the documents, as an `Arc` of their own) cost about 1.2 KiB per idle
+    /// connection (7.0 -> 8.2 KiB at 10k, `palaver-bench idle`), even with no document kept. We
+    /// did not pin down where; most likely that state crossed into a bigger allocation.
     kept: Arc<Kept>,
 }
 
