@@ -50,6 +50,11 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|conn, _| Box::pin(async move { stable_query_plans(conn).await }))
+                // sqlx pings a connection each time it leaves the pool, to find connections whose
+                // server hung up. A SQLite connection is a file held by a thread of ours and
+                // cannot hang up, and the ping is a hand-over to that thread and back: one more
+                // per statement outside a transaction, on every read and every send.
+                .test_before_acquire(false)
         });
     if url.starts_with("postgres") {
         options.max_connections(20);
