@@ -45,7 +45,10 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 // Reads map the file instead of copying each page in with a system call: with
                 // SQLite's own page cache (2 MB a connection) far smaller than a large history,
                 // history pages spent a tenth of the server's time in `pread`. Mapped pages are
-                // the OS's page cache, shared by every connection.
+                // the OS's page cache, shared by every connection. The cost comes with writes: a
+                // reader that finds the file changed by another connection drops its cache and,
+                // with a mapping, unmaps the file, faulting pages back in afterwards. Measured both
+                // ways (BENCHMARKS.md, twelfth session) the trade ran both ways, so it stays.
                 .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
