@@ -19,6 +19,12 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// Largest size the SQLite file may grow to, in bytes (counted in 4 KiB pages); unset: the
+    /// disk's free space is the limit. A write past it fails as it would on a full disk: the send
+    /// is refused and nothing of it is kept. Ignored on PostgreSQL.
+    #[arg(long, env = "PALAVER_SQLITE_MAX_BYTES")]
+    pub sqlite_max_bytes: Option<u64>,
+
     /// `redis://…` for cross-instance events and presence; unset: in-process event bus.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

@@ -23,33 +23,78 @@ use crate::error::{AppError, AppResult};
 /// resident, and the OS may drop them again).
 const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 
+/// SQLite's page size, which we never change: `max_page_count` is counted in these.
+const SQLITE_PAGE_BYTES: u64 = 4096;
+
 /// Connects and runs pending migrations. A SQLite file's folder is created if missing.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_capped(url, None).await
+}
+
+/// [`connect`], with the SQLite file capped at `max_bytes` (see `Config::sqlite_max_bytes`).
+pub async fn connect_capped(
+    url: &str,
+    max_bytes: Option<u64>,
+) -> anyhow::Result<DatabaseConnection> {
     if let Some(path) = sqlite_path(url)
         && let Some(parent) = std::path::Path::new(path).parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)?;
     }
+    let mut options = options(url, max_bytes);
+    if url.starts_with("postgres") {
+        options.max_connections(20);
+    } else {
+        options.max_connections(8);
+    }
+    let db = Database::connect(options).await?;
+    migration::Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// One SQLite connection of its own for the single writer (see `writer`), on a database that
+/// [`connect`] has already migrated. The writer throws it away after any failure of the
+/// database, so that nothing a failed transaction left on it (an open transaction, a savepoint)
+/// can carry into the next batch.
+pub async fn connect_writer(
+    url: &str,
+    max_bytes: Option<u64>,
+) -> Result<DatabaseConnection, DbErr> {
+    let mut options = options(url, max_bytes);
+    options.max_connections(1).min_connections(1);
+    Database::connect(options).await
+}
+
+fn options(url: &str, max_bytes: Option<u64>) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10))
-        .map_sqlx_sqlite_opts(|opts| {
+        .map_sqlx_sqlite_opts(move |opts| {
             // WAL lets readers run beside the writer; NORMAL sync is durable across application
             // crashes (an OS crash may lose the last transactions, never corrupt the file).
-            opts.journal_mode(SqliteJournalMode::Wal)
+            let opts = opts
+                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 // Reads map the file instead of copying each page in with a system call: with
                 // SQLite's own page cache (2 MB a connection) far smaller than a large history,
-                // history pages spent a tenth of the server's time in `pread`. Mapped pages are
-                // the OS's page cache, shared by every connection. The cost comes with writes: a
-                // reader that finds the file changed by another connection drops its cache and,
-                // with a mapping, unmaps the file, faulting pages back in afterwards. Measured both
-                // ways (BENCHMARKS.md, twelfth session) the trade ran both ways, so it stays.
-                .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
+                // reads would spend their time in `pread`. Mapped pages are the OS's page cache,
+                // shared by every connection. The cost comes with writes: a reader that finds the
+                // file changed by another connection drops its cache and unmaps the file,
+                // faulting pages back in afterwards; see BENCHMARKS.md for both sides.
+                .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
+            match max_bytes {
+                // A write that would grow the file past the cap fails with SQLITE_FULL, exactly
+                // as on a full disk (a per-connection setting, so every connection gets it).
+                Some(bytes) => opts.pragma(
+                    "max_page_count",
+                    (bytes / SQLITE_PAGE_BYTES).max(1).to_string(),
+                ),
+                None => opts,
+            }
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|conn, _| Box::pin(async move { stable_query_plans(conn).await }))
@@ -59,14 +104,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 // per statement outside a transaction, on every read and every send.
                 .test_before_acquire(false)
         });
-    if url.starts_with("postgres") {
-        options.max_connections(20);
-    } else {
-        options.max_connections(8);
-    }
-    let db = Database::connect(options).await?;
-    migration::Migrator::up(&db, None).await?;
-    Ok(db)
+    options
 }
 
 /// Turns on SQLite's query planner stability guarantee for a new connection.

@@ -83,7 +83,7 @@ impl Application {
         // `REDIS_URL=` (set but empty) means no Redis, as unset does.
         config.redis_url = config.redis_url.filter(|url| !url.trim().is_empty());
         let statements = Arc::new(AtomicU64::new(0));
-        let mut db = db::connect(&config.database_url).await?;
+        let mut db = db::connect_capped(&config.database_url, config.sqlite_max_bytes).await?;
         db::count_statements(&mut db, statements.clone());
         let bus =
             events::EventBus::start(config.redis_url.as_deref(), &config.redis_channel).await?;
@@ -102,7 +102,20 @@ impl Application {
             }
             None => None,
         };
-        let writer = writer::Writer::start(db.clone(), bus.clone());
+        let writer = writer::Writer::start(db.clone(), bus.clone(), {
+            let url = config.database_url.clone();
+            let max_bytes = config.sqlite_max_bytes;
+            let statements = statements.clone();
+            std::sync::Arc::new(move || {
+                let url = url.clone();
+                let statements = statements.clone();
+                Box::pin(async move {
+                    let mut db = db::connect_writer(&url, max_bytes).await?;
+                    db::count_statements(&mut db, statements);
+                    Ok(db)
+                })
+            })
+        });
         let tokens = Arc::new(auth::TokenCache::new(
             TOKEN_CACHE_CAPACITY,
             std::time::Duration::from_secs(config.token_cache_secs),

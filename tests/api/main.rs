@@ -12,6 +12,7 @@ mod bad_input_corpus;
 mod batching;
 mod blocking;
 mod conversations;
+mod durability;
 mod files;
 mod limits;
 mod messages;
