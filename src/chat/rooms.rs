@@ -23,6 +23,7 @@ use crate::{
     db,
     error::{AppError, AppResult},
     events::MessageChange,
+    text,
 };
 
 /// The longest room name, in characters.
@@ -32,7 +33,8 @@ pub const MAX_TOPIC_CHARS: usize = 500;
 /// The most members `createRoom` takes at once (more can be added one by one).
 pub const MAX_INITIAL_MEMBERS: usize = 1000;
 
-/// A room's name: trimmed, not empty, at most [`MAX_NAME_CHARS`], no control characters.
+/// A room's name: trimmed, not empty, at most [`MAX_NAME_CHARS`], with no control, bidirectional
+/// or invisible character (refused, see [`crate::text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomName(String);
 
@@ -48,10 +50,8 @@ impl RoomName {
                 "a room name must be at most {MAX_NAME_CHARS} characters"
             )));
         }
-        if name.chars().any(char::is_control) {
-            return Err(AppError::bad_input(
-                "a room name must not contain control characters",
-            ));
+        if let Some(found) = text::first_unwanted(name, text::unwanted_in_name) {
+            return Err(AppError::bad_input(text::describe("a room name", found)));
         }
         Ok(Self(name.to_owned()))
     }
@@ -62,8 +62,9 @@ impl RoomName {
     }
 }
 
-/// A room's topic: trimmed, at most [`MAX_TOPIC_CHARS`]; line breaks and tabs are the only control
-/// characters allowed. Blank means "no topic".
+/// A room's topic: trimmed, at most [`MAX_TOPIC_CHARS`]; line breaks and tabs are allowed, other
+/// control characters and bidirectional or invisible ones are refused, as in names. Blank means
+/// "no topic".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomTopic(Option<String>);
 
@@ -76,13 +77,8 @@ impl RoomTopic {
                 "a room topic must be at most {MAX_TOPIC_CHARS} characters"
             )));
         }
-        if topic
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
-        {
-            return Err(AppError::bad_input(
-                "a room topic must not contain control characters",
-            ));
+        if let Some(found) = text::first_unwanted(topic, text::unwanted_in_multiline) {
+            return Err(AppError::bad_input(text::describe("a room topic", found)));
         }
         Ok(Self((!topic.is_empty()).then(|| topic.to_owned())))
     }

@@ -548,7 +548,8 @@ impl Message {
 /// A file attached to a message.
 #[derive(SimpleObject)]
 pub struct Attachment {
-    /// The sender's file name, reduced to its last path component.
+    /// The sender's file name, reduced to its last path component, without control,
+    /// bidirectional or invisible characters.
     pub filename: String,
     /// Decided from the file's content (magic bytes), not from the name or the client's claim.
     pub content_type: String,

@@ -421,6 +421,114 @@ async fn forged_tampered_misdirected_and_expired_signed_urls_are_refused() {
 }
 
 #[tokio::test]
+async fn bidi_and_invisible_characters_are_dropped_from_uploaded_file_names() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    // Shown as "invoicelmth.pdf" by anything that honours the override.
+    let spoofed = "invoice\u{202E}fdp.html";
+    let cases = [
+        (spoofed, "invoicefdp.html"),
+        ("\u{200B}re\u{2066}port\u{FEFF}.pdf\u{E0041}", "report.pdf"),
+        ("\u{3164}\u{115F}\u{00AD}", "file"),
+    ];
+    for (sent, kept) in cases {
+        let (status, response) =
+            upload_raw_name(&app, &alice.token, &conversation, sent, pdf()).await;
+        assert_eq!(status, 200, "{response}");
+        let message = &response["data"]["sendMessage"];
+        assert_eq!(message["attachment"]["filename"], kept, "{response}");
+
+        // The stored name is the one the download offers, in both of its forms.
+        let response = app
+            .fetch(Method::GET, &download_path(message), Some(&bob.token), &[])
+            .await;
+        assert_eq!(response.status(), 200);
+        let disposition = response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            disposition,
+            format!("inline; filename=\"{kept}\"; filename*=UTF-8''{kept}"),
+        );
+        let page = app
+            .data(&bob.token, MESSAGES, json!({ "c": conversation }))
+            .await;
+        let stored = page["messages"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node"]["id"] == message["id"])
+            .map(|e| e["node"]["attachment"]["filename"].clone());
+        assert_eq!(stored, Some(json!(kept)));
+    }
+    // A name that hides a denied extension behind an invisible character is still denied.
+    let (_, refused) = upload_raw_name(
+        &app,
+        &alice.token,
+        &conversation,
+        "setup.ex\u{200B}e",
+        b"just text".to_vec(),
+    )
+    .await;
+    assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"), "{refused}");
+}
+
+/// An upload whose part carries `filename` as raw UTF-8 in its `Content-Disposition`, as browsers
+/// send it (reqwest would percent-encode it).
+async fn upload_raw_name(
+    app: &TestApp,
+    token: &str,
+    conversation: &str,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let operations = json!({
+        "query": format!(
+            "mutation($input: SendMessageInput!) {{ sendMessage(input: $input) {{ {FILE_MESSAGE_FIELDS} }} }}"
+        ),
+        "variables": { "input": { "conversationId": conversation, "file": null } },
+    });
+    let boundary = "palaver-test-boundary";
+    let mut body = Vec::new();
+    let text_part = |body: &mut Vec<u8>, name: &str, value: &str| {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    };
+    text_part(&mut body, "operations", &operations.to_string());
+    text_part(&mut body, "map", r#"{"0": ["variables.input.file"]}"#);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"{filename}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
 async fn oversize_and_denied_files_are_refused_and_leave_nothing_behind() {
     let (dir, storage_url) = temp_storage();
     let mut config = test_config().await;
