@@ -13,6 +13,7 @@ use sea_orm::{
 };
 
 use super::{
+    blocks,
     conversations::{self, ROOM, now},
     messages::{self, Logged},
     notifications::{self, NotificationKind},
@@ -470,6 +471,10 @@ pub async fn create(
     if names.len() != everyone.len() {
         return Err(AppError::not_found("user"));
     }
+    if let Some(blocker) = blocks::first_blocker_of(&txn, viewer.user_id, &new.member_ids).await? {
+        let name = names.get(&blocker).map_or("", String::as_str);
+        return Err(blocks::refused_room(name));
+    }
     let at = now();
     let room = conversation::ActiveModel {
         kind: Set(ROOM.into()),
@@ -594,6 +599,12 @@ pub async fn add_member(
         return Err(AppError::Conflict(format!(
             "{target_name} is already a member"
         )));
+    }
+    if blocks::first_blocker_of(&op.txn, viewer.user_id, &[user_id])
+        .await?
+        .is_some()
+    {
+        return Err(blocks::refused_room(&target_name));
     }
     let actor_name = names.get(&viewer.user_id).cloned().unwrap_or_default();
     let body = match role {

@@ -14,7 +14,10 @@ use super::{
     rooms::SystemEvent,
 };
 use crate::{
-    chat::rooms::{Role, SystemKind},
+    chat::{
+        presence,
+        rooms::{Role, SystemKind},
+    },
     error::AppError,
     events::MessageChange,
     ids::{self, CursorKind, Kind},
@@ -127,18 +130,24 @@ impl User {
     }
 
     /// Online or offline, and when last seen. Null unless the viewer shares a conversation with
-    /// this user (or is this user).
+    /// this user (or is this user) and has not blocked them; always OFFLINE, never seen, if this
+    /// user has blocked the viewer.
     async fn presence(&self, ctx: &Context<'_>) -> Result<Option<Presence>> {
         let viewer = ctx.viewer()?;
-        let visible = ctx
+        let sight = ctx
             .loaders()
             .visibility
             .load_one((viewer.user_id, self.0.id))
             .await
-            .map_err(load_error)?
-            .unwrap_or(false);
-        if !visible {
+            .map_err(load_error)?;
+        let Some(sight) = sight else {
             return Ok(None);
+        };
+        if sight == presence::Sight::Offline {
+            return Ok(Some(Presence {
+                status: PresenceStatus::Offline,
+                last_seen_at: None,
+            }));
         }
         Ok(Some(if ctx.state().presence.is_online(self.0.id).await {
             Presence {
