@@ -450,20 +450,25 @@ impl Message {
         })
     }
 
-    /// The attached file; null for text messages and once the message is deleted.
-    async fn attachment(&self, ctx: &Context<'_>) -> Option<Attachment> {
-        if self.0.deleted_at.is_some() {
-            return None;
-        }
+    /// The attached file; null for text messages and once the message is deleted. Its
+    /// `downloadUrl` is made for the viewer (it names them and ends with their membership).
+    async fn attachment(&self, ctx: &Context<'_>) -> Result<Option<Attachment>> {
         let m = &self.0;
-        m.attachment_key.as_ref()?;
-        Some(Attachment {
+        if m.deleted_at.is_some() || m.attachment_key.is_none() {
+            return Ok(None);
+        }
+        let viewer = ctx.viewer()?;
+        Ok(Some(Attachment {
             filename: m.attachment_filename.clone().unwrap_or_default(),
             content_type: m.attachment_content_type.clone().unwrap_or_default(),
             size: m.attachment_size.unwrap_or_default(),
             sha256: m.attachment_sha256.clone().unwrap_or_default(),
-            download_url: ctx.state().files.download_url(m.id, Utc::now().timestamp()),
-        })
+            download_url: ctx.state().files.download_url(
+                m.id,
+                viewer.user_id,
+                Utc::now().timestamp(),
+            ),
+        }))
     }
 
     /// The message this one answers, if any.
@@ -566,8 +571,9 @@ pub struct Attachment {
     pub size: i64,
     /// Lower-case hex SHA-256 of the bytes.
     pub sha256: String,
-    /// `GET` it without a token (e.g. `<img src>`) until it expires; with
-    /// `Authorization: Bearer`, `/files/{messageId}` works for members at any time.
+    /// `GET` it without a token (e.g. `<img src>`) until it expires, and while the viewer it
+    /// was made for is still a member; with `Authorization: Bearer`, `/files/{messageId}` works
+    /// for members at any time.
     pub download_url: String,
 }
 
