@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod telemetry;
+pub mod text;
 pub mod writer;
 
 use std::{

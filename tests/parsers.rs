@@ -1,10 +1,16 @@
 //! Property tests for the pieces that parse untrusted input: ids, cursors, signed download URLs,
-//! upload file names and Range headers. Whatever arrives, they answer with a value or a refusal,
-//! never a panic, and what the server itself writes always reads back.
+//! upload file names, names and message bodies, and Range headers. Whatever arrives, they answer
+//! with a value or a refusal, never a panic, and what the server itself writes always reads back.
 use axum::http::HeaderValue;
 use palaver::{
+    chat::{
+        messages::MessageBody,
+        rooms::{RoomName, RoomTopic},
+        users::{Username, parse_display_name},
+    },
     files::{download::parse_range, kind::sanitize_filename, signing::SigningKey},
     ids::{self, CursorKind, Kind},
+    text,
 };
 use proptest::prelude::*;
 
@@ -60,15 +66,16 @@ proptest! {
     }
 
     #[test]
-    fn only_the_exact_signature_verifies(message in 1i64..1_000_000, expires in 0i64..4_000_000_000, forged in ".{0,100}") {
+    fn only_the_exact_signature_verifies(message in 1i64..1_000_000, user in 1i64..1_000_000, expires in 0i64..4_000_000_000, forged in ".{0,100}") {
         let key = SigningKey::new(*b"0123456789abcdef0123456789abcdef");
-        let signature = key.signature(message, expires);
-        prop_assert!(key.verify(message, expires, &signature, expires - 1));
-        prop_assert!(!key.verify(message, expires, &signature, expires + 1), "expired");
-        prop_assert!(!key.verify(message + 1, expires, &signature, 0), "other message");
-        prop_assert!(!key.verify(message, expires + 1, &signature, 0), "other expiry");
+        let signature = key.signature(message, user, expires);
+        prop_assert!(key.verify(message, user, expires, &signature, expires - 1));
+        prop_assert!(!key.verify(message, user, expires, &signature, expires + 1), "expired");
+        prop_assert!(!key.verify(message + 1, user, expires, &signature, 0), "other message");
+        prop_assert!(!key.verify(message, user + 1, expires, &signature, 0), "other user");
+        prop_assert!(!key.verify(message, user, expires + 1, &signature, 0), "other expiry");
         if forged != signature {
-            prop_assert!(!key.verify(message, expires, &forged, 0));
+            prop_assert!(!key.verify(message, user, expires, &forged, 0));
         }
     }
 
@@ -78,8 +85,25 @@ proptest! {
         prop_assert!(!name.is_empty());
         prop_assert!(name.len() <= 200);
         prop_assert!(!name.contains('/') && !name.contains('\\'));
-        prop_assert!(!name.chars().any(char::is_control));
+        prop_assert!(!name.chars().any(|c| text::unwanted_in_name(c).is_some()));
         prop_assert!(name != "." && name != "..");
+    }
+
+    #[test]
+    fn accepted_names_topics_and_bodies_hold_no_unwanted_character(raw in "(.|[\u{0}-\u{9F}\u{200B}-\u{200F}\u{202A}-\u{202E}\u{2060}-\u{2069}\u{FEFF}\u{E0000}-\u{E007F}]){0,40}") {
+        if let Ok(name) = RoomName::parse(&raw) {
+            prop_assert!(text::first_unwanted(name.as_str(), text::unwanted_in_name).is_none());
+        }
+        if RoomTopic::parse(&raw).is_ok() {
+            prop_assert!(text::first_unwanted(raw.trim(), text::unwanted_in_multiline).is_none());
+        }
+        let username = Username::parse("someone").unwrap();
+        if let Ok(name) = parse_display_name(Some(&raw), &username) {
+            prop_assert!(text::first_unwanted(&name, text::unwanted_in_name).is_none());
+        }
+        if MessageBody::parse(&raw, 4000).is_ok() {
+            prop_assert!(!raw.chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
+        }
     }
 
     #[test]

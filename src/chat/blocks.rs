@@ -1,5 +1,6 @@
-//! Blocking: a user (the blocker) stops another from writing to them directly, and stops seeing
-//! their typing and presence. Rooms are unaffected: blocking is between two people.
+//! Blocking: a user (the blocker) stops another from writing to them directly and from adding them
+//! to rooms, stops seeing their typing and presence, and no longer shows them their own presence.
+//! Rooms both are already in are unaffected: blocking is between two people.
 use std::collections::HashSet;
 
 use chrono::Utc;
@@ -93,4 +94,33 @@ pub async fn ensure_not_blocked(
 /// The refusal of a direct message to someone who blocked the sender.
 pub fn refused_direct() -> AppError {
     AppError::Forbidden("this user does not accept direct messages from you".into())
+}
+
+/// Of `candidates`, one who has blocked `actor`, if any: someone the actor may not add to a room.
+/// Otherwise a blocked user could reach the blocker by making a room of the two of them.
+pub async fn first_blocker_of(
+    db: &impl ConnectionTrait,
+    actor: i64,
+    candidates: &[i64],
+) -> AppResult<Option<i64>> {
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    Ok(block::Entity::find()
+        .select_only()
+        .column(block::Column::BlockerId)
+        .filter(block::Column::BlockedId.eq(actor))
+        .filter(block::Column::BlockerId.is_in(candidates.iter().copied()))
+        .order_by_asc(block::Column::BlockerId)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?)
+}
+
+/// The refusal to add someone to a room who has blocked the one adding them: FORBIDDEN, as for a
+/// direct message.
+pub fn refused_room(username: &str) -> AppError {
+    AppError::Forbidden(format!(
+        "{username} does not accept being added to rooms by you"
+    ))
 }

@@ -22,6 +22,7 @@ use crate::{
     error::{AppError, AppResult, is_unique_violation},
     events::{Envelope, Event, MessageChange},
     files::{StoredFile, ValidFile},
+    text,
 };
 
 /// Where a message is going: an existing conversation, or a user (the direct conversation with
@@ -32,14 +33,17 @@ pub enum Target {
     User(i64),
 }
 
-/// A message body: not blank, at most the configured number of characters.
+/// A message body: something visible, at most the configured number of characters, and no
+/// control character but `\n` and `\t`. Kept verbatim: a body with any other control character
+/// (ESC, a carriage return, C1) is refused, never cleaned; bidirectional marks and zero-width
+/// joiners are prose and stay (see [`crate::text`]).
 #[derive(Debug, Clone)]
 pub struct MessageBody(String);
 
 impl MessageBody {
     /// Parses a body; `max_chars` comes from the configuration.
     pub fn parse(raw: &str, max_chars: usize) -> AppResult<Self> {
-        if raw.trim().is_empty() {
+        if text::is_blank(raw) {
             return Err(AppError::bad_input("message body must not be empty"));
         }
         if raw.chars().count() > max_chars {
@@ -47,8 +51,8 @@ impl MessageBody {
                 "message body must be at most {max_chars} characters"
             )));
         }
-        if raw.contains('\0') {
-            return Err(AppError::bad_input("message body must not contain NUL"));
+        if let Some(found) = text::first_unwanted(raw, text::unwanted_in_body) {
+            return Err(AppError::bad_input(text::describe("message body", found)));
         }
         Ok(Self(raw.to_owned()))
     }

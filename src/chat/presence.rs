@@ -196,13 +196,20 @@ impl Presence {
     }
 }
 
-/// Everyone who shares a conversation with the user, and the user; with repeats when they share
-/// several (`Envelope::new` drops them: sorting in Rust is cheaper than `DISTINCT` in SQL).
+/// Everyone whom the user's transitions are announced to: the user, and those who share a
+/// conversation with them, except whom the user has blocked (they are not told when the blocker
+/// comes and goes) and who have blocked the user (they asked not to see it). With repeats when
+/// they share several conversations (`Envelope::new` drops them: sorting in Rust is cheaper than
+/// `DISTINCT` in SQL).
 pub async fn audience(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<i64>> {
     let mut ids = db::ids(
         db,
         "SELECT b.user_id AS id FROM members a \
-         JOIN members b ON b.conversation_id = a.conversation_id WHERE a.user_id = $1",
+         JOIN members b ON b.conversation_id = a.conversation_id WHERE a.user_id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM blocks k \
+         WHERE k.blocker_id = $1 AND k.blocked_id = b.user_id) \
+         AND NOT EXISTS (SELECT 1 FROM blocks k \
+         WHERE k.blocker_id = b.user_id AND k.blocked_id = $1)",
         vec![user_id.into()],
     )
     .await?;
@@ -210,15 +217,26 @@ pub async fn audience(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<
     Ok(ids)
 }
 
-/// Which of `others` share a conversation with `viewer` (the viewer counts as sharing with self)
-/// and are not blocked by the viewer.
+/// What a viewer is shown of someone's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    /// The real state.
+    Real,
+    /// OFFLINE, never seen: the user has blocked the viewer. It reads like someone who has not
+    /// been online, so the viewer is not told of the block.
+    Offline,
+}
+
+/// How each of `others` who shares a conversation with `viewer` (the viewer counts as sharing
+/// with self) and is not blocked by the viewer appears to the viewer. Users left out are shown
+/// nothing.
 pub async fn visible_to(
     db: &DatabaseConnection,
     viewer: i64,
     others: &[i64],
-) -> AppResult<HashSet<i64>> {
+) -> AppResult<HashMap<i64, Sight>> {
     if others.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
     let list = (0..others.len())
         .map(|i| format!("${}", i + 2))
@@ -230,7 +248,10 @@ pub async fn visible_to(
         .query_all_raw(sql(
             db,
             &format!(
-                "SELECT DISTINCT b.user_id AS user_id FROM members a \
+                "SELECT DISTINCT b.user_id AS user_id, \
+                 CASE WHEN EXISTS (SELECT 1 FROM blocks k \
+                 WHERE k.blocker_id = b.user_id AND k.blocked_id = $1) THEN 1 ELSE 0 END AS masked \
+                 FROM members a \
                  JOIN members b ON b.conversation_id = a.conversation_id \
                  WHERE a.user_id = $1 AND b.user_id IN ({list}) \
                  AND NOT EXISTS (SELECT 1 FROM blocks k \
@@ -241,12 +262,48 @@ pub async fn visible_to(
         .await?;
     let mut visible = rows
         .iter()
-        .map(|row| row.try_get::<i64>("", "user_id"))
-        .collect::<Result<HashSet<_>, _>>()?;
+        .map(|row| {
+            let masked = row.try_get::<i32>("", "masked")? != 0;
+            let sight = if masked { Sight::Offline } else { Sight::Real };
+            Ok((row.try_get::<i64>("", "user_id")?, sight))
+        })
+        .collect::<Result<HashMap<_, _>, sea_orm::DbErr>>()?;
     if others.contains(&viewer) {
-        visible.insert(viewer);
+        visible.insert(viewer, Sight::Real);
     }
     Ok(visible)
+}
+
+/// After `blocker` blocked or unblocked `other`: tells `other`'s `presence` subscriptions how
+/// the blocker appears to them now, if the blocker is online (an offline blocker reads OFFLINE
+/// either way). A block makes an online blocker go OFFLINE for them, as if they had left, so that
+/// a subscription that saw them come online does not show them online for ever; an unblock brings
+/// them back.
+pub async fn block_changed(app: &AppState, blocker: i64, other: i64) {
+    if !app.presence.is_online(blocker).await {
+        return;
+    }
+    let sight = match visible_to(&app.db, other, &[blocker]).await {
+        Ok(visible) => visible.get(&blocker).copied(),
+        Err(err) => {
+            tracing::warn!(error = %err, "presence: could not read what a block changed");
+            return;
+        }
+    };
+    let Some(sight) = sight else {
+        // They share no conversation (or `other` has blocked the blocker): nothing was shown.
+        return;
+    };
+    app.bus
+        .publish(Envelope::new(
+            vec![other],
+            Event::Presence {
+                user_id: blocker,
+                online: sight == Sight::Real,
+                last_seen_at: None,
+            },
+        ))
+        .await;
 }
 
 async fn publish(app: &AppState, user_id: i64, online: bool, last_seen_at: Option<DateTime<Utc>>) {

@@ -13,6 +13,7 @@ use sea_orm::{
 };
 
 use super::{
+    blocks,
     conversations::{self, ROOM, now},
     messages::{self, Logged},
     notifications::{self, NotificationKind},
@@ -23,6 +24,7 @@ use crate::{
     db,
     error::{AppError, AppResult},
     events::MessageChange,
+    text,
 };
 
 /// The longest room name, in characters.
@@ -32,7 +34,8 @@ pub const MAX_TOPIC_CHARS: usize = 500;
 /// The most members `createRoom` takes at once (more can be added one by one).
 pub const MAX_INITIAL_MEMBERS: usize = 1000;
 
-/// A room's name: trimmed, not empty, at most [`MAX_NAME_CHARS`], no control characters.
+/// A room's name: trimmed, not empty, at most [`MAX_NAME_CHARS`], with no control, bidirectional
+/// or invisible character (refused, see [`crate::text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomName(String);
 
@@ -48,10 +51,8 @@ impl RoomName {
                 "a room name must be at most {MAX_NAME_CHARS} characters"
             )));
         }
-        if name.chars().any(char::is_control) {
-            return Err(AppError::bad_input(
-                "a room name must not contain control characters",
-            ));
+        if let Some(found) = text::first_unwanted(name, text::unwanted_in_name) {
+            return Err(AppError::bad_input(text::describe("a room name", found)));
         }
         Ok(Self(name.to_owned()))
     }
@@ -62,8 +63,9 @@ impl RoomName {
     }
 }
 
-/// A room's topic: trimmed, at most [`MAX_TOPIC_CHARS`]; line breaks and tabs are the only control
-/// characters allowed. Blank means "no topic".
+/// A room's topic: trimmed, at most [`MAX_TOPIC_CHARS`]; line breaks and tabs are allowed, other
+/// control characters and bidirectional or invisible ones are refused, as in names. Blank means
+/// "no topic".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomTopic(Option<String>);
 
@@ -76,13 +78,8 @@ impl RoomTopic {
                 "a room topic must be at most {MAX_TOPIC_CHARS} characters"
             )));
         }
-        if topic
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
-        {
-            return Err(AppError::bad_input(
-                "a room topic must not contain control characters",
-            ));
+        if let Some(found) = text::first_unwanted(topic, text::unwanted_in_multiline) {
+            return Err(AppError::bad_input(text::describe("a room topic", found)));
         }
         Ok(Self((!topic.is_empty()).then(|| topic.to_owned())))
     }
@@ -474,6 +471,10 @@ pub async fn create(
     if names.len() != everyone.len() {
         return Err(AppError::not_found("user"));
     }
+    if let Some(blocker) = blocks::first_blocker_of(&txn, viewer.user_id, &new.member_ids).await? {
+        let name = names.get(&blocker).map_or("", String::as_str);
+        return Err(blocks::refused_room(name));
+    }
     let at = now();
     let room = conversation::ActiveModel {
         kind: Set(ROOM.into()),
@@ -598,6 +599,12 @@ pub async fn add_member(
         return Err(AppError::Conflict(format!(
             "{target_name} is already a member"
         )));
+    }
+    if blocks::first_blocker_of(&op.txn, viewer.user_id, &[user_id])
+        .await?
+        .is_some()
+    {
+        return Err(blocks::refused_room(&target_name));
     }
     let actor_name = names.get(&viewer.user_id).cloned().unwrap_or_default();
     let body = match role {

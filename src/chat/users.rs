@@ -13,6 +13,7 @@ use super::pagination::Page;
 use crate::{
     auth::{password, tokens},
     error::{AppError, AppResult, is_unique_violation},
+    text,
 };
 
 /// A valid username: 3–32 characters of letters, digits, `_`, `.`, `-`, starting with a letter or
@@ -81,14 +82,19 @@ impl Password {
     }
 }
 
-/// A display name: 1–64 characters after trimming, no control characters.
+/// A display name: 1–64 characters after trimming, with no control, bidirectional or invisible
+/// character (see [`crate::text`]): refused rather than cleaned, so that what others see is what
+/// the user typed.
 pub fn parse_display_name(raw: Option<&str>, username: &Username) -> AppResult<String> {
     let name = raw.map(str::trim).unwrap_or(&username.0);
     let len = name.chars().count();
-    if !(1..=64).contains(&len) || name.chars().any(char::is_control) {
+    if !(1..=64).contains(&len) {
         return Err(AppError::bad_input(
-            "displayName must be 1 to 64 characters without control characters",
+            "displayName must be 1 to 64 characters",
         ));
+    }
+    if let Some(found) = text::first_unwanted(name, text::unwanted_in_name) {
+        return Err(AppError::bad_input(text::describe("displayName", found)));
     }
     Ok(name.to_owned())
 }

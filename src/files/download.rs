@@ -1,12 +1,14 @@
 //! `GET` / `HEAD /files/{messageId}`: a message's file, streamed from the store.
 //!
 //! Who may fetch it: a member of the conversation (bearer token), or anyone holding the message's
-//! signed `downloadUrl` until it expires. The answers:
+//! signed `downloadUrl` until it expires and while the member it was made for (the `user` it
+//! names, under the signature) is still a member. The answers:
 //! - no credentials, or a dead token (and no signature): 401;
-//! - a signature that is forged, tampered with or expired: 403, decided before the database is
-//!   asked, so it says nothing about whether the message exists;
+//! - a signature that is forged, tampered with (message, user or expiry) or expired: 403, decided
+//!   before the database is asked, so it says nothing about whether the message exists;
 //! - a member's token or a valid signature, but the message is gone, deleted or has no file, or the
-//!   token is not a member's: 404 (outsiders cannot tell a file they may not see from none).
+//!   token's user (or the signed URL's) is not a member: 404 (outsiders, and members since
+//!   removed, cannot tell a file they may not see from none).
 //!
 //! When both are present the signature is what counts: it is the narrower credential.
 use async_graphql::ID;
@@ -29,11 +31,34 @@ use crate::{
     ids::{self, Kind},
 };
 
-/// The signed-URL parameters (both or neither).
+/// The signed-URL parameters (all three or none).
 #[derive(Debug, Default, Deserialize)]
 pub struct SignedParams {
+    user: Option<String>,
     expires: Option<String>,
     signature: Option<String>,
+}
+
+impl SignedParams {
+    /// Whether the request presents a signed URL at all (even a broken one).
+    fn present(&self) -> bool {
+        self.user.is_some() || self.expires.is_some() || self.signature.is_some()
+    }
+
+    /// The user the URL was made for, if its signature is this server's and it has not expired.
+    fn verified_user(&self, signing: &super::SigningKey, message_id: i64, now: i64) -> Option<i64> {
+        let user_id = ids::decode(Kind::User, &ID(self.user.clone()?)).ok()?;
+        let expires = self.expires.as_deref()?.parse::<i64>().ok()?;
+        signing
+            .verify(
+                message_id,
+                user_id,
+                expires,
+                self.signature.as_deref()?,
+                now,
+            )
+            .then_some(user_id)
+    }
 }
 
 /// The route handler.
@@ -64,25 +89,18 @@ async fn serve(
 ) -> AppResult<Response> {
     // A malformed id names no file.
     let message_id = ids::decode(Kind::Message, &ID(raw_id.to_owned())).map_err(|_| not_found())?;
-    let signed = params.expires.is_some() || params.signature.is_some();
-    let member = if signed {
-        let valid = match (params.expires.as_deref(), params.signature.as_deref()) {
-            (Some(expires), Some(signature)) => expires.parse::<i64>().is_ok_and(|expires| {
-                state.files.signing_key().verify(
-                    message_id,
-                    expires,
-                    signature,
-                    chrono::Utc::now().timestamp(),
-                )
-            }),
-            _ => false,
-        };
-        if !valid {
-            return Err(AppError::Forbidden(
-                "the download link is invalid or has expired".into(),
-            ));
-        }
-        None
+    let signed = params.present();
+    // Whose access decides: the user a valid signature names, or the bearer token's.
+    let user_id = if signed {
+        params
+            .verified_user(
+                state.files.signing_key(),
+                message_id,
+                chrono::Utc::now().timestamp(),
+            )
+            .ok_or_else(|| {
+                AppError::Forbidden("the download link is invalid or has expired".into())
+            })?
     } else {
         let token = match headers.get(header::AUTHORIZATION) {
             None => None,
@@ -90,22 +108,20 @@ async fn serve(
                 AppError::Unauthenticated("the token is invalid, expired or revoked"),
             )?),
         };
-        Some(
-            auth::authenticate(&state.db, &state.tokens, token)
-                .await?
-                .viewer()?,
-        )
+        auth::authenticate(&state.db, &state.tokens, token)
+            .await?
+            .viewer()?
+            .user_id
     };
 
     let message = message::Entity::find_by_id(message_id)
         .one(&state.db)
         .await?
         .ok_or_else(not_found)?;
-    if let Some(viewer) = member {
-        conversations::require_member(&state.db, message.conversation_id, viewer.user_id)
-            .await
-            .map_err(|_| not_found())?;
-    }
+    // A signed URL is a member's access lent to a browser: it ends when their membership does.
+    conversations::require_member(&state.db, message.conversation_id, user_id)
+        .await
+        .map_err(|_| not_found())?;
     if message.deleted_at.is_some() {
         return Err(not_found());
     }

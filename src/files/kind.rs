@@ -197,15 +197,14 @@ fn is_ole(head: &[u8]) -> bool {
 const MAX_FILENAME_BYTES: usize = 200;
 
 /// Reduces a client's file name to something safe to store and show: the last path component
-/// (either separator), without control characters, trimmed, at most 200 bytes, never `.`/`..`.
-/// The name is never used as a storage path (objects are keyed by a fresh uuid); this keeps it
-/// harmless in `Content-Disposition` and in clients that might save it as is.
+/// (either separator), without control, bidirectional or invisible characters (dropped, not
+/// refused: the file is still accepted, under the cleaned name; see [`crate::text`]), trimmed, at
+/// most 200 bytes, never `.`/`..`. The name is never used as a storage path (objects are keyed by
+/// a fresh uuid); this keeps it harmless in `Content-Disposition`, in clients that might save it
+/// as is, and to readers: `invoice\u{202E}fdp.html` cannot pass for "invoicelmth.pdf".
 pub fn sanitize_filename(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect::<String>()
+    let cleaned: String = crate::text::strip_from_name(base)
         .trim()
         .trim_end_matches(['.', ' '])
         .to_owned();
@@ -243,6 +242,12 @@ mod tests {
         assert_eq!(sanitize_filename(".."), "file");
         assert_eq!(sanitize_filename("a/"), "file");
         assert_eq!(sanitize_filename("  r\u{0}é\nsumé.pdf  "), "résumé.pdf");
+        assert_eq!(
+            sanitize_filename("invoice\u{202E}fdp.html"),
+            "invoicefdp.html"
+        );
+        assert_eq!(sanitize_filename("\u{200B}\u{FEFF}.pdf\u{2066}"), ".pdf");
+        assert_eq!(sanitize_filename("\u{3164}\u{115F}"), "file");
         let long = format!("{}.pdf", "é".repeat(300));
         let cut = sanitize_filename(&long);
         assert!(

@@ -220,18 +220,21 @@ impl Files {
         }
     }
 
-    /// A signed URL for a message's file, valid for the configured time (rounded up).
-    pub fn download_url(&self, message_id: i64, now: i64) -> String {
+    /// A signed URL for a message's file, made for `user_id` (the member who asked for it):
+    /// valid for the configured time (rounded up), and only while that user is still a member of
+    /// the message's conversation.
+    pub fn download_url(&self, message_id: i64, user_id: i64, now: i64) -> String {
         let ahead = now.saturating_add(self.url_ttl_secs);
         let expires = ahead
             .div_euclid(URL_EXPIRY_STEP)
             .saturating_add(1)
             .saturating_mul(URL_EXPIRY_STEP);
-        let signature = self.signing.signature(message_id, expires);
+        let signature = self.signing.signature(message_id, user_id, expires);
         format!(
-            "{}/files/{}?expires={expires}&signature={signature}",
+            "{}/files/{}?user={}&expires={expires}&signature={signature}",
             self.public_url,
-            ids::encode(Kind::Message, message_id).as_str()
+            ids::encode(Kind::Message, message_id).as_str(),
+            ids::encode(Kind::User, user_id).as_str()
         )
     }
 

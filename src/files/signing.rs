@@ -1,6 +1,8 @@
-//! Signed download URLs: `GET /files/{messageId}?expires=…&signature=…` works without a bearer
-//! token (so `<img src>` works in a browser) until it expires. The signature is an HMAC-SHA256 over
-//! the message id and the expiry, under a key every instance on the same database shares.
+//! Signed download URLs: `GET /files/{messageId}?user=…&expires=…&signature=…` works without a
+//! bearer token (so `<img src>` works in a browser) until it expires, and only while the user it
+//! was made for is still a member of the conversation (the download route checks that after the
+//! signature). The signature is an HMAC-SHA256 over the message id, that user's id and the expiry,
+//! under a key every instance on the same database shares, so none of the three can be changed.
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{KeyInit, Mac};
 use sea_orm::DatabaseConnection;
@@ -30,31 +32,46 @@ impl SigningKey {
         Self(bytes.into())
     }
 
-    fn mac(&self, message_id: i64, expires: i64) -> HmacSha256 {
+    fn mac(&self, message_id: i64, user_id: i64, expires: i64) -> HmacSha256 {
         // HMAC takes keys of any length, so this cannot fail; an empty key would still "work",
         // which is why keys are checked where they are made.
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        // Versioned and delimited, so no other string this server signs can collide with it.
-        mac.update(format!("palaver-download-v1:{message_id}:{expires}").as_bytes());
+        // Versioned and delimited, so no other string this server signs (v1 links, which named
+        // no user, included) can collide with it.
+        mac.update(format!("palaver-download-v2:{message_id}:{user_id}:{expires}").as_bytes());
         mac
     }
 
-    /// The signature for a message's file, valid until `expires` (Unix seconds).
-    pub fn signature(&self, message_id: i64, expires: i64) -> String {
-        URL_SAFE_NO_PAD.encode(self.mac(message_id, expires).finalize().into_bytes())
+    /// The signature for a message's file fetched on behalf of `user_id`, valid until `expires`
+    /// (Unix seconds).
+    pub fn signature(&self, message_id: i64, user_id: i64, expires: i64) -> String {
+        URL_SAFE_NO_PAD.encode(
+            self.mac(message_id, user_id, expires)
+                .finalize()
+                .into_bytes(),
+        )
     }
 
-    /// Whether `signature` is this server's for the message and `expires`, and `expires` is still
-    /// ahead of `now`. Compared in constant time.
-    pub fn verify(&self, message_id: i64, expires: i64, signature: &str, now: i64) -> bool {
+    /// Whether `signature` is this server's for the message, the user and `expires`, and
+    /// `expires` is still ahead of `now`. Compared in constant time.
+    pub fn verify(
+        &self,
+        message_id: i64,
+        user_id: i64,
+        expires: i64,
+        signature: &str,
+        now: i64,
+    ) -> bool {
         if expires < now {
             return false;
         }
         let Ok(raw) = URL_SAFE_NO_PAD.decode(signature) else {
             return false;
         };
-        self.mac(message_id, expires).verify_slice(&raw).is_ok()
+        self.mac(message_id, user_id, expires)
+            .verify_slice(&raw)
+            .is_ok()
     }
 }
 
@@ -84,15 +101,18 @@ mod tests {
     use super::SigningKey;
 
     #[test]
-    fn signatures_verify_only_for_their_message_and_expiry() {
+    fn signatures_verify_only_for_their_message_user_and_expiry() {
         let key = SigningKey::new(*b"0123456789abcdef0123456789abcdef");
-        let sig = key.signature(7, 1_000);
-        assert!(key.verify(7, 1_000, &sig, 999));
-        assert!(!key.verify(7, 1_000, &sig, 1_001), "expired");
-        assert!(!key.verify(8, 1_000, &sig, 999), "other message");
-        assert!(!key.verify(7, 2_000, &sig, 999), "tampered expiry");
-        assert!(!key.verify(7, 1_000, "not base64!", 999));
+        let sig = key.signature(7, 3, 1_000);
+        assert!(key.verify(7, 3, 1_000, &sig, 999));
+        assert!(!key.verify(7, 3, 1_000, &sig, 1_001), "expired");
+        assert!(!key.verify(8, 3, 1_000, &sig, 999), "other message");
+        assert!(!key.verify(7, 4, 1_000, &sig, 999), "other user");
+        assert!(!key.verify(7, 3, 2_000, &sig, 999), "tampered expiry");
+        assert!(!key.verify(7, 3, 1_000, "not base64!", 999));
         let other = SigningKey::new(*b"another key, another signature!!");
-        assert!(!other.verify(7, 1_000, &sig, 999), "other key");
+        assert!(!other.verify(7, 3, 1_000, &sig, 999), "other key");
+        // The fields are delimited: message 7 for user 31 is not message 73 for user 1.
+        assert!(!key.verify(73, 1, 1_000, &key.signature(7, 31, 1_000), 999));
     }
 }

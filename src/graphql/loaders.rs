@@ -117,11 +117,12 @@ impl Loader<(i64, i64)> for UnreadLoader {
     }
 }
 
-/// Whether (viewer, user) share a conversation: presence is shown only then.
+/// How (viewer, user)'s presence shows, if at all: only when they share a conversation, and
+/// subject to blocks (see [`presence::visible_to`]). A key with no value shows nothing.
 pub struct VisibilityLoader(DatabaseConnection);
 
 impl Loader<(i64, i64)> for VisibilityLoader {
-    type Value = bool;
+    type Value = presence::Sight;
     type Error = LoadError;
 
     async fn load(
@@ -129,10 +130,9 @@ impl Loader<(i64, i64)> for VisibilityLoader {
         keys: &[(i64, i64)],
     ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
         per_viewer(keys, |viewer, users| async move {
-            let visible = presence::visible_to(&self.0, viewer, &users).await?;
-            Ok(users
+            Ok(presence::visible_to(&self.0, viewer, &users)
+                .await?
                 .into_iter()
-                .map(|user| (user, visible.contains(&user)))
                 .collect())
         })
         .await

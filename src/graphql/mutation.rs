@@ -10,7 +10,7 @@ use crate::{
     chat::{
         audit, blocks, conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
-        notifications,
+        notifications, presence,
         typing::ConnectionId,
         users,
     },
@@ -167,20 +167,25 @@ impl MutationRoot {
     }
 
     /// Blocks a user: they can no longer write to the viewer directly (nor start a direct
-    /// conversation: FORBIDDEN), and their typing and presence are hidden from the viewer. Rooms
-    /// are unaffected. Blocking someone already blocked is not an error.
+    /// conversation), nor add the viewer to a room (FORBIDDEN); their typing and presence are
+    /// hidden from the viewer, and the viewer's presence reads OFFLINE to them. Rooms both are
+    /// in are unaffected. Blocking someone already blocked is not an error.
     async fn block_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
         let viewer = ctx.viewer()?;
+        let state = ctx.state();
         let blocked = ids::decode(Kind::User, &user_id)?;
-        blocks::block(&ctx.state().db, viewer.user_id, blocked).await?;
+        blocks::block(&state.db, viewer.user_id, blocked).await?;
+        presence::block_changed(state, viewer.user_id, blocked).await;
         Ok(true)
     }
 
     /// Lifts a block (not an error if there was none).
     async fn unblock_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
         let viewer = ctx.viewer()?;
+        let state = ctx.state();
         let blocked = ids::decode(Kind::User, &user_id)?;
-        blocks::unblock(&ctx.state().db, viewer.user_id, blocked).await?;
+        blocks::unblock(&state.db, viewer.user_id, blocked).await?;
+        presence::block_changed(state, viewer.user_id, blocked).await;
         Ok(true)
     }
 

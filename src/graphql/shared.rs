@@ -305,7 +305,7 @@ fn same_for_every_viewer(type_name: &str, field: &str) -> Option<Option<&'static
         ("Message", "conversation") => Some("Conversation"),
         ("Conversation", "id" | "kind" | "name" | "topic" | "lastActivityAt" | "createdAt") => None,
         ("User", "id" | "username" | "displayName" | "createdAt") => None,
-        ("Attachment", "filename" | "contentType" | "size" | "sha256" | "downloadUrl") => None,
+        ("Attachment", "filename" | "contentType" | "size" | "sha256") => None,
         ("SystemEvent", "kind" | "role") => None,
         ("SystemEvent", "actor" | "target") => Some("User"),
         _ => return None,
@@ -326,6 +326,8 @@ fn resolved_per_viewer(type_name: &str, field: &str) -> Option<Option<&'static s
         ("Member", "user") => Some("User"),
         ("User", "presence") => Some("Presence"),
         ("Presence", "status" | "lastSeenAt") => None,
+        // Signed for the viewer, so that it ends with their membership.
+        ("Attachment", "downloadUrl") => None,
         _ => return None,
     })
 }
@@ -375,7 +377,7 @@ mod tests {
             }
         }
         assert_eq!(
-            checked, 33,
+            checked, 32,
             "every field in the table was found in the schema"
         );
         // Viewer-dependent fields stay out.
@@ -387,12 +389,20 @@ mod tests {
             ("Conversation", "title"),
             ("Conversation", "muted"),
             ("User", "presence"),
+            ("Attachment", "downloadUrl"),
         ] {
             assert_eq!(same_for_every_viewer(type_name, field), None);
         }
         // The fields resolved per viewer exist too, take no arguments, and are not also shared.
         let mut per_viewer = 0;
-        for type_name in ["Message", "Conversation", "Member", "User", "Presence"] {
+        for type_name in [
+            "Message",
+            "Conversation",
+            "Member",
+            "User",
+            "Presence",
+            "Attachment",
+        ] {
             for (name, ty) in fields(type_name) {
                 if let Some(leads_to) = resolved_per_viewer(type_name, &name) {
                     per_viewer += 1;
@@ -411,7 +421,7 @@ mod tests {
             }
         }
         assert_eq!(
-            per_viewer, 15,
+            per_viewer, 16,
             "every per-viewer field was found in the schema"
         );
     }

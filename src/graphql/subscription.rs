@@ -266,8 +266,14 @@ impl SubscriptionRoot {
             let list: Vec<i64> = wanted.iter().copied().collect();
             let visible = Box::pin(presence::visible_to(&state.db, viewer.user_id, &list)).await?;
             let found = Box::pin(users::by_ids(&state.db, &list)).await?;
-            for id in list.into_iter().filter(|id| visible.contains(id)) {
-                let online = Box::pin(state.presence.is_online(id)).await;
+            for (id, sight) in list
+                .into_iter()
+                .filter_map(|id| Some((id, *visible.get(&id)?)))
+            {
+                let online =
+                    sight == presence::Sight::Real && Box::pin(state.presence.is_online(id)).await;
+                // A user who blocked the viewer reads as never seen (see `presence::Sight`).
+                let shown = sight == presence::Sight::Real;
                 snapshot.push(PresenceEvent {
                     user_id: id,
                     status: if online {
@@ -275,7 +281,7 @@ impl SubscriptionRoot {
                     } else {
                         PresenceStatus::Offline
                     },
-                    last_seen_at: if online {
+                    last_seen_at: if online || !shown {
                         None
                     } else {
                         found.get(&id).and_then(|u| u.last_seen_at)

@@ -14,7 +14,10 @@ use super::{
     rooms::SystemEvent,
 };
 use crate::{
-    chat::rooms::{Role, SystemKind},
+    chat::{
+        presence,
+        rooms::{Role, SystemKind},
+    },
     error::AppError,
     events::MessageChange,
     ids::{self, CursorKind, Kind},
@@ -127,18 +130,24 @@ impl User {
     }
 
     /// Online or offline, and when last seen. Null unless the viewer shares a conversation with
-    /// this user (or is this user).
+    /// this user (or is this user) and has not blocked them; always OFFLINE, never seen, if this
+    /// user has blocked the viewer.
     async fn presence(&self, ctx: &Context<'_>) -> Result<Option<Presence>> {
         let viewer = ctx.viewer()?;
-        let visible = ctx
+        let sight = ctx
             .loaders()
             .visibility
             .load_one((viewer.user_id, self.0.id))
             .await
-            .map_err(load_error)?
-            .unwrap_or(false);
-        if !visible {
+            .map_err(load_error)?;
+        let Some(sight) = sight else {
             return Ok(None);
+        };
+        if sight == presence::Sight::Offline {
+            return Ok(Some(Presence {
+                status: PresenceStatus::Offline,
+                last_seen_at: None,
+            }));
         }
         Ok(Some(if ctx.state().presence.is_online(self.0.id).await {
             Presence {
@@ -441,20 +450,25 @@ impl Message {
         })
     }
 
-    /// The attached file; null for text messages and once the message is deleted.
-    async fn attachment(&self, ctx: &Context<'_>) -> Option<Attachment> {
-        if self.0.deleted_at.is_some() {
-            return None;
-        }
+    /// The attached file; null for text messages and once the message is deleted. Its
+    /// `downloadUrl` is made for the viewer (it names them and ends with their membership).
+    async fn attachment(&self, ctx: &Context<'_>) -> Result<Option<Attachment>> {
         let m = &self.0;
-        m.attachment_key.as_ref()?;
-        Some(Attachment {
+        if m.deleted_at.is_some() || m.attachment_key.is_none() {
+            return Ok(None);
+        }
+        let viewer = ctx.viewer()?;
+        Ok(Some(Attachment {
             filename: m.attachment_filename.clone().unwrap_or_default(),
             content_type: m.attachment_content_type.clone().unwrap_or_default(),
             size: m.attachment_size.unwrap_or_default(),
             sha256: m.attachment_sha256.clone().unwrap_or_default(),
-            download_url: ctx.state().files.download_url(m.id, Utc::now().timestamp()),
-        })
+            download_url: ctx.state().files.download_url(
+                m.id,
+                viewer.user_id,
+                Utc::now().timestamp(),
+            ),
+        }))
     }
 
     /// The message this one answers, if any.
@@ -548,7 +562,8 @@ impl Message {
 /// A file attached to a message.
 #[derive(SimpleObject)]
 pub struct Attachment {
-    /// The sender's file name, reduced to its last path component.
+    /// The sender's file name, reduced to its last path component, without control,
+    /// bidirectional or invisible characters.
     pub filename: String,
     /// Decided from the file's content (magic bytes), not from the name or the client's claim.
     pub content_type: String,
@@ -556,8 +571,9 @@ pub struct Attachment {
     pub size: i64,
     /// Lower-case hex SHA-256 of the bytes.
     pub sha256: String,
-    /// `GET` it without a token (e.g. `<img src>`) until it expires; with
-    /// `Authorization: Bearer`, `/files/{messageId}` works for members at any time.
+    /// `GET` it without a token (e.g. `<img src>`) until it expires, and while the viewer it
+    /// was made for is still a member; with `Authorization: Bearer`, `/files/{messageId}` works
+    /// for members at any time.
     pub download_url: String,
 }
 

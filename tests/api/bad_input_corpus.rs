@@ -237,3 +237,174 @@ async fn sql_and_html_metacharacters_in_every_string_input_are_data_or_refused()
         200
     );
 }
+
+/// Text that reads as something else, or as nothing: bidirectional overrides and isolates,
+/// zero-width and invisible characters, terminal escapes and C1 controls.
+const SPOOFS: &[(&str, &str)] = &[
+    ("invoice\u{202E}fdp.html", "U+202E"),
+    ("team\u{2067}nimda\u{2069}", "U+2067"),
+    ("ad\u{200B}min", "U+200B"),
+    ("\u{3164}", "U+3164"),
+    ("\u{115F}\u{1160}", "U+115F"),
+    ("a\u{FEFF}", "U+FEFF"),
+    ("soft\u{00AD}hyphen", "U+00AD"),
+    ("tagged\u{E0041}", "U+E0041"),
+    ("mark\u{200F}", "U+200F"),
+    ("red \u{1B}[31mtext", "U+001B"),
+    ("c1 \u{9B}31m", "U+009B"),
+];
+
+#[tokio::test]
+async fn bidi_invisible_and_control_characters_in_names_and_topics_are_refused() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let room = app.room(&alice, "Team", &[]).await;
+    let rooms_before = app
+        .data(
+            &alice.token,
+            "{ conversations { edges { node { id name topic } } } }",
+            json!({}),
+        )
+        .await;
+    let register = "mutation($u: String!, $d: String) { register(input: {username: $u, password: \"s3cret-pass\", displayName: $d}) { token } }";
+    let create = "mutation($n: String!, $t: String) { createRoom(input: {name: $n, topic: $t, memberIds: []}) { id } }";
+    let update = "mutation($r: ID!, $n: String, $t: String) { updateRoom(roomId: $r, input: {name: $n, topic: $t}) { id } }";
+    for (i, (spoof, named)) in SPOOFS.iter().enumerate() {
+        let fresh = format!("spoof{i}x{}", &alice.username[5..]);
+        let attempts = [
+            (
+                "username",
+                register,
+                json!({ "u": format!("{fresh}{spoof}") }),
+            ),
+            ("displayName", register, json!({ "u": fresh, "d": spoof })),
+            ("room name", create, json!({ "n": spoof })),
+            (
+                "room name",
+                create,
+                json!({ "n": format!("Plans {spoof}") }),
+            ),
+            ("topic", create, json!({ "n": "Plans", "t": spoof })),
+            ("room name", update, json!({ "r": room, "n": spoof })),
+            (
+                "topic",
+                update,
+                json!({ "r": room, "t": format!("line\n{spoof}") }),
+            ),
+        ];
+        for (field, query, vars) in attempts {
+            let response = app.gql(Some(&alice.token), query, vars.clone()).await;
+            assert_eq!(
+                error_code(&response),
+                Some("BAD_USER_INPUT"),
+                "{field} {vars}: {response}"
+            );
+            // The answer names the character, except for usernames, which take ASCII only.
+            let message = response["errors"][0]["message"].as_str().unwrap();
+            if field != "username" {
+                assert!(message.contains(named), "{field}: {message}");
+            }
+        }
+    }
+    // Nothing was made or changed, and no account exists under the refused names.
+    let rooms_after = app
+        .data(
+            &alice.token,
+            "{ conversations { edges { node { id name topic } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(rooms_after, rooms_before);
+    let found = app
+        .data(
+            &alice.token,
+            "{ users(search: \"spoof\") { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(found["users"]["edges"], json!([]), "{found}");
+
+    // What the rules allow still goes through: accents, scripts, emoji, and line breaks in a topic.
+    let ok = app
+        .data(
+            &alice.token,
+            update,
+            json!({ "r": room, "n": "Équipe 中文 עברית 😀", "t": "line one\nline\ttwo" }),
+        )
+        .await;
+    assert_eq!(ok["updateRoom"]["id"], room);
+    let ok = app
+        .gql(
+            None,
+            register,
+            json!({ "u": format!("fine{}", &alice.username[5..]), "d": "Zoë 😀" }),
+        )
+        .await;
+    assert!(ok["data"]["register"]["token"].is_string(), "{ok}");
+}
+
+#[tokio::test]
+async fn message_bodies_are_kept_verbatim_but_refused_with_control_characters() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let kept = app.send(&alice, &conversation, "to be edited").await;
+    let before = snapshot(&app, &alice, &conversation).await;
+    let send = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }";
+    let edit = "mutation($id: ID!, $b: String!) { editMessage(id: $id, body: $b) { id } }";
+    let refused = [
+        ("red \u{1B}[31mtext", "U+001B"),
+        ("c1 \u{9B}31m csi", "U+009B"),
+        ("next line\u{85}", "U+0085"),
+        ("bell\u{7}", "U+0007"),
+        ("carriage\r\nreturn", "U+000D"),
+        ("nul\u{0}", "U+0000"),
+        ("del\u{7F}", "U+007F"),
+    ];
+    for (body, named) in refused {
+        for (query, vars) in [
+            (send, json!({ "c": conversation, "b": body })),
+            (edit, json!({ "id": kept["id"], "b": body })),
+        ] {
+            let response = app.gql(Some(&alice.token), query, vars.clone()).await;
+            assert_eq!(
+                error_code(&response),
+                Some("BAD_USER_INPUT"),
+                "{vars}: {response}"
+            );
+            let message = response["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains(named), "{message}");
+        }
+    }
+    // Nothing visible is as empty as nothing at all.
+    let blank = app
+        .gql(
+            Some(&alice.token),
+            send,
+            json!({ "c": conversation, "b": "\u{200B}\u{3164} \u{FEFF}" }),
+        )
+        .await;
+    assert_eq!(error_code(&blank), Some("BAD_USER_INPUT"), "{blank}");
+    assert_eq!(snapshot(&app, &alice, &conversation).await, before);
+
+    // Prose keeps what it needs, exactly as sent: line breaks, tabs, right-to-left marks, and
+    // zero-width joiners inside emoji sequences.
+    for body in [
+        "line one\nline\ttwo",
+        "שלום\u{200F} (hello)",
+        "family: 👩\u{200D}👩\u{200D}👧",
+        "quote \u{2067}عربي\u{2069} end",
+    ] {
+        let sent = app.send(&alice, &conversation, body).await;
+        assert_eq!(sent["body"], body);
+        let edited = app
+            .data(
+                &alice.token,
+                "mutation($id: ID!, $b: String!) { editMessage(id: $id, body: $b) { body } }",
+                json!({ "id": kept["id"], "b": body }),
+            )
+            .await;
+        assert_eq!(edited["editMessage"]["body"], body);
+    }
+}

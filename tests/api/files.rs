@@ -108,11 +108,13 @@ fn elf() -> Vec<u8> {
 
 /// The numeric row id inside a public message id (`msg_12` → 12).
 fn row_id(message_id: &Value) -> i64 {
-    message_id
-        .as_str()
-        .and_then(|id| id.strip_prefix("msg_"))
+    row_id_of(message_id.as_str().expect("a message id"), "msg_")
+}
+
+fn row_id_of(id: &str, prefix: &str) -> i64 {
+    id.strip_prefix(prefix)
         .and_then(|n| n.parse().ok())
-        .expect("a message id")
+        .expect("an id with its prefix")
 }
 
 async fn download_bytes(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
@@ -384,22 +386,48 @@ async fn forged_tampered_misdirected_and_expired_signed_urls_are_refused() {
         .collect();
     let expires: i64 = params["expires"].parse().unwrap();
     let signature = params["signature"];
+    let user = params["user"];
+    assert_eq!(user, alice.id, "made for the member who asked");
 
-    let forged =
-        format!("{path}?expires={expires}&signature=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
-    let tampered = format!("{path}?expires={}&signature={signature}", expires + 86_400);
+    let forged = format!(
+        "{path}?user={user}&expires={expires}&signature=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
+    let tampered = format!(
+        "{path}?user={user}&expires={}&signature={signature}",
+        expires + 86_400
+    );
     let misdirected = format!(
-        "{}?expires={expires}&signature={signature}",
+        "{}?user={user}&expires={expires}&signature={signature}",
         download_path(&second)
     );
-    let half = format!("{path}?signature={signature}");
+    // Signed for Alice, presented as Bob's (a member too) or as nobody's.
+    let other_user = format!(
+        "{path}?user={}&expires={expires}&signature={signature}",
+        bob.id
+    );
+    let no_user = format!("{path}?expires={expires}&signature={signature}");
+    let bad_user = format!("{path}?user=cnv_1&expires={expires}&signature={signature}");
+    let half = format!("{path}?user={user}&signature={signature}");
     // Correctly signed with the server's key, but in the past.
     let past = chrono::Utc::now().timestamp() - 60;
     let expired = format!(
-        "{path}?expires={past}&signature={}",
-        SigningKey::new(key.as_bytes()).signature(row_id(&first["id"]), past)
+        "{path}?user={user}&expires={past}&signature={}",
+        SigningKey::new(key.as_bytes()).signature(
+            row_id(&first["id"]),
+            row_id_of(&alice.id, "usr_"),
+            past
+        )
     );
-    for url in [&forged, &tampered, &misdirected, &half, &expired] {
+    for url in [
+        &forged,
+        &tampered,
+        &misdirected,
+        &other_user,
+        &no_user,
+        &bad_user,
+        &half,
+        &expired,
+    ] {
         let response = app.fetch(Method::GET, url, None, &[]).await;
         assert_eq!(response.status(), 403, "{url}");
         let body: Value = response.json().await.unwrap();
@@ -412,12 +440,212 @@ async fn forged_tampered_misdirected_and_expired_signed_urls_are_refused() {
     let response = app
         .fetch(
             Method::GET,
-            &format!("/files/msg_999999?expires={expires}&signature={signature}"),
+            &format!("/files/msg_999999?user={user}&expires={expires}&signature={signature}"),
             None,
             &[],
         )
         .await;
     assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_signed_url_stops_working_once_the_member_it_was_made_for_is_removed() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "plans", &[&bob, &carol]).await;
+    let message = app.send_file(&alice, &room, "pixel.png", png()).await;
+    let bobs = download_url_as(&app, &bob, &room, &message["id"]).await;
+    let carols = download_url_as(&app, &carol, &room, &message["id"]).await;
+    assert!(bobs.contains(&format!("user={}", bob.id)), "{bobs}");
+    assert_ne!(bobs, carols, "each member gets a URL of their own");
+    assert_eq!(download_bytes(&app, &bobs, None).await, (200, png()));
+
+    app.data(
+        &alice.token,
+        "mutation($r: ID!, $u: ID!) { removeMember(roomId: $r, userId: $u) { id } }",
+        json!({ "r": room, "u": bob.id }),
+    )
+    .await;
+
+    // Bob's URL has not expired, but Bob is no longer a member: the same 404 as for an outsider.
+    let response = app.fetch(Method::GET, &bobs, None, &[]).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), Some("NOT_FOUND"));
+    // Carol is still a member: hers still works, without a token.
+    assert_eq!(download_bytes(&app, &carols, None).await, (200, png()));
+    // Bob cannot borrow Carol's membership by putting his id in her URL, nor Carol's in his.
+    let swapped = carols.replace(&format!("user={}", carol.id), &format!("user={}", bob.id));
+    assert_ne!(swapped, carols);
+    assert_eq!(download_bytes(&app, &swapped, None).await.0, 403);
+    let borrowed = bobs.replace(&format!("user={}", bob.id), &format!("user={}", carol.id));
+    assert_eq!(download_bytes(&app, &borrowed, None).await.0, 403);
+}
+
+#[tokio::test]
+async fn live_events_carry_each_subscribers_own_download_url() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "plans", &[&bob, &carol]).await;
+    // The same selection for both, which would otherwise be rendered once and copied.
+    let query = "subscription($c: ID) { messageEvents(conversationId: $c) { message { id attachment { filename downloadUrl } } } }";
+    let mut sockets = Vec::new();
+    for user in [&bob, &carol] {
+        let mut ws = app.ws(Some(&user.token)).await;
+        ws.subscribe("m", query, json!({ "c": room })).await;
+        sockets.push((user, ws));
+    }
+    // A text message first: once it arrives, both subscriptions are live.
+    app.send(&alice, &room, "here it comes").await;
+    for (_, ws) in &mut sockets {
+        ws.next_data("m").await;
+    }
+
+    let sent = app.send_file(&alice, &room, "pixel.png", png()).await;
+    for (user, ws) in &mut sockets {
+        let event = ws.next_data("m").await;
+        let message = &event["messageEvents"]["message"];
+        assert_eq!(message["id"], sent["id"]);
+        let url = message["attachment"]["downloadUrl"].as_str().unwrap();
+        assert!(url.contains(&format!("user={}", user.id)), "{url}");
+        assert_eq!(download_bytes(&app, url, None).await, (200, png()));
+    }
+}
+
+/// The `downloadUrl` of a message's file as `user` reads it in the conversation's history.
+async fn download_url_as(
+    app: &TestApp,
+    user: &TestUser,
+    conversation: &str,
+    message_id: &Value,
+) -> String {
+    let page = app
+        .data(
+            &user.token,
+            "query($c: ID!) { messages(conversationId: $c) { edges { node { id attachment { downloadUrl } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    page["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node"]["id"] == *message_id)
+        .and_then(|e| e["node"]["attachment"]["downloadUrl"].as_str())
+        .expect("the file message in the history")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn bidi_and_invisible_characters_are_dropped_from_uploaded_file_names() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    // Shown as "invoicelmth.pdf" by anything that honours the override.
+    let spoofed = "invoice\u{202E}fdp.html";
+    let cases = [
+        (spoofed, "invoicefdp.html"),
+        ("\u{200B}re\u{2066}port\u{FEFF}.pdf\u{E0041}", "report.pdf"),
+        ("\u{3164}\u{115F}\u{00AD}", "file"),
+    ];
+    for (sent, kept) in cases {
+        let (status, response) =
+            upload_raw_name(&app, &alice.token, &conversation, sent, pdf()).await;
+        assert_eq!(status, 200, "{response}");
+        let message = &response["data"]["sendMessage"];
+        assert_eq!(message["attachment"]["filename"], kept, "{response}");
+
+        // The stored name is the one the download offers, in both of its forms.
+        let response = app
+            .fetch(Method::GET, &download_path(message), Some(&bob.token), &[])
+            .await;
+        assert_eq!(response.status(), 200);
+        let disposition = response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            disposition,
+            format!("inline; filename=\"{kept}\"; filename*=UTF-8''{kept}"),
+        );
+        let page = app
+            .data(&bob.token, MESSAGES, json!({ "c": conversation }))
+            .await;
+        let stored = page["messages"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node"]["id"] == message["id"])
+            .map(|e| e["node"]["attachment"]["filename"].clone());
+        assert_eq!(stored, Some(json!(kept)));
+    }
+    // A name that hides a denied extension behind an invisible character is still denied.
+    let (_, refused) = upload_raw_name(
+        &app,
+        &alice.token,
+        &conversation,
+        "setup.ex\u{200B}e",
+        b"just text".to_vec(),
+    )
+    .await;
+    assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"), "{refused}");
+}
+
+/// An upload whose part carries `filename` as raw UTF-8 in its `Content-Disposition`, as browsers
+/// send it (reqwest would percent-encode it).
+async fn upload_raw_name(
+    app: &TestApp,
+    token: &str,
+    conversation: &str,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let operations = json!({
+        "query": format!(
+            "mutation($input: SendMessageInput!) {{ sendMessage(input: $input) {{ {FILE_MESSAGE_FIELDS} }} }}"
+        ),
+        "variables": { "input": { "conversationId": conversation, "file": null } },
+    });
+    let boundary = "palaver-test-boundary";
+    let mut body = Vec::new();
+    let text_part = |body: &mut Vec<u8>, name: &str, value: &str| {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    };
+    text_part(&mut body, "operations", &operations.to_string());
+    text_part(&mut body, "map", r#"{"0": ["variables.input.file"]}"#);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"{filename}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
