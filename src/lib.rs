@@ -22,6 +22,7 @@ use std::{
     sync::{Arc, atomic::AtomicU64},
 };
 
+use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
@@ -48,8 +49,12 @@ pub struct AppState {
     /// Identifies this deployment's data; event cursors carry it, so that a cursor from other data
     /// is recognised (RESYNC_REQUIRED) instead of silently replaying the wrong things.
     pub epoch: i64,
-    /// Cancelled when the server begins to shut down; live connections close on it.
+    /// Cancelled when the server begins to shut down; live connections and background tasks
+    /// end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The background tasks (sweepers, heartbeats, the Redis bridge), so that shutdown can wait
+    /// for them to end.
+    pub tasks: tokio_util::task::TaskTracker,
     /// The WebSocket connections, so that shutdown can wait for them to close.
     pub connections: tokio_util::task::TaskTracker,
     /// The single writer that commits sends in batches.
@@ -84,23 +89,45 @@ impl Application {
         // `REDIS_URL=` (set but empty) means no Redis, as unset does.
         config.redis_url = config.redis_url.filter(|url| !url.trim().is_empty());
         let statements = Arc::new(AtomicU64::new(0));
-        let mut db = db::connect_capped(&config.database_url, config.sqlite_max_bytes).await?;
+        let mut db = db::connect_capped(&config.database_url, config.sqlite_max_bytes)
+            .await
+            .context("opening the database")?;
         db::count_statements(&mut db, statements.clone());
-        let bus =
-            events::EventBus::start(config.redis_url.as_deref(), &config.redis_channel).await?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        // One circuit for every use of Redis, so that an outage is noticed and logged once.
+        let breaker = events::breaker::Breaker::default();
+        let bus = events::EventBus::start_with(
+            config.redis_url.as_deref(),
+            &config.redis_channel,
+            breaker.clone(),
+            &tasks,
+            shutdown.clone(),
+        )
+        .await
+        .context("connecting to Redis")?;
         let epoch = db::setting_or_init(&db, "cursor_epoch", || {
             // A positive number below 2^53, so that it survives a trip through JSON clients.
             (rand::random::<u64>() >> 11).max(1).to_string()
         })
-        .await?
+        .await
+        .context("writing the database's settings")?
         .parse::<i64>()?;
-        let files = Arc::new(files::Files::open(&config, &db).await?);
-        spawn_orphan_sweep(files.clone(), db.clone());
-        let listener = TcpListener::bind(config.addr).await?;
+        let files = Arc::new(
+            files::Files::open(&config, &db)
+                .await
+                .context("opening the file store")?,
+        );
+        spawn_orphan_sweep(files.clone(), db.clone(), &tasks, shutdown.clone());
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("listening on {}", config.addr))?;
         let shared = match &config.redis_url {
-            Some(url) => {
-                Some(events::shared_state::SharedState::connect(url, &config.redis_channel).await?)
-            }
+            Some(url) => Some(
+                events::shared_state::SharedState::connect(url, &config.redis_channel, breaker)
+                    .await
+                    .context("connecting to Redis")?,
+            ),
             None => None,
         };
         let writer = writer::Writer::start(db.clone(), bus.clone(), {
@@ -148,19 +175,27 @@ impl Application {
             plain_subscriptions: Arc::default(),
             typing: chat::typing::Typing::new(shared),
             epoch,
-            shutdown: Default::default(),
+            shutdown,
+            tasks,
             connections: Default::default(),
             backlog_waiting: Arc::default(),
         };
         chat::notifications::resume_backlog(&state).await?;
         chat::typing::Typing::spawn_sweeper(state.clone());
-        state.presence.spawn_heartbeat();
+        state
+            .presence
+            .spawn_heartbeat(&state.tasks, state.shutdown.clone());
         let router = http::router(state.clone());
         Ok(Self {
             listener,
             router,
             state,
         })
+    }
+
+    /// The background tasks; empty and closed once `run_until_stopped` has returned.
+    pub fn background_tasks(&self) -> tokio_util::task::TaskTracker {
+        self.state.tasks.clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -194,15 +229,33 @@ impl Application {
         {
             tracing::warn!("some WebSocket connections did not close in time");
         }
+        let tasks = self.state.tasks.clone();
+        tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some background tasks did not end in time");
+        }
         Ok(())
     }
 }
 
 /// Deletes stored files left without a message by a crash between storing and committing (see
-/// `files`). In the background: a large bucket must not delay the start.
-fn spawn_orphan_sweep(files: Arc<files::Files>, db: DatabaseConnection) {
-    tokio::spawn(async move {
-        match files.sweep_orphans(&db).await {
+/// `files`). In the background: a large bucket must not delay the start. Abandoned at shutdown;
+/// the next start sweeps again.
+fn spawn_orphan_sweep(
+    files: Arc<files::Files>,
+    db: DatabaseConnection,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tasks.spawn(async move {
+        let swept = tokio::select! {
+            swept = files.sweep_orphans(&db) => swept,
+            () = shutdown.cancelled() => return,
+        };
+        match swept {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "swept orphaned files"),
             Err(err) => tracing::warn!(error = %err, "orphaned-file sweep failed"),

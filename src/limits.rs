@@ -145,24 +145,42 @@ impl SubscriptionSlots {
 struct Bucket {
     tokens: f64,
     updated: Instant,
+    /// When the bucket is full again if nothing more is taken: from then on it equals a missing
+    /// one and may be dropped. Each bucket's own, so that pruning never depends on which limit
+    /// happens to be checked when the map is pruned.
+    full_at: Instant,
 }
 
-/// Above this many local buckets, full ones (which equal a missing one) are dropped, so that
-/// keys chosen by clients (usernames, addresses) cannot grow the map without end.
+/// One limit's buckets. Keys are chosen by clients (usernames, addresses), so the map is pruned
+/// of full buckets once it passes `prune_above`; that bound then doubles past what remains, so a
+/// map of buckets that are all still draining is not walked again on every call.
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    prune_above: usize,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            prune_above: PRUNE_ABOVE,
+        }
+    }
+}
+
+/// Above this many buckets of one limit, full ones (which equal a missing one) are dropped.
 const PRUNE_ABOVE: usize = 10_000;
 
 /// The buckets of this instance, or the shared ones in Redis.
 #[derive(Clone, Default)]
 pub struct Limiter {
-    local: Arc<Mutex<HashMap<(Budget, String), Bucket>>>,
+    /// One map per budget, so that each is pruned by its own buckets' refill times.
+    local: Arc<[Mutex<Buckets>; BUDGETS]>,
     shared: Option<SharedState>,
-    /// Until when Redis is passed over after a failed call, so that an outage costs one
-    /// timeout now and then instead of one per request.
-    shared_down_until: Arc<Mutex<Option<Instant>>>,
 }
 
-/// How long Redis is passed over after a failed call.
-const SHARED_RETRY: Duration = Duration::from_secs(5);
+/// How many kinds of [`Budget`] there are.
+const BUDGETS: usize = 4;
 
 impl Limiter {
     /// Buckets in this process, or in Redis when `shared` is given.
@@ -170,7 +188,6 @@ impl Limiter {
         Self {
             local: Arc::default(),
             shared,
-            shared_down_until: Arc::default(),
         }
     }
 
@@ -193,41 +210,40 @@ impl Limiter {
     /// Moves `cost` tokens out of the bucket; returns 0 if it could, else the milliseconds until
     /// it could.
     async fn apply(&self, budget: Budget, key: &str, rate: Rate, cost: f64) -> u64 {
-        let down = |until: &mut Option<Instant>| until.is_some_and(|t| Instant::now() < t);
+        // While Redis is unreachable (the shared state's circuit is open) this answers at once
+        // from the local buckets: each instance still limits on its own rather than not at all.
         if let Some(shared) = &self.shared
-            && !down(&mut lock(&self.shared_down_until))
+            && let Ok(wait) = shared.token_bucket(budget.name(), key, rate, cost).await
         {
-            match shared.token_bucket(budget.name(), key, rate, cost).await {
-                Ok(wait) => return wait,
-                // Without Redis each instance still limits on its own rather than not at all.
-                Err(err) => {
-                    tracing::warn!(error = %err, "shared rate limit unavailable");
-                    *lock(&self.shared_down_until) = Some(Instant::now() + SHARED_RETRY);
-                }
-            }
+            return wait;
         }
         self.apply_local(budget, key, rate, cost, Instant::now())
     }
 
     fn apply_local(&self, budget: Budget, key: &str, rate: Rate, cost: f64, now: Instant) -> u64 {
-        let mut local = lock(&self.local);
-        if local.len() > PRUNE_ABOVE {
-            local.retain(|(_, _), bucket| now.duration_since(bucket.updated) < rate.period);
+        let mut buckets = lock(&self.local[budget as usize]);
+        if buckets.map.len() > buckets.prune_above {
+            buckets.map.retain(|_, bucket| bucket.full_at > now);
+            buckets.prune_above = PRUNE_ABOVE.max(buckets.map.len() * 2);
         }
         let burst = f64::from(rate.burst);
-        let bucket = local.entry((budget, key.to_owned())).or_insert(Bucket {
+        let bucket = buckets.map.entry(key.to_owned()).or_insert(Bucket {
             tokens: burst,
             updated: now,
+            full_at: now,
         });
         let elapsed = now.duration_since(bucket.updated).as_millis() as f64;
         bucket.tokens = (bucket.tokens + elapsed * rate.per_ms()).min(burst);
         bucket.updated = now;
-        if bucket.tokens >= cost {
+        let wait = if bucket.tokens >= cost {
             bucket.tokens = (bucket.tokens - cost).min(burst);
             0
         } else {
             ((cost - bucket.tokens) / rate.per_ms()).ceil() as u64
-        }
+        };
+        let refill_ms = ((burst - bucket.tokens).max(0.0) / rate.per_ms()).ceil() as u64;
+        bucket.full_at = now + Duration::from_millis(refill_ms);
+        wait
     }
 }
 
@@ -257,6 +273,55 @@ mod tests {
         for bad in ["", "30", "0/1s", "3/0s", "x/1s", "3/1d", "3/s1", "-1/1s"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_busy_limit_never_prunes_another_limits_drained_buckets() {
+        let limiter = Limiter::default();
+        let send: Rate = "30/10s".parse().unwrap();
+        let login: Rate = "5/15m".parse().unwrap();
+        let start = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                limiter.apply_local(Budget::LoginUser, "alice", login, 1.0, start),
+                0
+            );
+        }
+        assert!(limiter.apply_local(Budget::LoginUser, "alice", login, 1.0, start) > 0);
+        // Later than the send limit's period, many senders fill the map past its bound.
+        let later = start + Duration::from_secs(11);
+        for i in 0..=PRUNE_ABOVE + 1 {
+            limiter.apply_local(Budget::Send, &format!("user-{i}"), send, 1.0, later);
+        }
+        assert!(
+            limiter.apply_local(Budget::LoginUser, "alice", login, 1.0, later) > 0,
+            "alice's drained sign-in bucket must outlive the send limit's pruning"
+        );
+    }
+
+    #[test]
+    fn pruning_drops_only_buckets_that_have_refilled() {
+        let limiter = Limiter::default();
+        let rate: Rate = "2/10s".parse().unwrap();
+        let start = Instant::now();
+        // Drained: full again only after the whole period.
+        for _ in 0..2 {
+            limiter.apply_local(Budget::LoginAddr, "drained", rate, 1.0, start);
+        }
+        // Half drained: full again after half of it.
+        for i in 0..PRUNE_ABOVE {
+            limiter.apply_local(Budget::LoginAddr, &format!("a{i}"), rate, 1.0, start);
+        }
+        let later = start + Duration::from_secs(6);
+        limiter.apply_local(Budget::LoginAddr, "trigger", rate, 1.0, later);
+        let kept = lock(&limiter.local[Budget::LoginAddr as usize]).map.len();
+        assert_eq!(kept, 2, "only `drained` and `trigger` are still refilling");
+        // Kept, not replaced by a full one: 1.2 tokens have come back, not 2.
+        assert_eq!(
+            limiter.apply_local(Budget::LoginAddr, "drained", rate, 1.0, later),
+            0
+        );
+        assert!(limiter.apply_local(Budget::LoginAddr, "drained", rate, 1.0, later) > 0);
     }
 
     #[test]

@@ -40,10 +40,39 @@ enum AdminAction {
     Revoke { username: String },
 }
 
+/// Runs the command; a failure is reported as one line (`error: ` and the chain of causes), with
+/// exit status 1: it is read by an operator, to whom a backtrace says nothing.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     palaver::telemetry::init();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause once (database errors repeat their cause in
+/// their own message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !parts
+            .last()
+            .is_some_and(|previous| previous.contains(&text))
+        {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = palaver::Application::build(cli.config).await?;

@@ -365,25 +365,35 @@ pub async fn receipts_after(
             ),
         ),
     };
-    let mut receipts = Vec::new();
-    for m in query.all(db).await? {
-        let up_to_message_id = message::Entity::find()
-            .select_only()
-            .column(message::Column::Id)
-            .filter(message::Column::ConversationId.eq(m.conversation_id))
-            .filter(message::Column::Seq.lte(m.last_read_seq))
-            .order_by_desc(message::Column::Seq)
-            .into_tuple::<i64>()
-            .one(db)
-            .await?;
-        if let Some(read_at) = m.last_read_at {
-            receipts.push(Receipt {
-                conversation_id: m.conversation_id,
-                user_id: m.user_id,
+    // The newest message each marker covers, in the same statement: one query per page, not one
+    // per receipt.
+    // (conversation, reader, read at, newest message read)
+    type Row = (i64, i64, Option<DateTime<Utc>>, Option<i64>);
+    let rows: Vec<Row> = query
+        .select_only()
+        .column(member::Column::ConversationId)
+        .column(member::Column::UserId)
+        .column(member::Column::LastReadAt)
+        .expr_as(
+            Expr::cust(
+                "(SELECT m.id FROM messages m WHERE m.conversation_id = members.conversation_id \
+                 AND m.seq <= members.last_read_seq ORDER BY m.seq DESC LIMIT 1)",
+            ),
+            "up_to_message_id",
+        )
+        .into_tuple()
+        .all(db)
+        .await?;
+    let receipts = rows
+        .into_iter()
+        .filter_map(|(conversation_id, user_id, read_at, up_to_message_id)| {
+            Some(Receipt {
+                conversation_id,
+                user_id,
                 up_to_message_id,
-                read_at,
-            });
-        }
-    }
+                read_at: read_at?,
+            })
+        })
+        .collect();
     Ok(receipts)
 }

@@ -427,11 +427,10 @@ pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
         return;
     }
     let state = state.clone();
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         let waiting = state.backlog_waiting.clone();
-        let worked = state
-            .writer
-            .write(move |txn| {
+        let work = state.writer.write(move |txn| {
                 let waiting = waiting.clone();
                 Box::pin(async move {
                     // From here on, a new message needs a new run: this one may not see it.
@@ -439,8 +438,12 @@ pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
                     let rows = work_off_backlog(txn, conversation_id).await?;
                     Ok(((), envelope(rows).into_iter().collect()))
                 })
-            })
-            .await;
+        });
+        // At shutdown the backlog stays in the database; the next start takes it.
+        let worked = tokio::select! {
+            worked = work => worked,
+            () = state.shutdown.cancelled() => return,
+        };
         if let Err(err) = worked {
             // The backlog stays; the conversation's next message or the next start takes it.
             lock(&state.backlog_waiting).remove(&conversation_id);
@@ -572,6 +575,26 @@ pub async fn changed_after(
         .limit(limit)
         .all(db)
         .await?)
+}
+
+/// The position (updated µs, id) of the user's most recently changed notification, if any: no
+/// `notifications` cursor this server gave the user lies beyond it (rows are never deleted, and
+/// a row's time only moves forward).
+pub async fn newest_position(
+    db: &DatabaseConnection,
+    user_id: i64,
+) -> AppResult<Option<(i64, i64)>> {
+    let newest: Option<(chrono::DateTime<chrono::Utc>, i64)> = notification::Entity::find()
+        .select_only()
+        .column(notification::Column::UpdatedAt)
+        .column(notification::Column::Id)
+        .filter(notification::Column::UserId.eq(user_id))
+        .order_by_desc(notification::Column::UpdatedAt)
+        .order_by_desc(notification::Column::Id)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(newest.map(|(at, id)| (at.timestamp_micros(), id)))
 }
 
 /// How many of a user's notifications are unread.

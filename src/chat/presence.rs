@@ -64,24 +64,33 @@ impl Presence {
         format!("{:x}:{}", self.instance, connection.0)
     }
 
-    /// Starts the task that renews this instance's connections in Redis (nothing without Redis).
-    pub fn spawn_heartbeat(&self) {
+    /// Starts the task that renews this instance's connections in Redis (nothing without Redis),
+    /// on `tasks` until `shutdown`.
+    pub fn spawn_heartbeat(
+        &self,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
         let presence = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.cancelled() => return,
+                }
                 let live: Vec<(i64, String)> = presence
                     .lock()
                     .live
                     .iter()
                     .map(|(connection, user)| (*user, presence.name(*connection)))
                     .collect();
+                // An outage is logged once, by the breaker.
                 if let Err(err) = shared.heartbeat(&live).await {
-                    tracing::warn!(error = %err, "presence heartbeat failed");
+                    tracing::debug!(error = %err, "presence heartbeat failed");
                 }
             }
         });
@@ -128,7 +137,7 @@ impl Presence {
                         .await
                         .unwrap_or(false),
                     Err(err) => {
-                        tracing::warn!(error = %err, "presence: redis unavailable");
+                        tracing::debug!(error = %err, "presence: redis unavailable");
                         false
                     }
                 }
@@ -158,7 +167,7 @@ impl Presence {
             if let Some(shared) = &presence.shared
                 && let Err(err) = shared.leave(user_id, &name).await
             {
-                tracing::warn!(error = %err, "presence: redis unavailable");
+                tracing::debug!(error = %err, "presence: redis unavailable");
             }
             tokio::time::sleep(presence.grace).await;
             let went_offline = match &presence.shared {

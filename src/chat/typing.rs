@@ -56,12 +56,16 @@ impl Typing {
         }
     }
 
-    /// Starts the task that lapses indicators nobody refreshed.
+    /// Starts the task that lapses indicators nobody refreshed, until the server shuts down.
     pub fn spawn_sweeper(app: AppState) {
-        tokio::spawn(async move {
+        let tasks = app.tasks.clone();
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = app.shutdown.cancelled() => return,
+                }
                 let lapsed = app.typing.take(|indicator, now| indicator.expires <= now);
                 for (conversation_id, user_id) in lapsed {
                     if let Some(shared) = &app.typing.shared
@@ -99,14 +103,23 @@ impl Typing {
         let changed = match &self.shared {
             None => self.set_local(viewer.user_id, conversation_id, is_typing, connection)?,
             Some(shared) => {
-                self.set_shared(
-                    shared,
-                    viewer.user_id,
-                    conversation_id,
-                    is_typing,
-                    connection,
-                )
-                .await?
+                let shared_outcome = self
+                    .set_shared(
+                        shared,
+                        viewer.user_id,
+                        conversation_id,
+                        is_typing,
+                        connection,
+                    )
+                    .await;
+                match shared_outcome {
+                    // Redis is unavailable (the breaker has logged it): this instance's own
+                    // indicators and budget stand in, as without Redis.
+                    Err(AppError::Internal(_)) => {
+                        self.set_local(viewer.user_id, conversation_id, is_typing, connection)?
+                    }
+                    outcome => outcome?,
+                }
             }
         };
         if changed {

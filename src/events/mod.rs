@@ -1,6 +1,7 @@
 //! What subscribers are told, and the bus that carries it: an in-process hub that hands each
 //! event to its recipients' subscriptions, fed either directly or, with `REDIS_URL`, through Redis
 //! pub/sub so every instance sees every event.
+pub mod breaker;
 mod hub;
 mod redis_bus;
 pub mod shared_state;
@@ -75,8 +76,9 @@ pub enum Event {
     },
     /// New or updated notifications, each for its own user.
     Notifications { rows: Vec<notification::Model> },
-    /// The bus may have lost events (Redis was unreachable): durable streams should catch up from
-    /// the database. Raised locally, never sent between instances.
+    /// The bus may have lost events (Redis was unreachable, or this instance's queue to it was
+    /// full): durable streams should catch up from the database. Raised locally, and sent
+    /// through Redis when the instances that missed events are the others.
     Resync,
     /// A user came online or went offline.
     Presence {
@@ -162,31 +164,48 @@ impl std::fmt::Debug for Renders {
 #[derive(Clone)]
 pub struct EventBus {
     local: Arc<hub::Hub>,
-    redis: Option<redis_bus::RedisPublisher>,
+    redis: Option<redis_bus::Outbox>,
 }
 
 impl EventBus {
     /// Starts the bus: in-process only, or bridged through Redis when a URL is given.
     pub async fn start(redis_url: Option<&str>, channel: &str) -> anyhow::Result<Self> {
+        Self::start_with(
+            redis_url,
+            channel,
+            breaker::Breaker::default(),
+            &tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// Starts the bus with the Redis circuit breaker shared with the rest of the instance; its
+    /// Redis tasks run on `tasks` and stop on `shutdown` (the publisher once it has sent what was
+    /// queued before).
+    pub async fn start_with(
+        redis_url: Option<&str>,
+        channel: &str,
+        breaker: breaker::Breaker,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
         let local = hub::Hub::new(LOCAL_CAPACITY);
         let redis = match redis_url {
-            Some(url) => Some(redis_bus::start(url, channel, local.clone()).await?),
+            Some(url) => {
+                Some(redis_bus::start(url, channel, local.clone(), breaker, tasks, shutdown).await?)
+            }
             None => None,
         };
         Ok(Self { local, redis })
     }
 
     /// Sends an event to every subscriber, on this instance and (with Redis) on the others.
+    /// Never waits for Redis: with it, the event joins this instance's queue to Redis, sent in
+    /// order by one task (see `redis_bus::Outbox`).
     pub async fn publish(&self, envelope: Envelope) {
         match &self.redis {
-            Some(redis) => {
-                if let Err(err) = redis.publish(&envelope).await {
-                    // Delivery on this instance still happens; other instances' subscribers
-                    // catch up from the database when they resume with a cursor.
-                    tracing::warn!(error = %err, "redis publish failed; delivering locally only");
-                    self.local.publish(Arc::new(envelope));
-                }
-            }
+            Some(redis) => redis.enqueue(envelope),
             None => {
                 self.local.publish(Arc::new(envelope));
             }

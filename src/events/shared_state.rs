@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use redis::{AsyncCommands, aio::ConnectionManager};
 
+use super::breaker::Breaker;
+
 /// How long a connection counts as live without a heartbeat from its instance.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(30);
 /// How often an instance renews its connections.
@@ -17,26 +19,45 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct SharedState {
     conn: ConnectionManager,
     ns: String,
+    /// Shared with the event bus: while it is open, every call fails at once and the caller
+    /// takes its local fallback.
+    breaker: Breaker,
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-async fn timed<T>(
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> anyhow::Result<T> {
-    Ok(tokio::time::timeout(CALL_TIMEOUT, call).await??)
-}
-
 impl SharedState {
-    /// Connects to Redis.
-    pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
+    /// Connects to Redis; calls go through `breaker`.
+    pub async fn connect(url: &str, namespace: &str, breaker: Breaker) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         Ok(Self {
             conn: ConnectionManager::new(client).await?,
             ns: namespace.to_owned(),
+            breaker,
         })
+    }
+
+    /// Makes one call, bounded by `CALL_TIMEOUT`, unless the circuit is open; reports the outcome
+    /// to the breaker.
+    async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> anyhow::Result<T> {
+        if !self.breaker.allow() {
+            anyhow::bail!("redis unavailable (circuit open)");
+        }
+        let outcome = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(anyhow::Error::from(err)),
+            Err(elapsed) => Err(anyhow::Error::from(elapsed)),
+        };
+        match &outcome {
+            Ok(_) => self.breaker.succeeded(),
+            Err(err) => self.breaker.failed(err),
+        }
+        outcome
     }
 
     fn key(&self, parts: &str) -> String {
@@ -48,15 +69,19 @@ impl SharedState {
         let key = self.key(&format!("presence:{user_id}"));
         let mut conn = self.conn.clone();
         let expires = now_ms() + CONNECTION_TTL.as_millis() as i64;
-        let (_, _, live): ((), (), u64) = timed(
-            redis::pipe()
-                .atomic()
-                .zadd(&key, connection, expires)
-                .zrembyscore(&key, "-inf", now_ms())
-                .zcard(&key)
-                .query_async(&mut conn),
-        )
-        .await?;
+        // The key expires with its newest connection, so that nothing outlives a crashed
+        // instance; in one transaction, so that no key is left without its expiry.
+        let (_, _, _, live): ((), (), (), u64) = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .zadd(&key, connection, expires)
+                    .pexpire(&key, CONNECTION_TTL.as_millis() as i64)
+                    .zrembyscore(&key, "-inf", now_ms())
+                    .zcard(&key)
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(live)
     }
 
@@ -66,7 +91,9 @@ impl SharedState {
             return Ok(());
         }
         let expires = now_ms() + CONNECTION_TTL.as_millis() as i64;
+        // One transaction: a timeout cannot leave a renewed member in a key without its expiry.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for (user_id, connection) in connections {
             let key = self.key(&format!("presence:{user_id}"));
             pipe.zadd(&key, connection, expires).ignore();
@@ -74,21 +101,21 @@ impl SharedState {
                 .ignore();
         }
         let mut conn = self.conn.clone();
-        timed(pipe.query_async::<()>(&mut conn)).await
+        self.call(pipe.query_async::<()>(&mut conn)).await
     }
 
     /// Forgets a connection.
     pub async fn leave(&self, user_id: i64, connection: &str) -> anyhow::Result<()> {
         let key = self.key(&format!("presence:{user_id}"));
         let mut conn = self.conn.clone();
-        timed(conn.zrem::<_, _, ()>(&key, connection)).await
+        self.call(conn.zrem::<_, _, ()>(&key, connection)).await
     }
 
     /// How many live connections the user holds, on any instance.
     pub async fn live_connections(&self, user_id: i64) -> anyhow::Result<u64> {
         let key = self.key(&format!("presence:{user_id}"));
         let mut conn = self.conn.clone();
-        timed(conn.zcount(&key, now_ms(), "+inf")).await
+        self.call(conn.zcount(&key, now_ms(), "+inf")).await
     }
 
     /// Claims the right to announce a user's ONLINE (`online`) or OFFLINE (`!online`): exactly one
@@ -97,17 +124,18 @@ impl SharedState {
         let key = self.key(&format!("presence-announced:{user_id}"));
         let mut conn = self.conn.clone();
         if online {
-            let set: Option<String> = timed(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("NX")
-                    .query_async(&mut conn),
-            )
-            .await?;
+            let set: Option<String> = self
+                .call(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(1)
+                        .arg("NX")
+                        .query_async(&mut conn),
+                )
+                .await?;
             Ok(set.is_some())
         } else {
-            let deleted: u64 = timed(conn.del(&key)).await?;
+            let deleted: u64 = self.call(conn.del(&key)).await?;
             Ok(deleted > 0)
         }
     }
@@ -121,27 +149,27 @@ impl SharedState {
     ) -> anyhow::Result<bool> {
         let key = self.key(&format!("typing:{conversation_id}:{user_id}"));
         let mut conn = self.conn.clone();
-        let set: Option<String> = timed(
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .query_async(&mut conn),
-        )
-        .await?;
-        if set.is_none() {
-            timed(conn.pexpire::<_, ()>(&key, ttl.as_millis() as i64)).await?;
-        }
-        Ok(set.is_some())
+        // One command sets (or renews) the indicator with its expiry and tells whether it was
+        // already running: no step can be left half done.
+        let previous: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .arg("GET")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(previous.is_none())
     }
 
     /// Ends a typing indicator; false if there was none.
     pub async fn stop_typing(&self, conversation_id: i64, user_id: i64) -> anyhow::Result<bool> {
         let key = self.key(&format!("typing:{conversation_id}:{user_id}"));
         let mut conn = self.conn.clone();
-        let deleted: u64 = timed(conn.del(&key)).await?;
+        let deleted: u64 = self.call(conn.del(&key)).await?;
         Ok(deleted > 0)
     }
 
@@ -149,7 +177,7 @@ impl SharedState {
     pub async fn is_typing(&self, conversation_id: i64, user_id: i64) -> anyhow::Result<bool> {
         let key = self.key(&format!("typing:{conversation_id}:{user_id}"));
         let mut conn = self.conn.clone();
-        timed(conn.exists(&key)).await
+        self.call(conn.exists(&key)).await
     }
 
     /// Counts one use of a per-user budget; returns (uses in the window, seconds left in it).
@@ -159,13 +187,28 @@ impl SharedState {
         user_id: i64,
         window: Duration,
     ) -> anyhow::Result<(u64, u64)> {
+        // One script: the count and its expiry change together, so a call cut off half way
+        // cannot leave a counter that never expires (and one left so by any other writer gets
+        // its expiry back on the next use).
+        const SCRIPT: &str = r"
+            local used = redis.call('INCR', KEYS[1])
+            local ttl = redis.call('TTL', KEYS[1])
+            if ttl < 0 then
+                redis.call('EXPIRE', KEYS[1], ARGV[1])
+                ttl = tonumber(ARGV[1])
+            end
+            return {used, ttl}
+        ";
         let key = self.key(&format!("budget:{budget}:{user_id}"));
         let mut conn = self.conn.clone();
-        let used: u64 = timed(conn.incr(&key, 1)).await?;
-        if used == 1 {
-            timed(conn.expire::<_, ()>(&key, window.as_secs() as i64)).await?;
-        }
-        let ttl: i64 = timed(conn.ttl(&key)).await?;
+        let (used, ttl): (u64, i64) = self
+            .call(
+                redis::Script::new(SCRIPT)
+                    .key(key)
+                    .arg(window.as_secs().max(1))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
         Ok((used, ttl.max(1) as u64))
     }
 
@@ -202,15 +245,16 @@ impl SharedState {
         ";
         let redis_key = self.key(&format!("bucket:{budget}:{key}"));
         let mut conn = self.conn.clone();
-        let wait: i64 = timed(
-            redis::Script::new(SCRIPT)
-                .key(redis_key)
-                .arg(rate.burst)
-                .arg(rate.period.as_millis() as u64)
-                .arg(cost)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let wait: i64 = self
+            .call(
+                redis::Script::new(SCRIPT)
+                    .key(redis_key)
+                    .arg(rate.burst)
+                    .arg(rate.period.as_millis() as u64)
+                    .arg(cost)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
         Ok(wait.max(0) as u64)
     }
 }

@@ -2,7 +2,7 @@
 //! what changed after the client's position, then follow the bus live, skipping what the replay
 //! already delivered, and replaying again whenever the bus may have dropped something (the
 //! subscriber fell behind, or Redis was away).
-use std::{collections::HashSet, future::Future, hash::Hash, sync::Arc};
+use std::{collections::BTreeSet, future::Future, sync::Arc};
 
 use futures_util::Stream;
 
@@ -25,15 +25,18 @@ pub fn durable<P, T, R, Fut, F>(
     pick: F,
 ) -> impl Stream<Item = T>
 where
-    P: Ord + Copy + Hash + Send + 'static,
+    P: Ord + Copy + Send + 'static,
     T: Send + 'static,
     R: Fn(P, u64) -> Fut + Send + 'static,
     Fut: Future<Output = AppResult<Vec<(P, T)>>> + Send,
     F: Fn(&Arc<Envelope>) -> Option<(P, T)> + Send + 'static,
 {
     async_stream::stream! {
-        // Positions a replay delivered, which the live feed may carry again.
-        let mut replayed: HashSet<P> = HashSet::new();
+        // Positions a replay delivered that the live feed may still carry again. The bus hands
+        // over one publisher's events in the order of their positions, so once the live feed
+        // reaches a position, nothing at or below it is coming again: those entries go, and the
+        // set holds at most the replay the live feed has not caught up with.
+        let mut replayed: BTreeSet<P> = BTreeSet::new();
         let mut last = since.unwrap_or(start);
         let mut replay_from = since;
         loop {
@@ -68,15 +71,60 @@ where
                         replay_from = Some(last);
                         continue;
                     }
-                    if let Some((position, item)) = pick(&envelope)
-                        && !replayed.contains(&position)
-                    {
-                        last = last.max(position);
-                        yield item;
+                    if let Some((position, item)) = pick(&envelope) {
+                        let duplicate = replayed.remove(&position);
+                        replayed = replayed.split_off(&position);
+                        if !duplicate {
+                            last = last.max(position);
+                            yield item;
+                        }
                     }
                 }
                 Err(Lagged) => replay_from = Some(last),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::events::{EventBus, Topic};
+
+    fn typing(position: i64) -> Envelope {
+        Envelope::new(
+            vec![1],
+            Event::Typing {
+                conversation_id: position,
+                user_id: 2,
+                is_typing: true,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn what_the_replay_delivered_is_not_delivered_again_live() {
+        let bus = EventBus::start(None, "test").await.unwrap();
+        let live = bus.subscribe(Topic::Typing, 1);
+        // Published while the replay reads: the live feed carries 2 and 3 again.
+        for position in [2, 3, 4] {
+            bus.publish(typing(position)).await;
+        }
+        let stream = durable(
+            live,
+            Some(0),
+            0,
+            |after: i64, _limit| async move { Ok((after + 1..=3).map(|p| (p, p)).collect()) },
+            |envelope| match envelope.event {
+                Event::Typing {
+                    conversation_id, ..
+                } => Some((conversation_id, conversation_id)),
+                _ => None,
+            },
+        );
+        let delivered: Vec<i64> = stream.take(4).collect().await;
+        assert_eq!(delivered, [1, 2, 3, 4]);
     }
 }

@@ -132,8 +132,13 @@ impl SubscriptionRoot {
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         let since = since
-            .map(|c| ids::decode_cursor(CursorKind::Receipt, &c, 3).map(|v| (v[0], v[1], v[2])))
+            .map(|c| decode_since(&state, CursorKind::Receipt, &c, 3).map(|v| (v[0], v[1], v[2])))
             .transpose()?;
+        // Read times come from the clock of the instance that committed the marker: none this
+        // deployment gave out lies ahead of now.
+        if since.is_some_and(|(micros, _, _)| micros > chrono::Utc::now().timestamp_micros()) {
+            return Err(from_the_future().into());
+        }
         if let Some(id) = conversation {
             Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
         }
@@ -202,8 +207,15 @@ impl SubscriptionRoot {
         let slot = claim_slot(ctx)?;
         let state = ctx.state().clone();
         let since = since
-            .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
+            .map(|c| decode_since(&state, CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
             .transpose()?;
+        if let Some(position) = since {
+            let newest =
+                Box::pin(notifications::newest_position(&state.db, viewer.user_id)).await?;
+            if newest.is_none_or(|newest| position > newest) {
+                return Err(from_the_future().into());
+            }
+        }
         let live = state.bus.subscribe(Topic::Notifications, viewer.user_id);
         let start = (chrono::Utc::now().timestamp_micros(), 0);
         let user_id = viewer.user_id;
@@ -319,6 +331,46 @@ impl SubscriptionRoot {
     }
 }
 
+/// Decodes a subscription's `since`: this deployment's epoch followed by `parts` numbers, which
+/// are returned. A cursor of the right kind from other data (another epoch, or none where one was
+/// once left out) is RESYNC_REQUIRED rather than replayed from a position that means something
+/// else here; anything else is BAD_USER_INPUT.
+fn decode_since(
+    state: &AppState,
+    kind: CursorKind,
+    cursor: &str,
+    parts: usize,
+) -> Result<Vec<i64>, AppError> {
+    match ids::decode_cursor(kind, cursor, parts + 1) {
+        Ok(numbers) if numbers[0] == state.epoch => Ok(numbers[1..].to_vec()),
+        Ok(_) => Err(from_other_data()),
+        // `notifications` and `readReceipts` cursors were once made without the epoch (and the
+        // `notifications` query's page cursors still are): they cannot be checked.
+        Err(invalid) => match ids::decode_cursor(kind, cursor, parts) {
+            Ok(_) if matches!(kind, CursorKind::Activity | CursorKind::Receipt) => {
+                Err(from_other_data())
+            }
+            _ => Err(invalid),
+        },
+    }
+}
+
+fn from_other_data() -> AppError {
+    AppError::ResyncRequired(
+        "this cursor does not belong to this server's data; reload and subscribe again without `since`"
+            .into(),
+    )
+}
+
+/// A cursor past anything this server's data holds (forged, or the data was restored from an
+/// earlier backup): replaying from it would silently skip what comes before it.
+fn from_the_future() -> AppError {
+    AppError::ResyncRequired(
+        "this cursor is ahead of this server's data; reload and subscribe again without `since`"
+            .into(),
+    )
+}
+
 /// A live-only stream of the bus events that `pick` keeps. Ephemeral events (typing, receipts) are
 /// not replayed: a subscriber that falls behind skips what it missed.
 fn live<T, F>(mut receiver: Receiver, pick: F) -> impl Stream<Item = T> + use<T, F>
@@ -352,7 +404,7 @@ pub(super) async fn message_events(
 ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>, AppError> {
     let conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
     let since = since
-        .map(|c| ids::decode_cursor(CursorKind::Event, &c, 2))
+        .map(|c| decode_since(&state, CursorKind::Event, &c, 1))
         .transpose()?;
     if let Some(id) = conversation {
         Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
@@ -362,13 +414,8 @@ pub(super) async fn message_events(
     let latest = Box::pin(messages::latest_event_id(&state.db)).await?;
     let since = match since.as_deref() {
         None => None,
-        Some(&[epoch, id]) if epoch == state.epoch && id <= latest => Some(id),
-        Some(_) => {
-            return Err(AppError::ResyncRequired(
-                "this cursor does not belong to this server's data; reload and subscribe again without `since`"
-                    .into(),
-            ));
-        }
+        Some(&[id]) if id <= latest => Some(id),
+        Some(_) => return Err(from_the_future()),
     };
     let user_id = viewer.user_id;
     let db = state.db.clone();

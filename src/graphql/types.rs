@@ -653,10 +653,11 @@ pub struct ReadReceiptEvent {
 #[ComplexObject]
 impl ReadReceiptEvent {
     /// Pass as `since` to `readReceipts` to first receive every marker moved after this one.
-    async fn cursor(&self) -> String {
+    async fn cursor(&self, ctx: &Context<'_>) -> String {
         ids::cursor(
             CursorKind::Receipt,
             &[
+                ctx.state().epoch,
                 self.read_at.timestamp_micros(),
                 self.conversation,
                 self.user_id,
@@ -783,10 +784,14 @@ impl Notification {
 
     /// Pass as `since` to the `notifications` subscription to first receive every notification
     /// made or updated after this one.
-    async fn cursor(&self) -> String {
+    async fn cursor(&self, ctx: &Context<'_>) -> String {
         ids::cursor(
             CursorKind::Activity,
-            &[self.0.updated_at.timestamp_micros(), self.0.id],
+            &[
+                ctx.state().epoch,
+                self.0.updated_at.timestamp_micros(),
+                self.0.id,
+            ],
         )
     }
 }

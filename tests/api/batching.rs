@@ -188,3 +188,71 @@ async fn a_send_into_a_known_conversation_costs_a_fixed_handful_of_statements() 
     assert_eq!(replayed["messageEvents"]["message"]["id"], sent["id"]);
     assert_ne!(replayed["messageEvents"]["cursor"], cursor);
 }
+
+#[tokio::test]
+async fn replaying_read_receipts_costs_a_constant_number_of_statements() {
+    const READERS: usize = 5;
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let reader = app.user("reader").await;
+        let conversation = app.direct(&alice, &reader).await;
+        readers.push((reader, conversation));
+    }
+    let epoch = {
+        let (first, _) = &readers[0];
+        let data = app
+            .data(
+                &first.token,
+                "{ notifications(first: 1) { edges { node { cursor } } } }",
+                json!({}),
+            )
+            .await;
+        let cursor = data["notifications"]["edges"][0]["node"]["cursor"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let text = String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, cursor)
+                .unwrap(),
+        )
+        .unwrap();
+        text.split(':').nth(1).unwrap().parse::<i64>().unwrap()
+    };
+    // Resume from just before every reader marks their conversation read.
+    let since = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("c:{epoch}:{}:0:0", chrono::Utc::now().timestamp_micros()),
+    );
+    for (reader, conversation) in &readers {
+        app.data(
+            &reader.token,
+            "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    }
+    let mut ws = app.ws(Some(&alice.token)).await;
+
+    let before = app.statements().await;
+    ws.subscribe(
+        "r",
+        "subscription($s: String) { readReceipts(since: $s) { upToMessageId } }",
+        json!({ "s": since }),
+    )
+    .await;
+    for _ in 0..READERS {
+        let receipt = ws.next_data("r").await;
+        assert!(
+            receipt["readReceipts"]["upToMessageId"].is_string(),
+            "{receipt}"
+        );
+    }
+    let statements = app.statements().await - before;
+    // The replay's page: not one statement per receipt.
+    assert!(
+        statements <= 2,
+        "{statements} statements to replay {READERS} receipts"
+    );
+}

@@ -494,3 +494,97 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 }
+
+/// A Redis server of the test's own, on a free port, that the test can stop, restart, freeze
+/// (it still accepts connections but answers nothing) and thaw.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one, or None if there is no `redis-server` binary.
+    pub fn start(port: u16) -> Option<Self> {
+        let child = Self::spawn(port)?;
+        Some(Self {
+            port,
+            child: Some(child),
+        })
+    }
+
+    /// Starts one; a test that cannot run without Redis fails here, saying why.
+    pub fn start_or_fail() -> Self {
+        Self::start(free_port()).expect("this test starts its own Redis: install redis-server")
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(port: u16) -> Option<std::process::Child> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        // Ready once it accepts connections.
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(child)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(Self::spawn(self.port).expect("redis restarts"));
+    }
+
+    /// Sends the process a signal (`STOP` freezes it, `CONT` thaws it).
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        // SIGKILL ends a frozen server too.
+        self.stop();
+    }
+}
+
+/// A TCP port nothing listens on (at the moment of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -20,6 +20,7 @@ mod notifications;
 mod pagination;
 mod presence;
 mod rate_limits;
+mod resilience;
 mod rooms;
 mod scale_out;
 mod schema;

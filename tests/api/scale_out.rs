@@ -293,68 +293,6 @@ async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
     assert_eq!(seen["user"]["presence"]["status"], "OFFLINE");
 }
 
-/// A Redis server of the test's own, on a free port, that the test can stop and start.
-struct OwnRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Option<Self> {
-        let child = Self::spawn(port)?;
-        Some(Self {
-            port,
-            child: Some(child),
-        })
-    }
-
-    fn spawn(port: u16) -> Option<std::process::Child> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        std::thread::sleep(Duration::from_millis(300));
-        Some(child)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.child = Some(Self::spawn(self.port).expect("redis restarts"));
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn subscribers_miss_nothing_when_redis_stops_and_comes_back() {
     let Some(mut redis) = OwnRedis::start(free_port()) else {
