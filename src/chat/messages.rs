@@ -43,6 +43,15 @@ pub struct MessageBody(String);
 impl MessageBody {
     /// Parses a body; `max_chars` comes from the configuration.
     pub fn parse(raw: &str, max_chars: usize) -> AppResult<Self> {
+        // A line break written the Windows way (CR LF) is a line break: it is kept as LF, so that
+        // clients on every platform can send multi-line text. A CR anywhere else is refused below.
+        let normalized;
+        let raw = if raw.contains("\r\n") {
+            normalized = raw.replace("\r\n", "\n");
+            normalized.as_str()
+        } else {
+            raw
+        };
         if text::is_blank(raw) {
             return Err(AppError::bad_input("message body must not be empty"));
         }

@@ -358,7 +358,8 @@ async fn message_bodies_are_kept_verbatim_but_refused_with_control_characters() 
         ("c1 \u{9B}31m csi", "U+009B"),
         ("next line\u{85}", "U+0085"),
         ("bell\u{7}", "U+0007"),
-        ("carriage\r\nreturn", "U+000D"),
+        ("carriage\rreturn", "U+000D"),
+        ("carriage return\r", "U+000D"),
         ("nul\u{0}", "U+0000"),
         ("del\u{7F}", "U+007F"),
     ];
@@ -407,4 +408,7 @@ async fn message_bodies_are_kept_verbatim_but_refused_with_control_characters() 
             .await;
         assert_eq!(edited["editMessage"]["body"], body);
     }
+    // A Windows line break is a line break.
+    let sent = app.send(&alice, &conversation, "one\r\ntwo").await;
+    assert_eq!(sent["body"], "one\ntwo");
 }
