@@ -26,3 +26,4 @@ mod security_headers;
 mod sessions;
 mod subscriptions;
 mod typing;
+mod websockets;
