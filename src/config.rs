@@ -147,6 +147,16 @@ pub struct Config {
     #[arg(long, env = "PALAVER_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub ws_max_message_bytes: usize,
 
+    /// How long a new WebSocket may take to be signed in (`connection_init` accepted), in
+    /// milliseconds; a socket still without a session then is closed (4408).
+    #[arg(long, env = "PALAVER_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+
+    /// WebSockets one client address (an IPv6 /64) may hold open before they are signed in; a
+    /// further upgrade from there is refused (429). Signed-in sockets do not count.
+    #[arg(long, env = "PALAVER_MAX_ANON_WS_PER_ADDR", default_value_t = 50)]
+    pub max_anon_ws_per_addr: usize,
+
     /// Web origins (`https://chat.example.com`, comma-separated) whose pages may call the API from
     /// a browser; unset: no CORS headers at all, so only same-origin pages (and non-browser
     /// clients) can use it.

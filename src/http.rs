@@ -1,5 +1,6 @@
 //! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET for GraphiQL),
 //! `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{
     Arc, Mutex,
@@ -9,8 +10,8 @@ use std::sync::{
 use async_graphql::{
     BatchRequest, Executor, ParseRequestError,
     http::{
-        ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, WebSocketProtocols, WsMessage,
-        receive_batch_body,
+        ALL_WEBSOCKET_PROTOCOLS, ClientMessage, GraphiQLSource, MultipartOptions,
+        WebSocketProtocols, WsMessage, receive_batch_body,
     },
 };
 use async_graphql_axum::GraphQLResponse;
@@ -38,7 +39,7 @@ use crate::{
     events::{Event, Lagged, Receiver, Topic},
     files,
     graphql::{Api, build_api},
-    limits::{ClientAddr, SubscriptionSlots},
+    limits::{AnonymousSocket, AnonymousSockets, ClientAddr, SubscriptionSlots},
     lock,
 };
 
@@ -50,6 +51,8 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 struct HttpState {
     app: AppState,
     api: Api,
+    /// WebSockets not signed in yet, per client address.
+    anonymous: Arc<AnonymousSockets>,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -75,7 +78,12 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    security_headers(router).with_state(HttpState { app: state, api })
+    let anonymous = AnonymousSockets::new(state.config.max_anon_ws_per_addr);
+    security_headers(router).with_state(HttpState {
+        app: state,
+        api,
+        anonymous,
+    })
 }
 
 /// The policy of every response that sets none of its own: the API serves JSON and text, never
@@ -305,6 +313,15 @@ async fn websocket(
         Ok(auth) => auth,
         Err(err) => return err.into_response(),
     };
+    // A socket upgraded with a bearer header is its user's from the start; any other counts
+    // against its address until its `connection_init` is accepted.
+    let anonymous = match header_auth {
+        Auth::User(_) => None,
+        Auth::Anonymous | Auth::Invalid => match state.anonymous.claim(peer.ip()) {
+            Some(place) => Some(place),
+            None => return too_many_anonymous_sockets(&state.app.config),
+        },
+    };
     let max_message = state.app.config.ws_max_message_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
@@ -316,27 +333,58 @@ async fn websocket(
         // A client that stops reading is closed once this much is queued for it, rather than
         // holding server memory without bound; it resumes with its cursor when it reconnects.
         .max_write_buffer_size(WS_MAX_QUEUED)
-        // A larger message closes the socket with 1009 before it is buffered whole.
+        // A larger message fails the read before it is buffered whole (a larger frame as soon as
+        // its header is read); `serve_socket` then closes the socket with 1009.
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
             let tracker = state.app.connections.clone();
-            tracker.track_future(serve_socket(state, socket, protocol, header_auth, peer))
+            tracker.track_future(serve_socket(
+                state,
+                socket,
+                protocol,
+                header_auth,
+                peer,
+                anonymous,
+            ))
         })
+}
+
+/// The refusal of an upgrade from an address that already holds `PALAVER_MAX_ANON_WS_PER_ADDR`
+/// sockets not signed in. One frees, at the latest, when its `connection_init` time runs out.
+fn too_many_anonymous_sockets(config: &crate::config::Config) -> Response {
+    let retry_after = config.ws_init_timeout_ms.div_ceil(1000).max(1);
+    let body = serde_json::json!({ "errors": [{
+        "message": format!(
+            "at most {} WebSockets may wait to be signed in from one address; \
+             send connection_init on those first",
+            config.max_anon_ws_per_addr
+        ),
+        "extensions": { "code": "RATE_LIMITED", "retryAfter": retry_after },
+    }]});
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, retry_after.to_string())],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// Keep-alive pings a socket may leave unanswered (sending nothing at all) before it is closed.
 const MISSED_PINGS: u32 = 3;
 
-/// Runs one GraphQL WebSocket until the client leaves, goes quiet for [`MISSED_PINGS`] keep-alive
-/// intervals, or the server shuts down (then it is closed with 1001, going away), and undoes what
-/// the connection held: presence and typing indicators.
+/// Runs one GraphQL WebSocket until the client leaves, breaks the protocol, is not signed in within
+/// `PALAVER_WS_INIT_TIMEOUT_MS`, goes quiet for [`MISSED_PINGS`] keep-alive intervals, or the
+/// server shuts down (then it is closed with 1001, going away), and undoes what the connection
+/// held: presence and typing indicators. The close codes are graphql-transport-ws's (README,
+/// "WebSocket close codes").
 async fn serve_socket(
     state: HttpState,
     socket: axum::extract::ws::WebSocket,
     protocol: WebSocketProtocols,
     header_auth: Auth,
     peer: SocketAddr,
+    mut anonymous: Option<AnonymousSocket>,
 ) {
     use axum::extract::ws::Message;
     use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -353,62 +401,75 @@ async fn serve_socket(
                 Some(token) => auth::authenticate(&app.db, &app.tokens, Some(&token)).await?,
                 None => header_auth,
             };
-            if let Auth::Invalid = auth {
-                // The socket is closed (1002, with this reason): a client holding a dead
-                // token must sign in again rather than retry.
-                return Err(async_graphql::Error::new(
-                    "UNAUTHENTICATED: the token is invalid, expired or revoked",
-                ));
-            }
-            if let Auth::User(viewer) = auth {
-                // Checked, then counted: two sockets opening at the same instant may both get
-                // in, which a limit against floods can afford.
-                let open = app.presence.open_connections(viewer.user_id).await;
-                if open >= app.config.max_ws_per_user {
-                    return Err(async_graphql::Error::new(format!(
-                        "RATE_LIMITED: at most {} open connections per user; retryAfter=5",
-                        app.config.max_ws_per_user
-                    )));
+            // A refusal closes the socket (4403, with this reason): a client holding a dead token
+            // must sign in again rather than retry.
+            let viewer = match auth {
+                Auth::User(viewer) => viewer,
+                Auth::Invalid => {
+                    return Err(async_graphql::Error::new(
+                        "UNAUTHENTICATED: the token is invalid, expired or revoked",
+                    ));
                 }
-                let ends = app.bus.subscribe(Topic::Sessions, viewer.user_id);
-                if let Some(tx) = lock(&session_tx).take() {
-                    let _ = tx.send((viewer, ends));
+                // Every operation but `register` and `login` needs a session, and those two are
+                // of no use to a socket that stays anonymous: a socket must sign in.
+                Auth::Anonymous => {
+                    return Err(async_graphql::Error::new(
+                        "UNAUTHENTICATED: connection_init must carry a token \
+                         ({\"authorization\": \"Bearer <token>\"})",
+                    ));
                 }
-                app.presence
-                    .connected(&app, viewer.user_id, connection)
-                    .await;
+            };
+            // Checked, then counted: two sockets opening at the same instant may both get in,
+            // which a limit against floods can afford.
+            let open = app.presence.open_connections(viewer.user_id).await;
+            if open >= app.config.max_ws_per_user {
+                return Err(async_graphql::Error::new(format!(
+                    "RATE_LIMITED: at most {} open connections per user; retryAfter=5",
+                    app.config.max_ws_per_user
+                )));
             }
+            let ends = app.bus.subscribe(Topic::Sessions, viewer.user_id);
+            if let Some(tx) = lock(&session_tx).take() {
+                let _ = tx.send((viewer, ends));
+            }
+            app.presence
+                .connected(&app, viewer.user_id, connection)
+                .await;
             let mut data = async_graphql::Data::default();
-            data.insert(auth);
+            data.insert(Auth::User(viewer));
             data.insert(connection);
             data.insert(ClientAddr(peer.ip()));
             data.insert(SubscriptionSlots::new(app.config.max_subscriptions));
             Ok(data)
         }
     };
-    let (mut sink, stream) = socket.split();
+    let (mut sink, mut stream) = socket.split();
     // Anything the client sends (a pong included) shows it is alive. async-graphql's own
     // `keepalive_timeout` only sees GraphQL messages, not the WebSocket pongs that browsers send
     // by themselves, so the pings and the idle check are done here.
     let last_heard = Arc::new(Mutex::new(std::time::Instant::now()));
-    let input = {
-        let last_heard = last_heard.clone();
-        stream
-            .inspect(move |_| *lock(&last_heard) = std::time::Instant::now())
-            .take_while(|frame| std::future::ready(frame.is_ok()))
-            .filter_map(|frame| {
-                std::future::ready(match frame {
-                    Ok(frame @ (Message::Text(_) | Message::Binary(_))) => Some(frame.into_data()),
-                    _ => None,
-                })
-            })
-    };
+    let gate = Arc::new(Mutex::new(GateState::default()));
     let mut session: Option<(Viewer, Receiver)> = None;
     let mut awaiting_session = true;
-    // The replies (and the subscriptions they hold) end with this block, before the clean-up.
-    {
-        let replies = async_graphql::http::WebSocket::new(state.api.clone(), input, protocol)
-            .on_connection_init(on_init);
+    // The replies (and the subscriptions they hold) end with this block, before the clean-up; it
+    // gives the close frame to end the socket with, or None when the client is gone.
+    let ending: Option<(u16, String)> = {
+        let checks = Gate {
+            protocol,
+            max_message: app.config.ws_max_message_bytes,
+            initialised: false,
+            state: gate.clone(),
+        };
+        let heard = last_heard.clone();
+        let input = (&mut stream)
+            .inspect(move |_| *lock(&heard) = std::time::Instant::now())
+            .scan(checks, |checks, read| {
+                std::future::ready(checks.admit(read))
+            })
+            .filter_map(std::future::ready);
+        let replies =
+            async_graphql::http::WebSocket::from_message_stream(state.api.clone(), input, protocol)
+                .on_connection_init(on_init);
         futures_util::pin_mut!(replies);
         // One loop writes both the GraphQL replies and the pings, so a connection needs no queue and
         // no second task between them.
@@ -416,16 +477,25 @@ async fn serve_socket(
         let mut tick = tokio::time::interval(keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let init_timeout = tokio::time::sleep(std::time::Duration::from_millis(
+            app.config.ws_init_timeout_ms,
+        ));
+        futures_util::pin_mut!(init_timeout);
         'serve: loop {
             tokio::select! {
                 signed = &mut session_rx, if awaiting_session => {
                     awaiting_session = false;
                     session = signed.ok();
+                    if session.is_some() {
+                        // Signed in: no longer one of its address's anonymous sockets.
+                        anonymous = None;
+                    }
+                }
+                () = &mut init_timeout, if session.is_none() => {
+                    break Some((4408, "Connection initialisation timeout".into()));
                 }
                 () = session_ended(&mut session) => {
-                    let ended = close(4401, "UNAUTHENTICATED: the session ended; sign in again");
-                    let _ = sink.send(ended).await;
-                    break;
+                    break Some((4401, "UNAUTHENTICATED: the session ended; sign in again".into()));
                 }
                 reply = replies.next() => {
                     // Every reply that is ready now goes out in one write: a subscriber behind
@@ -436,17 +506,23 @@ async fn serve_socket(
                     loop {
                         match reply {
                             Some(WsMessage::Text(text)) => {
+                                if protocol == WebSocketProtocols::GraphQLWS {
+                                    forget_if_complete(&gate, &text);
+                                }
                                 if sink.feed(Message::Text(text.into())).await.is_err() {
-                                    break 'serve;
+                                    break 'serve None;
                                 }
                             }
                             Some(WsMessage::Close(code, reason)) => {
-                                let _ = sink.send(close(code, &reason)).await;
-                                break 'serve;
+                                break 'serve Some((graphql_ws_code(protocol, code), reason));
                             }
+                            // The input ended: the client left (the close is then only echoed),
+                            // broke the protocol (the gate says how to close), or async-graphql
+                            // finished the connection (legacy `connection_error`, or
+                            // `connection_terminate`).
                             None => {
-                                let _ = sink.flush().await;
-                                break 'serve;
+                                let verdict = lock(&gate).verdict.take();
+                                break 'serve Some(verdict.unwrap_or((1000, String::new())));
                             }
                         }
                         batched += 1;
@@ -461,25 +537,26 @@ async fn serve_socket(
                         }
                     }
                     if sink.flush().await.is_err() {
-                        break;
+                        break None;
                     }
                 }
                 _ = tick.tick() => {
                     if lock(&last_heard).elapsed() > keepalive * MISSED_PINGS {
-                        let idle = close(4408, "idle: keep-alive pings went unanswered");
-                        let _ = sink.send(idle).await;
-                        break;
+                        break Some((4408, "idle: keep-alive pings went unanswered".into()));
                     }
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
+                        break None;
                     }
                 }
                 _ = app.shutdown.cancelled() => {
-                    let _ = sink.send(close(1001, "server shutting down")).await;
-                    break;
+                    break Some((1001, "server shutting down".into()));
                 }
             }
         }
+    };
+    if let Some((code, reason)) = &ending {
+        // Frames fed before it go out first.
+        let _ = sink.send(close(*code, reason)).await;
     }
     app.typing.connection_closed(&app, connection).await;
     // A socket that signed in just before it closed may not have picked its session up yet.
@@ -488,6 +565,148 @@ async fn serve_socket(
     }
     if let Some((viewer, _)) = session {
         app.presence.disconnected(&app, viewer.user_id, connection);
+    }
+    if ending.is_some() {
+        // The TCP connection is dropped only once the client has answered the close frame (or
+        // after a while): dropped with bytes of the client's still unread, it would be reset, and
+        // a reset may make the client lose the close frame before reading it.
+        let unreadable = lock(&gate).unreadable;
+        let _ = tokio::time::timeout(WS_CLOSE_WAIT, async {
+            while let Some(Ok(_)) = stream.next().await {}
+            if unreadable {
+                // Nothing can be read after a failed read (an oversized message): the client's
+                // answer cannot be seen, so it is given the whole wait to read the close frame.
+                std::future::pending::<()>().await;
+            }
+        })
+        .await;
+    }
+    drop(anonymous);
+}
+
+/// What [`Gate`] shares with the socket's loop.
+#[derive(Default)]
+struct GateState {
+    /// Operations running on a graphql-transport-ws socket (their ids): a `subscribe` reusing one
+    /// is refused with 4409. Forgotten when the client completes one, or the server does.
+    running: HashSet<String>,
+    /// The close frame the client's last message called for, once the gate has ended the input.
+    verdict: Option<(u16, String)>,
+    /// Whether a read failed on a connection still up (an oversized message): nothing more can be
+    /// read from it, the client's answer to the close frame included.
+    unreadable: bool,
+}
+
+/// Checks what the client sends before async-graphql reads it, for what graphql-transport-ws
+/// requires of a client and async-graphql does not check, or answers with other codes: a message
+/// that is no protocol message (4400), `subscribe` before `connection_ack` (4401), a `subscribe`
+/// with the id of a running operation (4409); and a read that failed (an oversized message, 1009).
+/// The legacy graphql-ws protocol keeps async-graphql's own answers.
+struct Gate {
+    protocol: WebSocketProtocols,
+    max_message: usize,
+    /// Whether `connection_init` went through. async-graphql reads nothing more until it has
+    /// answered it (a refusal closes the socket), so what follows was sent after the ack.
+    initialised: bool,
+    state: Arc<Mutex<GateState>>,
+}
+
+impl Gate {
+    /// Takes one read from the socket. Gives `Some(Some(message))` for async-graphql, `Some(None)`
+    /// for what it need not see (pings, pongs, close frames), and None to end the input, with the
+    /// close frame to send in `verdict` if the client broke the rules.
+    fn admit(
+        &mut self,
+        read: Result<axum::extract::ws::Message, axum::Error>,
+    ) -> Option<Option<serde_json::Result<ClientMessage>>> {
+        use axum::extract::ws::Message;
+        let bytes = match read {
+            Ok(Message::Text(text)) => axum::body::Bytes::from(text),
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(_) => return Some(None),
+            Err(err) => {
+                let verdict = self.read_failure(err);
+                let mut state = lock(&self.state);
+                state.unreadable = verdict.is_some();
+                state.verdict = verdict;
+                return None;
+            }
+        };
+        let message = match ClientMessage::from_bytes(&bytes) {
+            Ok(message) => message,
+            // Legacy graphql-ws: async-graphql closes with 1002 and the parser's error.
+            Err(err) if self.protocol != WebSocketProtocols::GraphQLWS => {
+                return Some(Some(Err(err)));
+            }
+            Err(err) => return self.end(4400, format!("Invalid message received: {err}")),
+        };
+        if self.protocol == WebSocketProtocols::GraphQLWS {
+            match &message {
+                ClientMessage::ConnectionInit { .. } => self.initialised = true,
+                ClientMessage::Start { .. } if !self.initialised => {
+                    return self.end(4401, "Unauthorized".into());
+                }
+                // Checking the id takes it (the guard's lock is released before the arm runs).
+                ClientMessage::Start { id, .. }
+                    if !lock(&self.state).running.insert(id.clone()) =>
+                {
+                    return self.end(4409, format!("Subscriber for {id} already exists"));
+                }
+                ClientMessage::Stop { id } => {
+                    lock(&self.state).running.remove(id);
+                }
+                _ => {}
+            }
+        }
+        Some(Some(Ok(message)))
+    }
+
+    /// Ends the input; the socket is then closed with `code` and `reason`.
+    fn end<T>(&self, code: u16, reason: String) -> Option<T> {
+        lock(&self.state).verdict = Some((code, reason));
+        None
+    }
+
+    /// The close frame owed to a client whose message could not be read; None when the connection
+    /// itself is gone (nothing could be sent anyway).
+    fn read_failure(&self, err: axum::Error) -> Option<(u16, String)> {
+        use tungstenite::error::{Error as WsError, ProtocolError};
+        let err = err.into_inner().downcast::<WsError>().ok()?;
+        match *err {
+            WsError::Capacity(_) => Some((
+                1009,
+                format!("message too big: at most {} bytes", self.max_message),
+            )),
+            WsError::Utf8(_) => Some((1007, "a text message was not UTF-8".into())),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+            WsError::Protocol(err) => Some((1002, err.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Forgets the id of an operation the server completed (graphql-transport-ws), so that the client
+/// may use it again.
+fn forget_if_complete(gate: &Mutex<GateState>, reply: &str) {
+    #[derive(serde::Deserialize)]
+    struct Complete {
+        id: String,
+    }
+    if reply.starts_with(r#"{"type":"complete""#)
+        && let Ok(complete) = serde_json::from_str::<Complete>(reply)
+    {
+        lock(gate).running.remove(&complete.id);
+    }
+}
+
+/// The code graphql-transport-ws gives to what async-graphql closes a socket for with another:
+/// a refused `connection_init` (1002 there) is 4403 Forbidden, `subscribe` before the ack (1011
+/// there; the gate stops it first) is 4401 Unauthorized. Legacy graphql-ws keeps async-graphql's.
+fn graphql_ws_code(protocol: WebSocketProtocols, code: u16) -> u16 {
+    match (protocol, code) {
+        (WebSocketProtocols::GraphQLWS, 1002) => 4403,
+        (WebSocketProtocols::GraphQLWS, 1011) => 4401,
+        _ => code,
     }
 }
 
@@ -516,12 +735,22 @@ async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
     }
 }
 
-/// A close frame with its code and reason.
+/// Longest reason a close frame may carry: RFC 6455 holds a control frame's payload to 125 bytes,
+/// two of which are the code.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// A close frame with its code and reason; the reason cut to [`MAX_CLOSE_REASON`] bytes, on a
+/// character boundary (a longer one would make the frame invalid, and clients see 1006 instead).
 fn close(code: u16, reason: &str) -> axum::extract::ws::Message {
     axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
         code,
-        reason: reason.into(),
+        reason: close_reason(reason).into(),
     }))
+}
+
+/// `reason`, cut to at most [`MAX_CLOSE_REASON`] bytes of whole characters.
+fn close_reason(reason: &str) -> &str {
+    &reason[..reason.floor_char_boundary(MAX_CLOSE_REASON)]
 }
 
 /// Initial read buffer of a WebSocket connection.
@@ -533,6 +762,9 @@ const WS_WRITE_GATHER: usize = 4096;
 const WS_REPLIES_PER_WRITE: usize = 64;
 /// Most bytes queued for one WebSocket client before it is deemed gone and closed.
 const WS_MAX_QUEUED: usize = 1024 * 1024;
+/// How long a closed socket waits for the client to answer its close frame before the TCP
+/// connection is dropped.
+const WS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Numbers WebSocket connections, so that state tied to one can be undone when it closes.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -568,4 +800,37 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         ),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_reason_is_cut_to_123_bytes_of_whole_characters() {
+        assert_eq!(close_reason("short"), "short");
+        let ascii = "x".repeat(500);
+        assert_eq!(close_reason(&ascii).len(), MAX_CLOSE_REASON);
+        // Two bytes each: 61 whole characters fit, the 62nd would straddle the limit.
+        let wide = "é".repeat(100);
+        assert_eq!(close_reason(&wide), "é".repeat(61));
+        let mixed = format!("a{}", "€".repeat(100));
+        let cut = close_reason(&mixed);
+        assert!(
+            cut.len() <= MAX_CLOSE_REASON && mixed.starts_with(cut),
+            "{cut}"
+        );
+        assert_eq!(cut.len(), 1 + 3 * 40);
+    }
+
+    #[test]
+    fn graphql_transport_ws_names_async_graphqls_close_codes_its_own_way() {
+        let modern = WebSocketProtocols::GraphQLWS;
+        let legacy = WebSocketProtocols::SubscriptionsTransportWS;
+        assert_eq!(graphql_ws_code(modern, 1002), 4403);
+        assert_eq!(graphql_ws_code(modern, 1011), 4401);
+        assert_eq!(graphql_ws_code(modern, 4429), 4429);
+        assert_eq!(graphql_ws_code(legacy, 1002), 1002);
+        assert_eq!(graphql_ws_code(legacy, 1011), 1011);
+    }
 }

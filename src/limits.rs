@@ -142,6 +142,107 @@ impl SubscriptionSlots {
     }
 }
 
+/// WebSockets not signed in yet, counted per client address and held to
+/// `PALAVER_MAX_ANON_WS_PER_ADDR`: until its `connection_init` is accepted a socket belongs to no
+/// user, so no per-user limit holds it, and without this one address could open sockets without end.
+#[derive(Debug)]
+pub struct AnonymousSockets {
+    open: Mutex<HashMap<std::net::IpAddr, usize>>,
+    max: usize,
+}
+
+/// One anonymous socket's place in [`AnonymousSockets`]; given back when dropped (the socket signed
+/// in, or closed).
+#[derive(Debug)]
+pub struct AnonymousSocket {
+    sockets: Arc<AnonymousSockets>,
+    key: std::net::IpAddr,
+}
+
+impl AnonymousSockets {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: Mutex::default(),
+            max,
+        })
+    }
+
+    /// Takes a place for one more anonymous socket from `addr`, or None when it holds all it may.
+    pub fn claim(self: &Arc<Self>, addr: std::net::IpAddr) -> Option<AnonymousSocket> {
+        let key = address_group(addr);
+        let mut open = crate::lock(&self.open);
+        let count = open.entry(key).or_default();
+        if *count >= self.max {
+            if *count == 0 {
+                open.remove(&key);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(AnonymousSocket {
+            sockets: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AnonymousSocket {
+    fn drop(&mut self) {
+        let mut open = crate::lock(&self.sockets.open);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The addresses one client controls, as one key: an IPv4 address (an IPv4-mapped IPv6 one too),
+/// or an IPv6 /64, the smallest block a provider hands out (so it cannot be walked through).
+pub fn address_group(addr: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod anonymous_tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_sockets_are_counted_per_address_group_and_given_back() {
+        let sockets = AnonymousSockets::new(2);
+        let a: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: std::net::IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        let other_64: std::net::IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let first = sockets.claim(a).unwrap();
+        let _second = sockets.claim(same_64).unwrap();
+        assert!(sockets.claim(a).is_none());
+        assert!(sockets.claim(other_64).is_some());
+        drop(first);
+        assert!(sockets.claim(same_64).is_some());
+        assert!(sockets.claim("10.0.0.1".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_address() {
+        assert_eq!(
+            address_group("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            address_group("2001:db8::1:2:3:4".parse().unwrap()),
+            "2001:db8::".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
+}
+
 struct Bucket {
     tokens: f64,
     updated: Instant,

@@ -154,10 +154,10 @@ async fn an_expired_token_is_refused() {
 }
 
 #[tokio::test]
-async fn a_websocket_without_a_token_may_connect_but_not_subscribe() {
+async fn a_websocket_without_a_token_is_refused_at_connection_init() {
     let app = spawn_app().await;
-    let mut ws = app.ws(None).await;
-    ws.subscribe("1", "subscription { messageEvents { kind } }", json!({}))
+    let mut ws = app.ws_raw("graphql-transport-ws").await;
+    ws.send_json(json!({ "type": "connection_init", "payload": {} }))
         .await;
-    assert_eq!(ws.next_error_code("1").await, "UNAUTHENTICATED");
+    ws.expect_refused_init().await;
 }

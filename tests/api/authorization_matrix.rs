@@ -207,12 +207,17 @@ async fn every_operation_without_a_token_is_unauthenticated_and_changes_nothing(
             tried += 1;
         }
     }
-    let mut ws = app.ws(None).await;
+    // Over the WebSocket nothing runs without a token: connection_init without one is refused,
+    // and a socket that skips it is closed at its first operation.
+    let mut ws = app.ws_raw("graphql-transport-ws").await;
+    ws.send_json(json!({ "type": "connection_init", "payload": {} }))
+        .await;
+    ws.expect_refused_init().await;
     for (i, field) in schema.root_fields("subscriptionType").iter().enumerate() {
         let (query, variables) = schema.operation("subscription", field, &targets);
-        let id = format!("s{i}");
-        ws.subscribe(&id, &query, variables).await;
-        assert_eq!(ws.next_error_code(&id).await, "UNAUTHENTICATED", "{query}");
+        let mut ws = app.ws_raw("graphql-transport-ws").await;
+        ws.subscribe(&format!("s{i}"), &query, variables).await;
+        assert_eq!(ws.expect_close(4401).await, "Unauthorized", "{query}");
         tried += 1;
     }
 

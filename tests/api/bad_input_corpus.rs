@@ -412,3 +412,112 @@ async fn message_bodies_are_kept_verbatim_but_refused_with_control_characters() 
     let sent = app.send(&alice, &conversation, "one\r\ntwo").await;
     assert_eq!(sent["body"], "one\ntwo");
 }
+
+/// Hostile frames on `/graphql/ws`, before connection_init and after: each gets a close frame with
+/// its graphql-transport-ws (or RFC 6455) code and a reason that fits in it, never a reset, and the
+/// server is healthy afterwards with nothing changed.
+#[tokio::test]
+async fn hostile_websocket_frames_get_a_close_code_and_change_nothing() {
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        protocol::frame::{
+            Frame as RawFrame,
+            coding::{Data, OpCode},
+        },
+    };
+    let mut config = test_config().await;
+    config.ws_max_message_bytes = 64 * 1024;
+    let app = spawn_app_with(config).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let before = snapshot(&app, &alice, &conversation).await;
+
+    let text = |value: Value| Message::Text(value.to_string().into());
+    let send = json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "mutation($c: ID!) { sendMessage(input: {conversationId: $c, body: \"sneaked\"}) { id } }",
+        "variables": { "c": conversation },
+    }});
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let invalid_utf8 = Message::Frame(RawFrame::message(
+        vec![b'{', 0xc3, 0x28, b'}'],
+        OpCode::Data(Data::Text),
+        true,
+    ));
+    // (signed in first, the frames, the close code)
+    let cases: Vec<(bool, Vec<Message>, u16)> = vec![
+        (false, vec![text(json!({ "type": "x".repeat(5000) }))], 4400),
+        (true, vec![text(json!({ "type": "ü".repeat(5000) }))], 4400),
+        (false, vec![Message::Text("\u{0}\u{0}".into())], 4400),
+        (
+            true,
+            vec![Message::Binary(vec![0xff, 0xfe, 0x00].into())],
+            4400,
+        ),
+        (
+            true,
+            vec![Message::Text(
+                format!("{{\"type\":\"subscribe\",\"id\":\"1\",\"payload\":{deep}}}").into(),
+            )],
+            4400,
+        ),
+        (
+            false,
+            vec![text(
+                json!({ "type": "connection_init", "payload": { "token": NASTY[0] } }),
+            )],
+            4403,
+        ),
+        (
+            false,
+            vec![text(
+                json!({ "type": "connection_init", "payload": { "token": "x".repeat(10_000) } }),
+            )],
+            4403,
+        ),
+        (false, vec![text(send.clone())], 4401),
+        (true, vec![text(json!({ "type": "connection_init" }))], 4429),
+        (
+            true,
+            vec![
+                text(
+                    json!({ "id": "n", "type": "subscribe", "payload": { "query": "subscription { notifications { id } }" } })
+                );
+                2
+            ],
+            4409,
+        ),
+        (false, vec![Message::Text(" ".repeat(70_000).into())], 1009),
+        (true, vec![Message::Binary(vec![b' '; 70_000].into())], 1009),
+        (true, vec![invalid_utf8], 1007),
+    ];
+    for (signed_in, frames, code) in cases {
+        let mut ws = if signed_in {
+            app.ws(Some(&alice.token)).await
+        } else {
+            app.ws_raw("graphql-transport-ws").await
+        };
+        // Shown if the case fails.
+        let shown: String = format!("{frames:?}").chars().take(160).collect();
+        eprintln!("hostile frames: {shown}");
+        for frame in frames {
+            ws.send_message(frame).await;
+        }
+        let reason = ws.expect_close(code).await;
+        assert!(!reason.is_empty(), "{shown}: no reason given");
+    }
+
+    assert_eq!(snapshot(&app, &alice, &conversation).await, before);
+    let mut ws = app.ws(Some(&alice.token)).await;
+    ws.subscribe("q", "{ me { id } }", json!({})).await;
+    assert_eq!(ws.next_data("q").await["me"]["id"], json!(alice.id));
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -236,6 +236,18 @@ impl TestApp {
 
     /// Opens a WebSocket speaking the given subprotocol, without initialising it.
     pub async fn ws_raw(&self, protocol: &str) -> WsClient {
+        self.ws_connect(protocol, None)
+            .await
+            .expect("WebSocket connects")
+    }
+
+    /// Tries to open a WebSocket speaking the given subprotocol, with `Authorization: Bearer
+    /// <token>` on the upgrade request if given; a refused upgrade is the HTTP response.
+    pub async fn ws_connect(
+        &self,
+        protocol: &str,
+        bearer: Option<&str>,
+    ) -> Result<WsClient, Box<tokio_tungstenite::tungstenite::Error>> {
         let mut request = format!("ws://{}/graphql/ws", self.addr)
             .into_client_request()
             .unwrap();
@@ -243,15 +255,22 @@ impl TestApp {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_str(protocol).unwrap(),
         );
-        let (stream, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket connects");
-        WsClient {
+        if let Some(token) = bearer {
+            request.headers_mut().insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            );
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient {
             stream,
             pending: Default::default(),
-        }
+        })
     }
 }
+
+/// Longest close reason RFC 6455 allows (a control frame's 125 bytes, less the code's two).
+pub const MAX_CLOSE_REASON: usize = 123;
 
 /// A WebSocket client that speaks graphql-transport-ws (or legacy graphql-ws) as JSON frames.
 pub struct WsClient {
@@ -356,15 +375,44 @@ impl WsClient {
             .to_owned()
     }
 
-    /// Asserts that `connection_init` was refused: the socket closes with a reason naming the code.
-    pub async fn expect_refused_init(&mut self) {
-        match self.next_frame(WAIT).await {
-            Some(Frame::Closed(Some((code, reason)))) => {
-                assert_eq!(code, 1002);
-                assert!(reason.starts_with("UNAUTHENTICATED"), "{reason}");
+    /// Sends any WebSocket message, control and raw frames included.
+    pub async fn send_message(&mut self, message: WsMessage) {
+        self.stream.send(message).await.expect("frame sent");
+    }
+
+    /// Sends a text frame as it is (not necessarily JSON).
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(WsMessage::Text(text.into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// Asserts that the server closes the socket next (other operations' frames may come first)
+    /// with a close frame of `code` whose reason fits RFC 6455; returns the reason.
+    pub async fn expect_close(&mut self, code: u16) -> String {
+        loop {
+            match self.next_frame(WAIT).await {
+                Some(Frame::Closed(Some((got, reason)))) => {
+                    assert_eq!(got, code, "closed with {got} {reason:?}, expected {code}");
+                    assert!(
+                        reason.len() <= MAX_CLOSE_REASON,
+                        "a {}-byte close reason: {reason}",
+                        reason.len()
+                    );
+                    return reason;
+                }
+                Some(Frame::Json(_)) => continue,
+                other => panic!("expected a close frame with {code}, got {other:?}"),
             }
-            other => panic!("expected the socket to close, got {other:?}"),
         }
+    }
+
+    /// Asserts that `connection_init` was refused: the socket closes with 4403 (Forbidden) and a
+    /// reason naming the error code.
+    pub async fn expect_refused_init(&mut self) {
+        let reason = self.expect_close(4403).await;
+        assert!(reason.starts_with("UNAUTHENTICATED"), "{reason}");
     }
 
     /// Asserts that nothing arrives for a short while.

@@ -28,3 +28,4 @@ mod security_headers;
 mod sessions;
 mod subscriptions;
 mod typing;
+mod websockets;

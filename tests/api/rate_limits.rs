@@ -179,13 +179,10 @@ async fn a_user_may_hold_only_so_many_websockets() {
     third
         .send_json(json!({ "type": "connection_init", "payload": { "token": alice.token } }))
         .await;
-    match third.next_frame(WAIT).await {
-        Some(Frame::Closed(Some((_, reason)))) => {
-            assert!(reason.starts_with("RATE_LIMITED"), "{reason}");
-            assert!(reason.contains("retryAfter="), "{reason}");
-        }
-        other => panic!("expected the socket to close, got {other:?}"),
-    }
+    // A refused connection_init: 4403 (Forbidden), the reason saying why.
+    let reason = third.expect_close(4403).await;
+    assert!(reason.starts_with("RATE_LIMITED"), "{reason}");
+    assert!(reason.contains("retryAfter="), "{reason}");
     // Bob is not affected.
     let _bob = app.ws(Some(&bob.token)).await;
     // Closing one makes room again.
@@ -275,10 +272,9 @@ async fn an_oversized_websocket_message_closes_the_socket_and_nothing_else() {
     let padding = " ".repeat(10_000);
     ws.subscribe("1", &format!("{{ me {{ id }} }}{padding}"), json!({}))
         .await;
-    match ws.next_frame(WAIT).await {
-        Some(Frame::Closed(_)) => {}
-        other => panic!("expected the socket to close, got {other:?}"),
-    }
+    // A close frame saying so (not a reset), with a reason that fits in one.
+    let reason = ws.expect_close(1009).await;
+    assert!(reason.contains("4096"), "{reason}");
     let health = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let mut ws = app.ws(Some(&alice.token)).await;
