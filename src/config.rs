@@ -113,6 +113,13 @@ pub struct Config {
     #[arg(long, env = "PALAVER_MAX_ALIASES", default_value_t = 50)]
     pub max_aliases: usize,
 
+    /// How long a GraphQL request over HTTP may run once its body has been read, in milliseconds;
+    /// past it the request is dropped and answered TIMEOUT (HTTP 503). A change it asked for may
+    /// or may not have been made by then (a send retried with the same `clientMessageId` is not
+    /// sent twice).
+    #[arg(long, env = "PALAVER_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
     /// Messages a user may send: a burst, refilled over a period (token bucket).
     #[arg(long, env = "PALAVER_RATE_SEND", default_value = "30/10s")]
     pub send_rate: Rate,

@@ -98,6 +98,7 @@ impl AppError {
 /// the client only as "internal server error". Anything else was raised by async-graphql itself
 /// while parsing, validating or coercing the request, which is the client's to fix.
 pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
+    shorten_quoted(&mut error.message);
     let mut retry_after = None;
     let code = match error.source::<AppError>() {
         Some(app) => {
@@ -115,6 +116,7 @@ pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
             .as_ref()
             .is_some_and(|ext| ext.get("code").is_some()) =>
         {
+            cap_message(&mut error.message);
             return;
         }
         None if error.message.contains("stack limit reached") => {
@@ -135,10 +137,69 @@ pub fn set_graphql_code(error: &mut async_graphql::ServerError) {
             "BAD_USER_INPUT"
         }
     };
+    cap_message(&mut error.message);
     let extensions = error.extensions.get_or_insert_with(Default::default);
     extensions.set("code", code);
     if let Some(secs) = retry_after {
         extensions.set("retryAfter", secs);
+    }
+}
+
+/// Longest prefix of a client's input that an error message quotes, in characters.
+pub const QUOTED_CHARS: usize = 32;
+
+/// A client's input (an id, a cursor, a name) as an error message may quote it: whole when short,
+/// else its first [`QUOTED_CHARS`] characters and "…". Counted in characters, so a character is
+/// never cut in half. An error must not send the client's input back at full length: one request
+/// quoting a megabyte-long variable twenty times would be answered with twenty megabytes.
+pub fn quote(input: &str) -> std::borrow::Cow<'_, str> {
+    match input.char_indices().nth(QUOTED_CHARS) {
+        None => input.into(),
+        Some((end, _)) => format!("{}…", &input[..end]).into(),
+    }
+}
+
+/// Longest error message sent, in characters. Our own messages quote input through [`quote`];
+/// this catches the rest (async-graphql's messages quote argument values and names in full, and
+/// a request may repeat them in as many errors as it has fields).
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Quotes at most a short prefix of each double-quoted part of a message (async-graphql quotes
+/// names and values so: `does not contain the value "…"`), as [`quote`] does. An escaped quote
+/// inside may be taken for the end: the part is then cut shorter, never longer.
+fn shorten_quoted(message: &mut String) {
+    if message.len() <= QUOTED_CHARS || !message.contains('"') {
+        return;
+    }
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_CHARS * 4));
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let close = rest.find('"').unwrap_or(rest.len());
+        out.push_str(&quote(&rest[..close]));
+        rest = &rest[close..];
+        if let Some(after) = rest.strip_prefix('"') {
+            out.push('"');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    *message = out;
+}
+
+/// A message for the client, made short: each quoted part shortened as [`quote`] does, then the
+/// whole cut to [`MAX_MESSAGE_CHARS`].
+pub fn shorten_message(message: &mut String) {
+    shorten_quoted(message);
+    cap_message(message);
+}
+
+/// Cuts a message longer than [`MAX_MESSAGE_CHARS`] to that many characters and "…".
+fn cap_message(message: &mut String) {
+    if let Some((end, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(end);
+        message.push('…');
     }
 }
 
@@ -202,4 +263,36 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
         err.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_short_prefixes_cut_between_characters() {
+        assert_eq!(quote("cnv_12"), "cnv_12");
+        let exact = "é".repeat(QUOTED_CHARS);
+        assert_eq!(quote(&exact), exact);
+        let long = "é".repeat(QUOTED_CHARS + 1);
+        assert_eq!(quote(&long), format!("{}…", "é".repeat(QUOTED_CHARS)));
+        let mut message = format!(
+            r#"enumeration type "Kind" does not contain the value "{}", nor "{}"#,
+            "é".repeat(10_000),
+            "x".repeat(100)
+        );
+        shorten_message(&mut message);
+        assert_eq!(
+            message,
+            format!(
+                r#"enumeration type "Kind" does not contain the value "{}…", nor "{}…"#,
+                "é".repeat(QUOTED_CHARS),
+                "x".repeat(QUOTED_CHARS)
+            )
+        );
+        let mut message = "🙂".repeat(5000);
+        cap_message(&mut message);
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(message.ends_with("🙂…"));
+    }
 }

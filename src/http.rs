@@ -181,13 +181,50 @@ async fn graphql(
     if let Err(response) = check_request_size(&state.app, &request) {
         return *response;
     }
-    let auth = match viewer_from_headers(&state.app, &headers).await {
-        Ok(auth) => auth,
-        Err(err) => return err.into_response(),
+    let run = async {
+        let auth = match viewer_from_headers(&state.app, &headers).await {
+            Ok(auth) => auth,
+            Err(err) => return err.into_response(),
+        };
+        let request = request.data(auth).data(ClientAddr(peer.ip()));
+        GraphQLResponse::from(state.api.execute_batch(request).await).into_response()
     };
-    let request = request.data(auth).data(ClientAddr(peer.ip()));
-    GraphQLResponse::from(state.api.execute_batch(request).await).into_response()
+    let timeout = std::time::Duration::from_millis(state.app.config.request_timeout_ms.max(1));
+    let shutdown = state.app.shutdown.clone();
+    // Dropping `run` stops the request at its next await. Work that never awaits cannot be
+    // stopped this way: what runs before execution (the document checks) is kept linear in the
+    // size of the request instead.
+    tokio::select! {
+        biased;
+        response = run => response,
+        () = tokio::time::sleep(timeout) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "a GraphQL request timed out");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TIMEOUT",
+                format!(
+                    "the request did not complete within {} ms and was stopped; a change it \
+                     asked for may or may not have been made",
+                    timeout.as_millis()
+                ),
+            )
+        }
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "the server is shutting down and stopped the request; a change it asked for may or \
+             may not have been made"
+                .into(),
+        ),
+    }
 }
+
+/// How long a GraphQL request still running when the server starts shutting down may go on
+/// (within its own timeout) before it is stopped, so that a shutdown is never held up by one.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads a GraphQL request: JSON, or the GraphQL multipart request spec (operations, map, files).
 /// Files are spooled by async-graphql to anonymous temporary files, never held in memory; one
@@ -284,10 +321,12 @@ fn rejection_response(rejection: ParseRequestError) -> Response {
         E::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
         _ => (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"),
     };
-    let message = match &rejection {
+    let mut message = match &rejection {
         E::Io(_) => "the request body could not be read".to_string(),
         other => other.to_string(),
     };
+    // A JSON error may quote the body (a string where an object was expected, say).
+    crate::error::shorten_message(&mut message);
     error_response(status, code, message)
 }
 

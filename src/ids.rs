@@ -4,7 +4,7 @@
 use async_graphql::ID;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use crate::error::AppError;
+use crate::error::{AppError, quote};
 
 /// The kinds of object that have ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,19 +44,28 @@ pub fn encode(kind: Kind, id: i64) -> ID {
     ID(format!("{}{id}", kind.prefix()))
 }
 
-/// Parses a public id of the given kind.
+/// Parses a public id of the given kind. Only the spelling [`encode`] gives is accepted: `cnv_01`,
+/// `cnv_+1` or `cnv_1 ` are not `cnv_1` (BAD_USER_INPUT, as every malformed id).
 pub fn decode(kind: Kind, id: &ID) -> Result<i64, AppError> {
     id.strip_prefix(kind.prefix())
-        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|digits| digits.parse::<i64>().ok())
+        .and_then(canonical_number)
         .filter(|n| *n > 0)
         .ok_or_else(|| {
             AppError::bad_input(format!(
                 "`{}` is not a valid {} id",
-                id.as_str(),
+                quote(id.as_str()),
                 kind.name()
             ))
         })
+}
+
+/// A number as `i64::to_string` spells it, without a sign: digits only, no leading zero (but `0`
+/// itself), within `i64`.
+fn canonical_number(digits: &str) -> Option<i64> {
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    canonical.then(|| digits.parse::<i64>().ok()).flatten()
 }
 
 /// Parses an optional public id.
@@ -103,7 +112,7 @@ pub fn cursor(kind: CursorKind, parts: &[i64]) -> String {
 
 /// Decodes a cursor of the given kind into its numbers.
 pub fn decode_cursor(kind: CursorKind, cursor: &str, arity: usize) -> Result<Vec<i64>, AppError> {
-    let invalid = || AppError::bad_input(format!("`{cursor}` is not a valid cursor here"));
+    let invalid = || AppError::bad_input(format!("`{}` is not a valid cursor here", quote(cursor)));
     if cursor.len() > 128 {
         return Err(invalid());
     }
@@ -113,10 +122,11 @@ pub fn decode_cursor(kind: CursorKind, cursor: &str, arity: usize) -> Result<Vec
     if parts.next() != Some(kind.tag()) {
         return Err(invalid());
     }
+    // Only the numbers `cursor` writes: a cursor is read back as it was handed out.
     let numbers = parts
-        .map(|p| p.parse::<i64>().map_err(|_| invalid()))
+        .map(|p| canonical_number(p).ok_or_else(invalid))
         .collect::<Result<Vec<_>, _>>()?;
-    if numbers.len() != arity || numbers.iter().any(|n| *n < 0) {
+    if numbers.len() != arity {
         return Err(invalid());
     }
     Ok(numbers)
@@ -143,11 +153,34 @@ mod tests {
             "msg_0",
             "msg_1x",
             "msg_+1",
+            "msg_01",
+            "msg_00",
+            "msg_ 1",
+            "msg_1 ",
+            " msg_1",
+            "msg_1\n",
+            "msg_１",
+            "MSG_1",
             "msg_99999999999999999999",
+            "msg_9223372036854775808",
             "1",
         ] {
             assert!(decode(Kind::Message, &ID(bad.into())).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refusals_quote_a_short_prefix_of_the_input() {
+        let huge = format!("cnv_{}", "é".repeat(1_000_000));
+        let message = decode(Kind::Conversation, &ID(huge.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(message.chars().count() < 100, "{message}");
+        assert!(message.contains("cnv_ééé"), "{message}");
+        let message = decode_cursor(CursorKind::Message, &huge, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(message.chars().count() < 100, "{message}");
     }
 
     #[test]
@@ -163,7 +196,20 @@ mod tests {
 
     #[test]
     fn forged_cursors_are_refused() {
-        for bad in ["", "!!!", "bTo=", "bTotMQ", "bTphYmM", &"A".repeat(500)] {
+        let spelled = |text: &str| URL_SAFE_NO_PAD.encode(text);
+        for bad in [
+            "",
+            "!!!",
+            "bTo=",
+            "bTotMQ",
+            "bTphYmM",
+            &"A".repeat(500),
+            // Numbers other than as `cursor` writes them.
+            &spelled("m:01"),
+            &spelled("m:+1"),
+            &spelled("m: 1"),
+            &spelled("m:-0"),
+        ] {
             assert!(decode_cursor(CursorKind::Message, bad, 1).is_err(), "{bad}");
         }
     }

@@ -37,6 +37,48 @@ proptest! {
         }
     }
 
+    /// Whatever text is read as an id is the very text the server writes for it: one id, one
+    /// spelling (`cnv_01`, `cnv_+1` or `cnv_1 ` are not `cnv_1`).
+    #[test]
+    fn an_id_is_read_only_as_it_is_written(text in "(usr|cnv|msg|ntf)_[-+ 0-9]{0,22}[ \n]?") {
+        for kind in KINDS {
+            if let Ok(id) = ids::decode(kind, &async_graphql::ID(text.clone())) {
+                let written = ids::encode(kind, id);
+                prop_assert_eq!(written.as_str(), text.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn other_spellings_of_an_id_are_refused(
+        n in 1i64..i64::MAX,
+        zeros in 1usize..4,
+        around in prop::sample::select(vec!["+", " ", "\t", "\n", "-", "\u{a0}", "\u{feff}"]),
+    ) {
+        for kind in KINDS {
+            let id = ids::encode(kind, n).to_string();
+            let (prefix, digits) = id.split_once('_').unwrap();
+            for spelled in [
+                format!("{prefix}_{}{digits}", "0".repeat(zeros)),
+                format!("{prefix}_{around}{digits}"),
+                format!("{id}{around}"),
+                format!("{around}{id}"),
+                format!("{}_{digits}", prefix.to_uppercase()),
+            ] {
+                prop_assert!(ids::decode(kind, &async_graphql::ID(spelled.clone())).is_err(), "{:?}", spelled);
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_id_is_quoted_short(text in ".{0,3000}") {
+        for kind in KINDS {
+            if let Err(refused) = ids::decode(kind, &async_graphql::ID(text.clone())) {
+                prop_assert!(refused.to_string().chars().count() < 100);
+            }
+        }
+    }
+
     #[test]
     fn ids_round_trip(n in 1i64..i64::MAX) {
         for kind in KINDS {
@@ -50,6 +92,22 @@ proptest! {
             if let Ok(parts) = ids::decode_cursor(kind, &text, arity) {
                 prop_assert_eq!(parts.len(), arity);
                 prop_assert!(parts.iter().all(|p| *p >= 0));
+            }
+        }
+    }
+
+    /// A cursor is read back only as the server wrote it, numbers included.
+    #[test]
+    fn a_cursor_is_read_only_as_it_is_written(
+        tag in "[mearc]",
+        parts in proptest::collection::vec("[-+ 0-9]{1,5}", 1..4),
+    ) {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{tag}:{}", parts.join(":")));
+        for kind in CURSORS {
+            if let Ok(numbers) = ids::decode_cursor(kind, &text, parts.len()) {
+                prop_assert_eq!(ids::cursor(kind, &numbers), text.clone());
             }
         }
     }

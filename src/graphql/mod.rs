@@ -45,6 +45,9 @@ pub fn build_api(state: AppState) -> Api {
         max_root_fields: state.config.max_root_fields,
         max_aliases: state.config.max_aliases,
         introspection: state.config.introspection,
+        max_tokens: shape::MAX_TOKENS,
+        max_fragments: shape::MAX_FRAGMENTS,
+        max_selections: shape::MAX_SELECTIONS,
     };
     // No schema extensions: an extension runs on every field and every subscription item (see
     // `api`).

@@ -521,3 +521,192 @@ async fn hostile_websocket_frames_get_a_close_code_and_change_nothing() {
         200
     );
 }
+
+/// The issue's reproducer: `levels` named fragments, each spreading the next one `width` times,
+/// under a field anyone may ask for.
+fn fragment_bomb(root: &str, on: &str, levels: usize, width: usize, leaf: &str) -> String {
+    let mut query = format!("{root} ");
+    for level in 0..levels {
+        let spreads = vec![format!("...L{}", level + 1); width].join(" ");
+        query.push_str(&format!("fragment L{level} on {on}{{{spreads}}} "));
+    }
+    query.push_str(&format!("fragment L{levels} on {on}{{{leaf}}}"));
+    query
+}
+
+async fn assert_healthy(app: &TestApp) {
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_fragment_bomb_is_refused_at_once_without_a_token() {
+    let app = spawn_app().await;
+    let statements = app.statements().await;
+    for levels in [7, 10, 30] {
+        let query = fragment_bomb("query{me{...L0}}", "User", levels, 10, "id");
+        let started = std::time::Instant::now();
+        let response = app.gql(None, &query, json!({})).await;
+        let took = started.elapsed();
+        eprintln!(
+            "fragment bomb of {levels} levels ({} bytes): refused in {took:?}",
+            query.len()
+        );
+        assert_eq!(
+            error_code(&response),
+            Some("QUERY_TOO_COMPLEX"),
+            "{levels}: {response}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{levels} levels took {took:?}"
+        );
+        assert!(response.to_string().len() < 1000, "{response}");
+    }
+    // At the root, where root fields are counted through the fragments; and fragment cycles.
+    for query in [
+        fragment_bomb("query{...L0}", "QueryRoot", 30, 10, "unreadCount"),
+        "query{me{...A}} fragment A on User{id ...B} fragment B on User{...A}".to_owned(),
+        "query{me{id}} fragment A on User{...A}".to_owned(),
+    ] {
+        let started = std::time::Instant::now();
+        let response = app.gql(None, &query, json!({})).await;
+        assert_eq!(
+            error_code(&response),
+            Some("QUERY_TOO_COMPLEX"),
+            "{query}: {response}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+    assert_eq!(app.statements().await, statements, "nothing was executed");
+
+    // Over a WebSocket, the same.
+    let alice = app.user("alice").await;
+    let mut ws = app.ws(Some(&alice.token)).await;
+    let bomb = fragment_bomb(
+        "subscription{messageEvents{...L0}}",
+        "MessageEvent",
+        30,
+        10,
+        "kind",
+    );
+    ws.subscribe("bomb", &bomb, json!({})).await;
+    assert_eq!(ws.next_error_code("bomb").await, "QUERY_TOO_COMPLEX");
+
+    // A document with a few fragments, some spread twice, still runs.
+    let data = app
+        .data(
+            &alice.token,
+            "query { me { ...Who ...Name } again: me { ...Who } } \
+             fragment Who on User { id ...Name } fragment Name on User { username displayName }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["me"]["id"], json!(alice.id));
+    assert_eq!(data["again"]["username"], json!(alice.username));
+    assert_healthy(&app).await;
+}
+
+#[tokio::test]
+async fn a_huge_invalid_id_or_cursor_is_not_echoed_back() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let huge = format!("cnv_{}", "é".repeat(400_000));
+    let fields = |field: &str| -> String { (0..20).map(|i| format!("a{i}: {field} ")).collect() };
+    let cases = [
+        (
+            format!(
+                "query($i: ID!) {{ {} }}",
+                fields("conversation(id: $i) { id }")
+            ),
+            json!({ "i": huge }),
+        ),
+        (
+            format!(
+                "query($c: ID!, $i: String) {{ {} }}",
+                fields("messages(conversationId: $c, after: $i) { edges { cursor } }")
+            ),
+            json!({ "c": conversation, "i": huge }),
+        ),
+        // async-graphql's own messages quote values too: a value of the wrong type.
+        (
+            format!(
+                "query($i: ConversationKind) {{ {} }}",
+                fields("conversations(kind: $i) { edges { cursor } }")
+            ),
+            json!({ "i": huge }),
+        ),
+    ];
+    for (query, variables) in cases {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        assert!(body.len() > 500_000);
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .bearer_auth(&alice.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let text = response.text().await.unwrap();
+        let json: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            error_code(&json),
+            Some("BAD_USER_INPUT"),
+            "{query}: {text:.2000}"
+        );
+        assert!(
+            text.len() < 10_000,
+            "{query}: a {} byte answer: {:.2000}",
+            text.len(),
+            text
+        );
+    }
+    assert_healthy(&app).await;
+}
+
+#[tokio::test]
+async fn ids_are_read_only_as_the_server_spells_them() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let number = conversation.strip_prefix("cnv_").unwrap();
+    let query = "query($i: ID!) { conversation(id: $i) { id } }";
+    let data = app
+        .data(&alice.token, query, json!({ "i": conversation }))
+        .await;
+    assert_eq!(data["conversation"]["id"], json!(conversation));
+    for spelled in [
+        format!("cnv_0{number}"),
+        format!("cnv_00{number}"),
+        format!("cnv_+{number}"),
+        format!("cnv_ {number}"),
+        format!("cnv_{number} "),
+        format!(" cnv_{number}"),
+        format!("cnv_{number}\n"),
+        format!("CNV_{number}"),
+    ] {
+        let response = app
+            .gql(Some(&alice.token), query, json!({ "i": spelled }))
+            .await;
+        assert_eq!(
+            error_code(&response),
+            Some("BAD_USER_INPUT"),
+            "{spelled:?}: {response}"
+        );
+    }
+    let user_number = bob.id.strip_prefix("usr_").unwrap();
+    let response = app
+        .gql(
+            Some(&alice.token),
+            "query($i: ID!) { user(id: $i) { id } }",
+            json!({ "i": format!("usr_0{user_number}") }),
+        )
+        .await;
+    assert_eq!(error_code(&response), Some("BAD_USER_INPUT"), "{response}");
+    assert_healthy(&app).await;
+}

@@ -282,3 +282,19 @@ async fn a_document_sent_again_is_judged_again_for_its_sender() {
     assert_eq!(error_code(&response), Some("UNAUTHENTICATED"), "{response}");
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn a_request_past_its_deadline_is_answered_timeout() {
+    let mut config = test_config().await;
+    // Hashing a password alone takes longer than this.
+    config.request_timeout_ms = 1;
+    let app = spawn_app_with(config).await;
+    let body = json!({
+        "query": "mutation { register(input: {username: \"slowpoke\", password: \"s3cret-pass\"}) { token } }"
+    })
+    .to_string();
+    let (status, response) = post_raw(&app, None, body).await;
+    assert_eq!(status, 503, "{response}");
+    assert_eq!(error_code(&response), Some("TIMEOUT"), "{response}");
+    assert_healthy(&app).await;
+}
