@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 /// How many events a slow subscription may fall behind before it must catch up from the database.
-const LOCAL_CAPACITY: usize = 4096;
+pub(crate) const LOCAL_CAPACITY: usize = 4096;
 
 /// A change to a message, as recorded in the conversation's change log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

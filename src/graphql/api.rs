@@ -49,16 +49,25 @@ pub struct Api {
 struct Kept {
     plain: Arc<PlainEvents>,
     documents: Documents,
+    /// How long a query or mutation over the WebSocket may run (`PALAVER_REQUEST_TIMEOUT_MS`,
+    /// as over HTTP, where the route applies it).
+    deadline: std::time::Duration,
 }
 
 impl Api {
-    pub(super) fn new(schema: AppSchema, shape: QueryShape, plain: PlainEvents) -> Self {
+    pub(super) fn new(
+        schema: AppSchema,
+        shape: QueryShape,
+        plain: PlainEvents,
+        deadline: std::time::Duration,
+    ) -> Self {
         Self {
             schema,
             shape,
             kept: Arc::new(Kept {
                 plain: Arc::new(plain),
                 documents: Documents::default(),
+                deadline,
             }),
         }
     }
@@ -127,11 +136,54 @@ impl Api {
     }
 }
 
+/// Most errors one response carries: a document can be written to fail validation in thousands
+/// of places, and the first few say what is wrong.
+const MAX_ERRORS: usize = 50;
+
 fn with_codes(mut response: Response) -> Response {
+    response.errors.truncate(MAX_ERRORS);
     for error in &mut response.errors {
         set_graphql_code(error);
     }
     response
+}
+
+/// Whether the operation a request runs is a subscription (unknown: not one).
+fn is_subscription(request: &mut Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match &document.operations {
+        DocumentOperations::Single(operation) => Some(operation),
+        DocumentOperations::Multiple(operations) => match name {
+            Some(name) => operations
+                .iter()
+                .find(|(each, _)| each.as_str() == name)
+                .map(|(_, operation)| operation),
+            None if operations.len() == 1 => operations.values().next(),
+            None => None,
+        },
+    };
+    operation.is_some_and(|operation| operation.node.ty == OperationType::Subscription)
+}
+
+/// The answer to a query or mutation that ran past its deadline.
+fn timed_out(deadline: std::time::Duration) -> Response {
+    let mut error = async_graphql::ServerError::new(
+        format!(
+            "the request did not complete within {} ms and was stopped; a change it asked for \
+             may or may not have been made",
+            deadline.as_millis()
+        ),
+        None,
+    );
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", "TIMEOUT");
+    Response::from_errors(vec![error])
 }
 
 impl Executor for Api {
@@ -162,10 +214,26 @@ impl Executor for Api {
                 .map(with_codes)
                 .boxed();
         }
-        self.schema
+        let subscription = is_subscription(&mut request);
+        let responses = self
+            .schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
-            .map(with_codes)
-            .boxed()
+            .map(with_codes);
+        if subscription {
+            return responses.boxed();
+        }
+        // A query or mutation over the socket: one answer, within the same deadline as over
+        // HTTP; dropping the stream stops the work at its next await.
+        let deadline = self.kept.deadline;
+        stream::once(async move {
+            let mut responses = std::pin::pin!(responses);
+            match tokio::time::timeout(deadline, responses.next()).await {
+                Ok(Some(response)) => response,
+                Ok(None) => Response::default(),
+                Err(_) => timed_out(deadline),
+            }
+        })
+        .boxed()
     }
 }
 

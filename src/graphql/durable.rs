@@ -14,6 +14,10 @@ use crate::{
 /// How many rows one replay query reads.
 pub const REPLAY_BATCH: u64 = 500;
 
+/// Most replayed positions remembered for de-duplication: more than a subscriber's live buffer
+/// holds (`events::LOCAL_CAPACITY`), so every live copy of a replayed event still finds its entry.
+const MAX_REMEMBERED: usize = 2 * crate::events::LOCAL_CAPACITY;
+
 /// A resumable stream. `since` is the client's position (None: live from now, with `start` as
 /// the position to catch up from after a lapse). `replay(after, limit)` returns up to `limit`
 /// items after a position, oldest first; `pick` keeps the bus events this subscriber wants.
@@ -32,10 +36,11 @@ where
     F: Fn(&Arc<Envelope>) -> Option<(P, T)> + Send + 'static,
 {
     async_stream::stream! {
-        // Positions a replay delivered that the live feed may still carry again. The bus hands
-        // over one publisher's events in the order of their positions, so once the live feed
-        // reaches a position, nothing at or below it is coming again: those entries go, and the
-        // set holds at most the replay the live feed has not caught up with.
+        // Positions a replay delivered that the live feed may still carry again: events published
+        // after this subscription began listening, which are the newest positions a replay
+        // reads. Live events do not arrive in position order (several publishers, several
+        // instances), so an entry goes only when its live copy arrives, or when the set holds
+        // more than the live feed could ever have buffered (then its smallest, oldest entry).
         let mut replayed: BTreeSet<P> = BTreeSet::new();
         let mut last = since.unwrap_or(start);
         let mut replay_from = since;
@@ -57,6 +62,9 @@ where
                         after = after.max(position);
                         last = last.max(position);
                         if replayed.insert(position) {
+                            if replayed.len() > MAX_REMEMBERED {
+                                replayed.pop_first();
+                            }
                             yield item;
                         }
                     }
@@ -71,13 +79,11 @@ where
                         replay_from = Some(last);
                         continue;
                     }
-                    if let Some((position, item)) = pick(&envelope) {
-                        let duplicate = replayed.remove(&position);
-                        replayed = replayed.split_off(&position);
-                        if !duplicate {
-                            last = last.max(position);
-                            yield item;
-                        }
+                    if let Some((position, item)) = pick(&envelope)
+                        && !replayed.remove(&position)
+                    {
+                        last = last.max(position);
+                        yield item;
                     }
                 }
                 Err(Lagged) => replay_from = Some(last),
@@ -110,6 +116,30 @@ mod tests {
         let live = bus.subscribe(Topic::Typing, 1);
         // Published while the replay reads: the live feed carries 2 and 3 again.
         for position in [2, 3, 4] {
+            bus.publish(typing(position)).await;
+        }
+        let stream = durable(
+            live,
+            Some(0),
+            0,
+            |after: i64, _limit| async move { Ok((after + 1..=3).map(|p| (p, p)).collect()) },
+            |envelope| match envelope.event {
+                Event::Typing {
+                    conversation_id, ..
+                } => Some((conversation_id, conversation_id)),
+                _ => None,
+            },
+        );
+        let delivered: Vec<i64> = stream.take(4).collect().await;
+        assert_eq!(delivered, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn live_copies_arriving_out_of_order_are_still_skipped() {
+        let bus = EventBus::start(None, "test").await.unwrap();
+        let live = bus.subscribe(Topic::Typing, 1);
+        // Two publishers: the live feed carries 3 before 2, both already replayed.
+        for position in [3, 2, 4] {
             bus.publish(typing(position)).await;
         }
         let stream = durable(

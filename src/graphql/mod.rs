@@ -61,7 +61,13 @@ pub fn build_api(state: AppState) -> Api {
         builder = builder.disable_introspection();
     }
     let plain = plain::PlainEvents::new(state.clone());
-    Api::new(builder.data(loaders).data(state).finish(), shape, plain)
+    let deadline = std::time::Duration::from_millis(state.config.request_timeout_ms.max(1));
+    Api::new(
+        builder.data(loaders).data(state).finish(),
+        shape,
+        plain,
+        deadline,
+    )
 }
 
 /// The SDL that `palaver schema` prints and `schema.graphql` holds.

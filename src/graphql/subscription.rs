@@ -31,6 +31,10 @@ use crate::{
 // async-graphql keeps the resolver's future allocated beside the stream for as long as the
 // subscription lives, so anything held inline in it costs every idle subscriber its size.
 
+/// How far ahead of this instance's clock a read receipt cursor may lie (another instance's
+/// clock, a little ahead) before it is taken for one from other data.
+const RECEIPT_CLOCK_SKEW_MICROS: i64 = 60_000_000;
+
 /// Claims one of the connection's subscription slots (over HTTP there is no connection, and
 /// subscriptions are refused anyway).
 fn claim_slot(ctx: &Context<'_>) -> Result<Option<SlotGuard>, AppError> {
@@ -134,9 +138,11 @@ impl SubscriptionRoot {
         let since = since
             .map(|c| decode_since(&state, CursorKind::Receipt, &c, 3).map(|v| (v[0], v[1], v[2])))
             .transpose()?;
-        // Read times come from the clock of the instance that committed the marker: none this
-        // deployment gave out lies ahead of now.
-        if since.is_some_and(|(micros, _, _)| micros > chrono::Utc::now().timestamp_micros()) {
+        // Read times come from the clock of the instance that committed the marker, so a cursor
+        // made on another instance may lie a little ahead of this one's clock; none this
+        // deployment gave out lies further ahead than instances' clocks can drift apart.
+        let latest = chrono::Utc::now().timestamp_micros() + RECEIPT_CLOCK_SKEW_MICROS;
+        if since.is_some_and(|(micros, _, _)| micros > latest) {
             return Err(from_the_future().into());
         }
         if let Some(id) = conversation {
@@ -344,8 +350,8 @@ fn decode_since(
     match ids::decode_cursor(kind, cursor, parts + 1) {
         Ok(numbers) if numbers[0] == state.epoch => Ok(numbers[1..].to_vec()),
         Ok(_) => Err(from_other_data()),
-        // `notifications` and `readReceipts` cursors were once made without the epoch (and the
-        // `notifications` query's page cursors still are): they cannot be checked.
+        // A `notifications` or `readReceipts` cursor without the epoch (a `notifications` query's
+        // page cursor has none) cannot be checked against this data: RESYNC_REQUIRED.
         Err(invalid) => match ids::decode_cursor(kind, cursor, parts) {
             Ok(_) if matches!(kind, CursorKind::Activity | CursorKind::Receipt) => {
                 Err(from_other_data())

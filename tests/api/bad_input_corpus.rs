@@ -710,3 +710,38 @@ async fn ids_are_read_only_as_the_server_spells_them() {
     assert_eq!(error_code(&response), Some("BAD_USER_INPUT"), "{response}");
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn arguments_spread_out_with_their_fragments_count_toward_the_bound() {
+    let app = spawn_app().await;
+    let statements = app.statements().await;
+    // Two fields of 1,500 arguments each, in a fragment spread 700 times: few enough tokens and
+    // selections as written, but validation would compare every argument of every pair of
+    // those fields wherever they meet, once per spread.
+    let arguments = (0..1500)
+        .map(|i| format!("a{i}: 0"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spreads = "... on User { ...F } ".repeat(700);
+    let query = format!(
+        "query {{ me {{ {spreads} }} }} fragment F on User {{ id({arguments}) id({arguments}) }}"
+    );
+    let response = app.gql(None, &query, json!({})).await;
+    assert_eq!(
+        error_code(&response),
+        Some("QUERY_TOO_COMPLEX"),
+        "{response}"
+    );
+    assert!(response.to_string().len() < 1000, "{response}");
+    assert_eq!(app.statements().await, statements, "nothing was executed");
+    // Arguments as clients write them pass.
+    let alice = app.user("alice").await;
+    let ordinary = app
+        .gql(
+            Some(&alice.token),
+            "query($n: Int) { conversations(first: $n) { edges { node { id } } } users(search: \"a\", first: 5) { edges { node { id } } } }",
+            json!({ "n": 10 }),
+        )
+        .await;
+    assert!(ordinary.get("errors").is_none(), "{ordinary}");
+}

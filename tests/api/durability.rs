@@ -67,6 +67,35 @@ async fn bodies_until(ws: &mut WsClient, marker: &str) -> Vec<(String, String)> 
     }
 }
 
+/// Reads the events up to `marker` and checks that they announce exactly the sends in `kept`,
+/// each once, and that history holds every one of them; returns what history holds.
+async fn assert_announced_and_stored(
+    app: &TestApp,
+    ws: &mut WsClient,
+    reader: &TestUser,
+    conversation: &str,
+    kept: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let announced = bodies_until(ws, "marker").await;
+    let announced_ids: HashSet<&String> = announced.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        announced.len(),
+        announced_ids.len(),
+        "duplicates: {announced:?}"
+    );
+    assert_eq!(
+        &announced.into_iter().collect::<HashMap<_, _>>(),
+        kept,
+        "announced exactly what was acknowledged"
+    );
+    // Read back through the server's readers, not the connection that wrote them.
+    let stored = history(app, reader, conversation).await;
+    for (id, body) in kept {
+        assert_eq!(stored.get(id), Some(body), "{id} was acknowledged");
+    }
+    stored
+}
+
 /// Every message of the conversation, id to body, read back through the API.
 async fn history(app: &TestApp, user: &TestUser, conversation: &str) -> HashMap<String, String> {
     let mut found = HashMap::new();
@@ -185,25 +214,8 @@ async fn sends_the_database_fails_are_refused_never_announced_and_the_rest_are_k
         .await
         .expect("the server goes on sending");
 
-    // Live: exactly the committed sends, each once, none of the refused.
-    let announced = bodies_until(&mut bob_ws, "marker").await;
-    let announced_ids: HashSet<&String> = announced.iter().map(|(id, _)| id).collect();
-    assert_eq!(
-        announced.len(),
-        announced_ids.len(),
-        "duplicates: {announced:?}"
-    );
-    assert_eq!(
-        announced.into_iter().collect::<HashMap<_, _>>(),
-        kept,
-        "announced exactly what was kept"
-    );
-
-    // Stored: every acknowledged send, none of the refused, read through other connections.
-    let stored = history(&app, &bob, &conversation).await;
-    for (id, body) in &kept {
-        assert_eq!(stored.get(id), Some(body), "{id} was acknowledged");
-    }
+    // Live and stored: exactly the committed sends, each once, none of the refused.
+    let stored = assert_announced_and_stored(&app, &mut bob_ws, &bob, &conversation, &kept).await;
     assert!(stored.contains_key(&marker));
     assert!(
         stored
@@ -316,18 +328,7 @@ async fn on_a_full_sqlite_disk_only_kept_sends_are_acknowledged_and_sending_reco
         .await
         .expect("marker sent");
 
-    let announced = bodies_until(&mut bob_ws, "marker").await;
-    let announced_ids: HashSet<&String> = announced.iter().map(|(id, _)| id).collect();
-    assert_eq!(announced.len(), announced_ids.len(), "duplicates");
-    assert_eq!(
-        announced.into_iter().collect::<HashMap<_, _>>(),
-        kept,
-        "announced exactly what was acknowledged"
-    );
-    let stored = history(&app, &bob, &conversation).await;
-    for (id, body) in &kept {
-        assert_eq!(stored.get(id), Some(body), "{id} was acknowledged");
-    }
+    let stored = assert_announced_and_stored(&app, &mut bob_ws, &bob, &conversation, &kept).await;
     for body in &refused {
         assert!(
             !stored.values().any(|stored| stored == body),

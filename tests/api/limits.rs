@@ -298,3 +298,32 @@ async fn a_request_past_its_deadline_is_answered_timeout() {
     assert_eq!(error_code(&response), Some("TIMEOUT"), "{response}");
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn a_query_or_mutation_over_the_websocket_has_the_same_deadline() {
+    let config = test_config().await;
+    let app = spawn_app_with(config.clone()).await;
+    let alice = app.user("alice").await;
+    // A second instance on the same data, with a deadline shorter than checking a password.
+    let mut hasty = config;
+    hasty.request_timeout_ms = 1;
+    let hasty = spawn_app_with(hasty).await;
+    let mut ws = hasty.ws(Some(&alice.token)).await;
+    ws.subscribe(
+        "1",
+        "mutation { changePassword(currentPassword: \"not-the-password-1\", newPassword: \"another-pass-2\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(ws.next_error_code("1").await, "TIMEOUT");
+    // Nothing was changed: the password still signs in.
+    assert_healthy(&hasty).await;
+    let login = app
+        .gql(
+            None,
+            "mutation($u: String!) { login(username: $u, password: \"s3cret-pass\") { token } }",
+            json!({ "u": alice.username }),
+        )
+        .await;
+    assert!(login["data"]["login"]["token"].is_string(), "{login}");
+}

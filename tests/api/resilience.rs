@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 const SENDS: usize = 20;
-/// A generous bound on `SENDS` sends while Redis is unavailable (about 20 × 12 ms when nothing
-/// waits for Redis; the defect made it 20 s and more).
+/// A generous bound on `SENDS` sends while Redis is unavailable: nothing a send does may wait on
+/// Redis then, so they take about as long as without it.
 const SENDS_BOUND: Duration = Duration::from_secs(5);
 
 /// An app using `redis` for shared state and events, with two users in a conversation and the
@@ -105,7 +105,7 @@ async fn a_typing_budget_left_without_expiry_gets_one_on_its_next_use() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = app.direct(&alice, &bob).await;
-    // What a call cut off between its increment and its expiry used to leave behind.
+    // A counter with no expiry, as a call cut off between an increment and an expiry would leave.
     let key = format!("{namespace}:budget:typing:{}", number(&alice.id));
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
