@@ -499,17 +499,29 @@ async fn live_events_carry_each_subscribers_own_download_url() {
         ws.subscribe("m", query, json!({ "c": room })).await;
         sockets.push((user, ws));
     }
-    // A text message first: once it arrives, both subscriptions are live.
-    app.send(&alice, &room, "here it comes").await;
-    for (_, ws) in &mut sockets {
-        ws.next_data("m").await;
+    // Text messages until one has reached each subscription: then both are live.
+    let mut live = [false, false];
+    while live.contains(&false) {
+        app.send(&alice, &room, "here it comes").await;
+        for ((_, ws), live) in sockets.iter_mut().zip(live.iter_mut()) {
+            if let Some(Frame::Json(frame)) = ws.next_frame(QUIET).await {
+                assert_eq!(frame["type"], "next", "{frame}");
+                *live = true;
+            }
+        }
     }
 
     let sent = app.send_file(&alice, &room, "pixel.png", png()).await;
     for (user, ws) in &mut sockets {
-        let event = ws.next_data("m").await;
+        // Past the text messages sent while the other subscription was not live yet.
+        let event = loop {
+            let event = ws.next_data("m").await;
+            if event["messageEvents"]["message"]["id"] == sent["id"] {
+                break event;
+            }
+            assert!(event["messageEvents"]["message"]["attachment"].is_null());
+        };
         let message = &event["messageEvents"]["message"];
-        assert_eq!(message["id"], sent["id"]);
         let url = message["attachment"]["downloadUrl"].as_str().unwrap();
         assert!(url.contains(&format!("user={}", user.id)), "{url}");
         assert_eq!(download_bytes(&app, url, None).await, (200, png()));
