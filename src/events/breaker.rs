@@ -16,9 +16,8 @@ pub const COOL_OFF: Duration = Duration::from_secs(5);
 /// the event bus), so that one outage is detected, logged and waited out once.
 #[derive(Clone)]
 pub struct Breaker {
-    /// None while closed; while open, when the next probe may go, and whether a probe has gone
-    /// since the circuit opened.
-    open_until: Arc<Mutex<Option<(Instant, bool)>>>,
+    /// None while closed; while open, when the next probe may go.
+    open_until: Arc<Mutex<Option<Instant>>>,
     cool_off: Duration,
 }
 
@@ -48,8 +47,8 @@ impl Breaker {
         let mut open_until = crate::lock(&self.open_until);
         match *open_until {
             None => true,
-            Some((until, _)) if now >= until => {
-                *open_until = Some((now + self.cool_off, true));
+            Some(until) if now >= until => {
+                *open_until = Some(now + self.cool_off);
                 true
             }
             Some(_) => false,
@@ -61,16 +60,9 @@ impl Breaker {
         crate::lock(&self.open_until).is_some()
     }
 
-    /// A call reached Redis and was answered. While the circuit is open only an answer after a
-    /// probe has gone closes it: a call that was already under way when Redis failed may still
-    /// come back, and says nothing about Redis now.
+    /// A call reached Redis and was answered.
     pub fn succeeded(&self) {
-        let mut open_until = crate::lock(&self.open_until);
-        if let Some((_, probed)) = *open_until {
-            if !probed {
-                return;
-            }
-            *open_until = None;
+        if crate::lock(&self.open_until).take().is_some() {
             tracing::info!("redis is reachable again; shared state and events go through it");
         }
     }
@@ -82,7 +74,7 @@ impl Breaker {
 
     fn failed_at(&self, error: &dyn Display, now: Instant) {
         let was_closed = crate::lock(&self.open_until)
-            .replace((now + self.cool_off, false))
+            .replace(now + self.cool_off)
             .is_none();
         if was_closed {
             tracing::warn!(
@@ -105,9 +97,6 @@ mod tests {
         let start = Instant::now();
         assert!(breaker.allow_at(start));
         breaker.failed_at(&"refused", start);
-        assert!(breaker.is_open());
-        // A call that began before the failure and answers late does not close it.
-        breaker.succeeded();
         assert!(breaker.is_open());
         assert!(!breaker.allow_at(start + Duration::from_secs(1)));
         // One probe after the cool-off, and only one.
