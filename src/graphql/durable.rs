@@ -110,16 +110,16 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn what_the_replay_delivered_is_not_delivered_again_live() {
+    /// What a subscription delivers when the replay reads positions 1 to 3 while the live feed
+    /// carries `live` (in that order), then its first four items.
+    async fn delivered(live: [i64; 3]) -> Vec<i64> {
         let bus = EventBus::start(None, "test").await.unwrap();
-        let live = bus.subscribe(Topic::Typing, 1);
-        // Published while the replay reads: the live feed carries 2 and 3 again.
-        for position in [2, 3, 4] {
+        let receiver = bus.subscribe(Topic::Typing, 1);
+        for position in live {
             bus.publish(typing(position)).await;
         }
         let stream = durable(
-            live,
+            receiver,
             Some(0),
             0,
             |after: i64, _limit| async move { Ok((after + 1..=3).map(|p| (p, p)).collect()) },
@@ -130,31 +130,18 @@ mod tests {
                 _ => None,
             },
         );
-        let delivered: Vec<i64> = stream.take(4).collect().await;
-        assert_eq!(delivered, [1, 2, 3, 4]);
+        stream.take(4).collect().await
+    }
+
+    #[tokio::test]
+    async fn what_the_replay_delivered_is_not_delivered_again_live() {
+        // Published while the replay reads: the live feed carries 2 and 3 again.
+        assert_eq!(delivered([2, 3, 4]).await, [1, 2, 3, 4]);
     }
 
     #[tokio::test]
     async fn live_copies_arriving_out_of_order_are_still_skipped() {
-        let bus = EventBus::start(None, "test").await.unwrap();
-        let live = bus.subscribe(Topic::Typing, 1);
         // Two publishers: the live feed carries 3 before 2, both already replayed.
-        for position in [3, 2, 4] {
-            bus.publish(typing(position)).await;
-        }
-        let stream = durable(
-            live,
-            Some(0),
-            0,
-            |after: i64, _limit| async move { Ok((after + 1..=3).map(|p| (p, p)).collect()) },
-            |envelope| match envelope.event {
-                Event::Typing {
-                    conversation_id, ..
-                } => Some((conversation_id, conversation_id)),
-                _ => None,
-            },
-        );
-        let delivered: Vec<i64> = stream.take(4).collect().await;
-        assert_eq!(delivered, [1, 2, 3, 4]);
+        assert_eq!(delivered([3, 2, 4]).await, [1, 2, 3, 4]);
     }
 }
