@@ -66,6 +66,15 @@ pub async fn connect_writer(
     Database::connect(options).await
 }
 
+/// One connection of its own for the change-log reader (see `delivery`), on a database that
+/// [`connect`] has already migrated: its reads follow the writes of the whole deployment, not any
+/// one request, so they neither wait for the requests' pool nor count among their statements.
+pub async fn connect_log_reader(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = options(url, None);
+    options.max_connections(1).min_connections(1);
+    Database::connect(options).await
+}
+
 fn options(url: &str, max_bytes: Option<u64>) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -34,6 +35,8 @@ pub use config::Config;
 pub struct AppState {
     pub db: DatabaseConnection,
     pub bus: events::EventBus,
+    /// This instance's ordered feed of conversation changes (see `delivery`).
+    pub delivery: Arc<delivery::Delivery>,
     pub files: Arc<files::Files>,
     pub config: Arc<Config>,
     /// SQL statements executed since start; exported on `/metrics`.
@@ -144,6 +147,12 @@ impl Application {
                 })
             })
         });
+        let log_reader = db::connect_log_reader(&config.database_url)
+            .await
+            .context("opening the database")?;
+        let delivery = delivery::Delivery::start(log_reader, bus.clone(), &tasks, shutdown.clone())
+            .await
+            .context("reading the change log")?;
         let tokens = Arc::new(auth::TokenCache::new(
             TOKEN_CACHE_CAPACITY,
             std::time::Duration::from_secs(config.token_cache_secs),
@@ -162,6 +171,7 @@ impl Application {
             tokens,
             db,
             bus,
+            delivery,
             writer,
             presence: chat::presence::Presence::new(
                 std::time::Duration::from_millis(config.presence_grace_ms),

@@ -13,6 +13,9 @@ pub struct Model {
     pub kind: String,
     pub message_id: i64,
     pub created_at: DateTimeUtc,
+    /// The PostgreSQL transaction that wrote the row (0 on SQLite): with `id`, the row's
+    /// position in the log (see migration 000011).
+    pub tx: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

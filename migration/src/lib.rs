@@ -10,6 +10,7 @@ mod m20261124_000007_audit_log;
 mod m20261124_000008_notification_lookups;
 mod m20261124_000009_last_message_trigger;
 mod m20261125_000010_notification_backlog;
+mod m20261207_000011_event_positions;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000008_notification_lookups::Migration),
             Box::new(m20261124_000009_last_message_trigger::Migration),
             Box::new(m20261125_000010_notification_backlog::Migration),
+            Box::new(m20261207_000011_event_positions::Migration),
         ]
     }
 }

@@ -6,7 +6,7 @@ use entity::{conversation_event, message};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, EntityTrait, FromQueryResult, IdenStatic, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, QueryTrait, Set,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -20,7 +20,7 @@ use crate::{
     auth::Viewer,
     db,
     error::{AppError, AppResult, is_unique_violation},
-    events::{Envelope, Event, MessageChange},
+    events::{Envelope, Event, MessageChange, Position},
     files::{StoredFile, ValidFile},
     text,
 };
@@ -257,7 +257,10 @@ async fn insert_message(
                 .await?;
                 let logged = match logged {
                     Some(logged) => logged,
-                    None => log_change(txn, MessageChange::Created, message.clone()).await?,
+                    None => {
+                        let seq = message.seq;
+                        log_change(txn, MessageChange::Created, message.clone(), seq).await?
+                    }
                 };
                 let mut events = envelopes(vec![logged], recipients);
                 events.extend(notifications::envelope(notes));
@@ -358,7 +361,11 @@ async fn write_on_sqlite(
     let members: Option<String> = bumped.try_get("", "members")?;
     let message = message::Model::from_query_result(inserted, "")?;
     let logged = Logged {
-        event_id: logged.try_get("", "event_id")?,
+        // SQLite's single writer commits change-log rows in id order (see `Position`).
+        position: Position {
+            tx: 0,
+            id: logged.try_get("", "event_id")?,
+        },
         change,
         message: message.clone(),
     };
@@ -436,19 +443,38 @@ async fn find_by_client_id(
         .await?)
 }
 
-/// Takes the conversation's next sequence number and stamps its activity time. Being the first
-/// write of the transaction, it also serialises concurrent changes to one conversation (room
-/// operations rely on this to check permissions against membership no one else is changing).
+/// Takes the conversation's next sequence number and stamps its activity time. It must be the
+/// first write of its transaction: it serialises concurrent changes to one conversation (room
+/// operations rely on this to check permissions against membership no one else is changing), and
+/// on PostgreSQL the conversation's lock is taken before the transaction has an id, so that within
+/// a conversation, transaction ids (the first part of a change's [`Position`]) follow sequence
+/// numbers: a transaction that waited for the lock gets its id after the one that held it
+/// committed. (Locking the row by the `UPDATE` alone would not do: PostgreSQL gives the waiting
+/// transaction its id before it waits.) Different conversations never wait for each other.
 pub(crate) async fn next_seq(
     txn: &DatabaseTransaction,
     conversation_id: i64,
 ) -> AppResult<(i64, chrono::DateTime<chrono::Utc>)> {
     let at = now();
+    let text = match txn.get_database_backend() {
+        // The lock is an uncorrelated subquery: PostgreSQL takes it once, before the row is read,
+        // so before the row's update gives the transaction its id; waiting on it, the statement
+        // then updates the row as the holder committed it. The single-key advisory lock space is
+        // the conversations' ids.
+        sea_orm::DbBackend::Postgres => {
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
+             WHERE id = $2 AND (SELECT true FROM (SELECT pg_advisory_xact_lock($2)) AS locked) \
+             RETURNING last_seq"
+        }
+        _ => {
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
+             WHERE id = $2 RETURNING last_seq"
+        }
+    };
     let row = txn
         .query_one_raw(conversations::sql(
             txn,
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 \
-             WHERE id = $2 RETURNING last_seq",
+            text,
             vec![at.into(), conversation_id.into()],
         ))
         .await?
@@ -458,29 +484,19 @@ pub(crate) async fn next_seq(
 
 /// A change written to the log inside a transaction, to be published once that transaction commits.
 pub(crate) struct Logged {
-    event_id: i64,
+    position: Position,
     change: MessageChange,
     message: message::Model,
 }
 
-/// Records a change in the conversation's log. A created message already holds its sequence
-/// number; an edit or delete takes the next one.
+/// Records a change in the conversation's log under sequence number `seq`: a created message's
+/// own, or for an edit or delete the one [`next_seq`] took at the start of the transaction.
 pub(crate) async fn log_change(
     txn: &DatabaseTransaction,
     change: MessageChange,
     message: message::Model,
+    seq: i64,
 ) -> AppResult<Logged> {
-    let seq = match change {
-        MessageChange::Created => message.seq,
-        _ => next_seq(txn, message.conversation_id).await?.0,
-    };
-    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        // Change-log ids must commit in id order, or a subscriber following several conversations
-        // could see id 11, resume after it, and never see an id 10 that committed later. SQLite
-        // serialises writers already; on PostgreSQL this lock does it until commit.
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(727274)")
-            .await?;
-    }
     let event = conversation_event::ActiveModel {
         conversation_id: Set(message.conversation_id),
         seq: Set(seq),
@@ -492,7 +508,10 @@ pub(crate) async fn log_change(
     .insert(txn)
     .await?;
     Ok(Logged {
-        event_id: event.id,
+        position: Position {
+            tx: event.tx,
+            id: event.id,
+        },
         change,
         message,
     })
@@ -517,14 +536,14 @@ pub(crate) fn envelopes(logged: Vec<Logged>, recipients: Vec<i64>) -> Vec<Envelo
         .into_iter()
         .map(
             |Logged {
-                 event_id,
+                 position,
                  change,
                  message,
              }| {
                 Envelope::new(
                     recipients.clone(),
                     Event::Message {
-                        event_id,
+                        position,
                         change,
                         message: Arc::new(message),
                     },
@@ -551,15 +570,16 @@ pub(crate) async fn commit_and_publish_all(
     Ok(())
 }
 
-/// Records the change in the log, commits, then tells the conversation's members.
+/// Records the change in the log under `seq`, commits, then tells the conversation's members.
 async fn commit_and_publish(
     state: &AppState,
     txn: DatabaseTransaction,
     change: MessageChange,
     message: message::Model,
+    seq: i64,
 ) -> AppResult<message::Model> {
     let conversation_id = message.conversation_id;
-    let logged = log_change(&txn, change, message.clone()).await?;
+    let logged = log_change(&txn, change, message.clone(), seq).await?;
     commit_and_publish_all(state, txn, conversation_id, vec![logged], &[]).await?;
     Ok(message)
 }
@@ -607,13 +627,14 @@ pub async fn edit(
         return Err(AppError::bad_input("a deleted message cannot be edited"));
     }
     let txn = db::begin_write(&state.db).await?;
+    let (seq, _) = next_seq(&txn, message.conversation_id).await?;
     let mut active: message::ActiveModel = message.into();
     active.body = Set(Some(body.0));
     active.edited_at = Set(Some(now()));
     let message = active.update(&txn).await?;
     let target = Some(crate::ids::encode(crate::ids::Kind::Message, message.id).0);
     super::audit::record(&txn, Some(viewer.user_id), "message.edited", target, None).await?;
-    commit_and_publish(state, txn, MessageChange::Edited, message).await
+    commit_and_publish(state, txn, MessageChange::Edited, message, seq).await
 }
 
 /// Soft-deletes a message: the row stays, its content is hidden. The sender may; in a room, so may
@@ -639,6 +660,7 @@ pub async fn delete(
         return Ok(message);
     }
     let txn = db::begin_write(db).await?;
+    let (seq, _) = next_seq(&txn, message.conversation_id).await?;
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
     let message = active.update(&txn).await?;
@@ -652,7 +674,7 @@ pub async fn delete(
         detail,
     )
     .await?;
-    let message = commit_and_publish(state, txn, MessageChange::Deleted, message).await?;
+    let message = commit_and_publish(state, txn, MessageChange::Deleted, message, seq).await?;
     // Only after the commit: were the delete rolled back, the file would still be needed. If this
     // fails, the orphan sweep removes it (it spares only objects of live messages).
     if let Some(key) = &message.attachment_key {
@@ -725,7 +747,7 @@ pub async fn by_ids(
         .collect())
 }
 
-/// The most recent change-log id, so a live subscription can hand out cursors from the start.
+/// The largest change-log id, for cursors from before positions had a transaction part.
 pub async fn latest_event_id(db: &DatabaseConnection) -> AppResult<i64> {
     Ok(conversation_event::Entity::find()
         .select_only()
@@ -737,7 +759,114 @@ pub async fn latest_event_id(db: &DatabaseConnection) -> AppResult<i64> {
         .unwrap_or(0))
 }
 
-/// Up to `limit` logged changes after `after_id`, oldest first, in the given conversation or in
+/// The positions of up to `limit` committed changes after `after`, settled or not, in log order.
+pub async fn positions_after(
+    db: &DatabaseConnection,
+    after: Position,
+    limit: u64,
+) -> AppResult<Vec<Position>> {
+    use conversation_event::Column as C;
+    Ok(conversation_event::Entity::find()
+        .select_only()
+        .column(C::Tx)
+        .column(C::Id)
+        .filter(
+            Condition::any().add(C::Tx.gt(after.tx)).add(
+                Condition::all()
+                    .add(C::Tx.eq(after.tx))
+                    .add(C::Id.gt(after.id)),
+            ),
+        )
+        .order_by_asc(C::Tx)
+        .order_by_asc(C::Id)
+        .limit(limit)
+        .into_tuple::<(i64, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|(tx, id)| Position { tx, id })
+        .collect())
+}
+
+/// The rows of the change log after `after`, in log order, that no transaction still running can
+/// precede: on PostgreSQL, those written by transactions older than the oldest one still running
+/// (`pg_snapshot_xmin` of the statement's own snapshot). Every transaction that may yet commit has
+/// an id at least that old one's, so a row below it can never be joined later by one before it:
+/// a reader that hands out positions only from here never skips a change that commits later. On
+/// SQLite one writer at a time commits, in id order, and every committed row may be read.
+fn settled_after(
+    db: &impl ConnectionTrait,
+    after: Position,
+) -> sea_orm::Select<conversation_event::Entity> {
+    use conversation_event::Column as C;
+    let query = conversation_event::Entity::find()
+        .filter(
+            Condition::any().add(C::Tx.gt(after.tx)).add(
+                Condition::all()
+                    .add(C::Tx.eq(after.tx))
+                    .add(C::Id.gt(after.id)),
+            ),
+        )
+        .order_by_asc(C::Tx)
+        .order_by_asc(C::Id);
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => query.filter(Expr::cust(
+            "\"conversation_events\".\"tx\" < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        )),
+        _ => query,
+    }
+}
+
+/// The position of the last settled change (see [`settled_after`]), from which a live
+/// subscription starts.
+pub async fn latest_position(db: &DatabaseConnection) -> AppResult<Position> {
+    use conversation_event::Column as C;
+    let query = settled_after(db, Position::default())
+        .select_only()
+        .column(C::Tx)
+        .column(C::Id);
+    // `settled_after` orders ascending; the last one is wanted.
+    let mut query = QueryTrait::into_query(query);
+    query
+        .clear_order_by()
+        .order_by(C::Tx, sea_orm::Order::Desc)
+        .order_by(C::Id, sea_orm::Order::Desc)
+        .limit(1);
+    let row = db.query_one(&query).await?;
+    Ok(match row {
+        Some(row) => Position {
+            tx: row.try_get("", C::Tx.as_str())?,
+            id: row.try_get("", C::Id.as_str())?,
+        },
+        None => Position::default(),
+    })
+}
+
+/// On PostgreSQL, the largest transaction id in the change log and the next one this cluster
+/// gives out, when the first is not below the second: the log was written by another cluster (a
+/// dump restored here), and new changes would take positions before old ones.
+pub async fn positions_from_elsewhere(db: &DatabaseConnection) -> AppResult<Option<(i64, i64)>> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(None);
+    }
+    // `pg_snapshot_xmax` is the next transaction id to be given out; reading it takes none.
+    let row = db
+        .query_one_raw(conversations::sql(
+            db,
+            "SELECT (SELECT max(tx) FROM conversation_events) AS logged, \
+             pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next",
+            vec![],
+        ))
+        .await?
+        .ok_or_else(|| AppError::Internal("no answer reading transaction ids".into()))?;
+    let logged: Option<i64> = row.try_get("", "logged")?;
+    let next: i64 = row.try_get("", "next")?;
+    Ok(logged
+        .filter(|logged| *logged >= next)
+        .map(|logged| (logged, next)))
+}
+
+/// Up to `limit` logged changes after `after`, in log order, in the given conversation or in
 /// any, each with the message as it is now. Only changes the user may see are returned: those of
 /// conversations the user belongs to now, and the message about the user's own removal or
 /// departure (the last thing a former member is told).
@@ -745,12 +874,11 @@ pub async fn events_after(
     db: &DatabaseConnection,
     user_id: i64,
     conversation_id: Option<i64>,
-    after_id: i64,
+    after: Position,
     limit: u64,
 ) -> AppResult<Vec<(conversation_event::Model, message::Model)>> {
     let mut query =
-        conversation_event::Entity::find()
-            .filter(conversation_event::Column::Id.gt(after_id))
+        settled_after(db, after)
             .filter(
                 Condition::any()
                     .add(
@@ -775,12 +903,19 @@ pub async fn events_after(
                         ),
                     ),
             )
-            .order_by_asc(conversation_event::Column::Id)
             .limit(limit);
     if let Some(id) = conversation_id {
         query = query.filter(conversation_event::Column::ConversationId.eq(id));
     }
     let events = query.all(db).await?;
+    with_messages(db, events).await
+}
+
+/// Each change-log row with its message as it is now (rows whose message is gone are left out).
+async fn with_messages(
+    db: &DatabaseConnection,
+    events: Vec<conversation_event::Model>,
+) -> AppResult<Vec<(conversation_event::Model, message::Model)>> {
     let ids: Vec<i64> = events.iter().map(|e| e.message_id).collect();
     let messages = by_ids(db, &ids).await?;
     Ok(events
@@ -788,6 +923,63 @@ pub async fn events_after(
         .filter_map(|e| {
             let message = messages.get(&e.message_id)?.clone();
             Some((e, message))
+        })
+        .collect())
+}
+
+/// Up to `limit` settled changes after `after`, in log order, each as the event its recipients
+/// receive: the conversation's members now, and for a removal or departure the user it concerns
+/// (as [`events_after`] would replay them to each). Three statements for the whole batch.
+pub async fn log_after(
+    db: &DatabaseConnection,
+    after: Position,
+    limit: u64,
+) -> AppResult<Vec<Envelope>> {
+    let events = settled_after(db, after).limit(limit).all(db).await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = with_messages(db, events).await?;
+    let mut conversation_ids: Vec<i64> = rows.iter().map(|(e, _)| e.conversation_id).collect();
+    conversation_ids.sort_unstable();
+    conversation_ids.dedup();
+    let mut members: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (conversation_id, user_id) in entity::member::Entity::find()
+        .select_only()
+        .column(entity::member::Column::ConversationId)
+        .column(entity::member::Column::UserId)
+        .filter(entity::member::Column::ConversationId.is_in(conversation_ids))
+        .into_tuple::<(i64, i64)>()
+        .all(db)
+        .await?
+    {
+        members.entry(conversation_id).or_default().push(user_id);
+    }
+    let departures = super::rooms::SystemKind::DEPARTURES.map(|k| k.as_str());
+    Ok(rows
+        .into_iter()
+        .filter_map(|(event, message)| {
+            let change = MessageChange::parse(&event.kind)?;
+            let mut recipients = members
+                .get(&event.conversation_id)
+                .cloned()
+                .unwrap_or_default();
+            if let (Some(target), Some(kind)) = (message.system_target_id, &message.system_kind)
+                && departures.contains(&kind.as_str())
+            {
+                recipients.push(target);
+            }
+            Some(Envelope::new(
+                recipients,
+                Event::Message {
+                    position: Position {
+                        tx: event.tx,
+                        id: event.id,
+                    },
+                    change,
+                    message: Arc::new(message),
+                },
+            ))
         })
         .collect())
 }

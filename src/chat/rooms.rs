@@ -362,7 +362,7 @@ impl RoomTxn {
         .await?;
         // The conversation's `last_message_id` follows by trigger (migration 000009).
         self.logged
-            .push(messages::log_change(&self.txn, MessageChange::Created, message).await?);
+            .push(messages::log_change(&self.txn, MessageChange::Created, message, seq).await?);
         Ok(seq)
     }
 

@@ -94,11 +94,15 @@ type Subscribers = HashMap<i64, Vec<Arc<Inbox>>>;
 /// Sees every event before it is routed.
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
+/// Takes message events (and resyncs) to route them itself, in log order.
+pub type Sequencer = Box<dyn Fn(&Arc<Envelope>) + Send + Sync>;
+
 /// The registry of this instance's subscriptions, one map per topic.
 pub struct Hub {
     capacity: usize,
     topics: [RwLock<Subscribers>; TOPICS.len()],
     observer: OnceLock<Observer>,
+    sequencer: OnceLock<Sequencer>,
 }
 
 impl Hub {
@@ -108,6 +112,7 @@ impl Hub {
             capacity,
             topics: Default::default(),
             observer: OnceLock::new(),
+            sequencer: OnceLock::new(),
         })
     }
 
@@ -115,6 +120,13 @@ impl Hub {
     pub fn observe(&self, observer: Observer) {
         if self.observer.set(observer).is_err() {
             tracing::warn!("the event bus already has an observer; the new one is ignored");
+        }
+    }
+
+    /// Sets the sequencer (once; later calls are ignored).
+    pub fn sequence(&self, sequencer: Sequencer) {
+        if self.sequencer.set(sequencer).is_err() {
+            tracing::warn!("the event bus already has a sequencer; the new one is ignored");
         }
     }
 
@@ -130,15 +142,28 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands an event to every subscription it is for.
+    /// Hands an event to every subscription it is for, message events through the sequencer
+    /// when there is one.
     pub fn publish(&self, envelope: Arc<Envelope>) {
         if let Some(observe) = self.observer.get() {
             observe(&envelope.event);
         }
+        if let Some(sequence) = self.sequencer.get() {
+            match envelope.event {
+                Event::Message { .. } => return sequence(&envelope),
+                Event::Resync => sequence(&envelope),
+                _ => {}
+            }
+        }
+        self.route(&envelope);
+    }
+
+    /// Hands an event to every subscription it is for.
+    pub fn route(&self, envelope: &Arc<Envelope>) {
         let Some(topic) = envelope.event.topic() else {
             for topic in TOPICS {
                 for inbox in self.read(topic).values().flatten() {
-                    inbox.push(&envelope, self.capacity);
+                    inbox.push(envelope, self.capacity);
                 }
             }
             return;
@@ -149,14 +174,14 @@ impl Hub {
             for (user_id, inboxes) in subscribers.iter() {
                 if envelope.is_for(*user_id) {
                     for inbox in inboxes {
-                        inbox.push(&envelope, self.capacity);
+                        inbox.push(envelope, self.capacity);
                     }
                 }
             }
         } else {
             for user_id in &envelope.recipients {
                 for inbox in subscribers.get(user_id).into_iter().flatten() {
-                    inbox.push(&envelope, self.capacity);
+                    inbox.push(envelope, self.capacity);
                 }
             }
         }

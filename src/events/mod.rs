@@ -47,15 +47,27 @@ impl MessageChange {
     }
 }
 
+/// A change's place in the conversation change log, the order every subscriber receives changes
+/// in: by the transaction that wrote it, then by row (see migration 000011 and `delivery`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// The writing PostgreSQL transaction's id; 0 on SQLite and for rows older than positions.
+    pub tx: i64,
+    /// The change-log row.
+    pub id: i64,
+}
+
 /// Something that happened in a conversation.
 // Every event travels inside one `Arc<Envelope>`, allocated once and shared by all subscribers, so
 // boxing the message would only add a second allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Event {
-    /// A message was created, edited or deleted; `event_id` is its row in the change log.
+    /// A message was created, edited or deleted; `position` is its place in the change log.
     Message {
-        event_id: i64,
+        position: Position,
         change: MessageChange,
         /// Shared: with its attachment fields the row dwarfs the other variants, and every
         /// subscriber's event points at this one copy. (Serialised the same as a plain row, so
@@ -217,6 +229,18 @@ impl EventBus {
     /// bus; a second call is ignored.
     pub fn observe(&self, observer: impl Fn(&Event) + Send + Sync + 'static) {
         self.local.observe(Box::new(observer));
+    }
+
+    /// Has `sequence` take every message event this instance receives instead of the
+    /// subscriptions, which then get them only through [`EventBus::route`], in the order it
+    /// calls that (see `delivery`). Also handed every [`Event::Resync`]. One per bus.
+    pub fn sequence_messages(&self, sequence: impl Fn(&Arc<Envelope>) + Send + Sync + 'static) {
+        self.local.sequence(Box::new(sequence));
+    }
+
+    /// Hands an event to this instance's subscriptions it is for, and nothing else.
+    pub fn route(&self, envelope: Arc<Envelope>) {
+        self.local.route(&envelope);
     }
 
     /// A receiver of the events on `topic` meant for `user_id`, from now on.

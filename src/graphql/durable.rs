@@ -21,10 +21,16 @@ const MAX_REMEMBERED: usize = 2 * crate::events::LOCAL_CAPACITY;
 /// A resumable stream. `since` is the client's position (None: live from now, with `start` as
 /// the position to catch up from after a lapse). `replay(after, limit)` returns up to `limit`
 /// items after a position, oldest first; `pick` keeps the bus events this subscriber wants.
+/// `ordered`: the live feed arrives in position order (see `delivery`), so a live event at or
+/// before the last position delivered is one the replay already delivered. `before`: positions
+/// the live feed may still carry that precede the subscription, not to be delivered.
+#[allow(clippy::too_many_arguments)]
 pub fn durable<P, T, R, Fut, F>(
     mut live: Receiver,
     since: Option<P>,
     start: P,
+    ordered: bool,
+    before: BTreeSet<P>,
     replay: R,
     pick: F,
 ) -> impl Stream<Item = T>
@@ -41,7 +47,7 @@ where
         // reads. Live events do not arrive in position order (several publishers, several
         // instances), so an entry goes only when its live copy arrives, or when the set holds
         // more than the live feed could ever have buffered (then its smallest, oldest entry).
-        let mut replayed: BTreeSet<P> = BTreeSet::new();
+        let mut replayed: BTreeSet<P> = before;
         let mut last = since.unwrap_or(start);
         let mut replay_from = since;
         loop {
@@ -81,6 +87,7 @@ where
                     }
                     if let Some((position, item)) = pick(&envelope)
                         && !replayed.remove(&position)
+                        && !(ordered && position <= last)
                     {
                         last = last.max(position);
                         yield item;
@@ -122,6 +129,8 @@ mod tests {
             receiver,
             Some(0),
             0,
+            false,
+            BTreeSet::new(),
             |after: i64, _limit| async move { Ok((after + 1..=3).map(|p| (p, p)).collect()) },
             |envelope| match envelope.event {
                 Event::Typing {

@@ -2,7 +2,7 @@
 //! checks again that its user may see it; `messageEvents` also replays from the durable change
 //! log, so a client that resumes with a cursor (or falls behind the bus) misses nothing and sees
 //! nothing twice.
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use async_graphql::{Context, ID, Result, Subscription};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use crate::{
     auth::Viewer,
     chat::{blocks, conversations, messages, notifications, presence, users},
     error::AppError,
-    events::{Envelope, Event, Lagged, MessageChange, Receiver, Topic},
+    events::{Envelope, Event, Lagged, MessageChange, Position, Receiver, Topic},
     ids::{self, CursorKind, Kind},
     limits::{SlotGuard, SubscriptionSlots},
 };
@@ -170,6 +170,8 @@ impl SubscriptionRoot {
                 live,
                 since,
                 start,
+                false,
+                Default::default(),
                 move |after, limit| {
                     let db = db.clone();
                     async move {
@@ -233,6 +235,8 @@ impl SubscriptionRoot {
                 live,
                 since,
                 start,
+                false,
+                Default::default(),
                 move |after, limit| {
                     let db = db.clone();
                     async move {
@@ -361,6 +365,34 @@ fn decode_since(
     }
 }
 
+/// Most positions a new `messageEvents` subscription skips as older than itself (see
+/// `message_events`); beyond them, older changes are delivered rather than risk skipping one.
+const BEFORE_LIMIT: u64 = 1000;
+
+/// A `messageEvents` cursor, decoded.
+enum Since {
+    Position(Position),
+    /// A change-log id, from before positions had a transaction part (all those rows have
+    /// `tx = 0`).
+    Legacy(i64),
+}
+
+/// Decodes a `messageEvents` cursor: the epoch and a [`Position`], or the epoch and a legacy id.
+fn decode_event_cursor(state: &AppState, cursor: &str) -> Result<Since, AppError> {
+    match decode_since(state, CursorKind::Event, cursor, 2) {
+        Ok(parts) => Ok(Since::Position(Position {
+            tx: parts[0],
+            id: parts[1],
+        })),
+        Err(err) => match decode_since(state, CursorKind::Event, cursor, 1) {
+            Ok(parts) => Ok(Since::Legacy(parts[0])),
+            // A legacy cursor from other data.
+            Err(AppError::ResyncRequired(reason)) => Err(AppError::ResyncRequired(reason)),
+            Err(_) => Err(err),
+        },
+    }
+}
+
 fn from_other_data() -> AppError {
     AppError::ResyncRequired(
         "this cursor does not belong to this server's data; reload and subscribe again without `since`"
@@ -409,19 +441,45 @@ pub(super) async fn message_events(
     shape: Option<Arc<str>>,
 ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>, AppError> {
     let conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
-    let since = since
-        .map(|c| decode_since(&state, CursorKind::Event, &c, 1))
-        .transpose()?;
+    let since = since.map(|c| decode_event_cursor(&state, &c)).transpose()?;
     if let Some(id) = conversation {
         Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
     }
-    // Listen before reading the log, so nothing falls between replay and live.
+    // What this instance has not handed on yet but had committed before the subscription began
+    // precedes it: read before registering, and skipped when it comes.
+    let handed_on = state.delivery.position();
+    let before: BTreeSet<Position> = if since.is_none() {
+        Box::pin(messages::positions_after(
+            &state.db,
+            handed_on,
+            BEFORE_LIMIT,
+        ))
+        .await?
+        .into_iter()
+        .collect()
+    } else {
+        BTreeSet::new()
+    };
+    // Registered before asking for the delivery's position, so nothing falls between the two
+    // (see `delivery`).
     let live = state.bus.subscribe(Topic::Messages, viewer.user_id);
-    let latest = Box::pin(messages::latest_event_id(&state.db)).await?;
-    let since = match since.as_deref() {
+    let start = state.delivery.position();
+    let since = match since {
         None => None,
-        Some(&[id]) if id <= latest => Some(id),
-        Some(_) => return Err(from_the_future()),
+        Some(Since::Position(position)) if position.tx > 0 => {
+            if position > start && position > Box::pin(messages::latest_position(&state.db)).await?
+            {
+                return Err(from_the_future());
+            }
+            Some(position)
+        }
+        // Rows older than positions (`tx = 0`), named by a position or by their id alone.
+        Some(Since::Position(Position { id, .. }) | Since::Legacy(id)) => {
+            if id > Box::pin(messages::latest_event_id(&state.db)).await? {
+                return Err(from_the_future());
+            }
+            Some(Position { tx: 0, id })
+        }
     };
     let user_id = viewer.user_id;
     let db = state.db.clone();
@@ -430,7 +488,9 @@ pub(super) async fn message_events(
         durable(
             live,
             since,
-            latest,
+            start,
+            true,
+            before,
             move |after, limit| {
                 let db = db.clone();
                 async move {
@@ -440,10 +500,14 @@ pub(super) async fn message_events(
                         .into_iter()
                         .filter_map(|(event, message)| {
                             let change = MessageChange::parse(&event.kind)?;
+                            let position = Position {
+                                tx: event.tx,
+                                id: event.id,
+                            };
                             Some((
-                                event.id,
+                                position,
                                 Shared::alone(MessageEvent {
-                                    event_id: event.id,
+                                    position,
                                     kind: change.into(),
                                     message: Arc::new(message),
                                 }),
@@ -454,17 +518,17 @@ pub(super) async fn message_events(
             },
             move |envelope| match &envelope.event {
                 Event::Message {
-                    event_id,
+                    position,
                     change,
                     message,
                 } if envelope.is_for(user_id)
                     && conversation.is_none_or(|c| c == message.conversation_id) =>
                 {
                     Some((
-                        *event_id,
+                        *position,
                         Shared::live(
                             MessageEvent {
-                                event_id: *event_id,
+                                position: *position,
                                 kind: (*change).into(),
                                 message: message.clone(),
                             },

@@ -598,7 +598,7 @@ impl From<MessageChange> for MessageEventKind {
 /// A message was created, edited or deleted.
 #[derive(Clone)]
 pub struct MessageEvent {
-    pub event_id: i64,
+    pub position: crate::events::Position,
     pub kind: MessageEventKind,
     pub message: std::sync::Arc<message::Model>,
 }
@@ -611,7 +611,10 @@ impl MessageEvent {
 
     /// Pass as `since` when resubscribing to receive everything after this event.
     async fn cursor(&self, ctx: &Context<'_>) -> String {
-        ids::cursor(CursorKind::Event, &[ctx.state().epoch, self.event_id])
+        ids::cursor(
+            CursorKind::Event,
+            &[ctx.state().epoch, self.position.tx, self.position.id],
+        )
     }
 
     async fn message(&self) -> Message {

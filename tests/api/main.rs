@@ -17,6 +17,7 @@ mod files;
 mod limits;
 mod messages;
 mod notifications;
+mod ordering;
 mod pagination;
 mod presence;
 mod rate_limits;

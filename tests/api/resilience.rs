@@ -29,9 +29,16 @@ async fn app_on(redis: &OwnRedis) -> (TestApp, TestUser, String, WsClient) {
             json!({ "c": conversation }),
         )
         .await;
-    // Subscribed once an event goes through: a first send, waited for.
-    app.send(&alice, &conversation, "before").await;
-    bob_ws.next_data("m").await;
+    // Subscribed once an event goes through: probes until one arrives, then a marker that
+    // follows every probe.
+    loop {
+        app.send(&alice, &conversation, "probe").await;
+        if bob_ws.next_frame(QUIET).await.is_some() {
+            break;
+        }
+    }
+    app.send(&alice, &conversation, "ready").await;
+    while bob_ws.next_data("m").await["messageEvents"]["message"]["body"] != "ready" {}
     (app, alice, conversation, bob_ws)
 }
 
@@ -245,8 +252,12 @@ async fn every_resumable_subscription_refuses_cursors_from_the_future_or_other_d
             cursor_parts(&since)
         );
     }
-    // messageEvents(since), as it always did.
+    // messageEvents(since): positions (transaction, row) past the log, and the older cursors
+    // that named a row alone.
     for since in [
+        make_cursor("e", &[epoch, 1 << 60, 1]),
+        make_cursor("e", &[epoch, 0, 1_000_000]),
+        make_cursor("e", &[other_epoch, 0, 1]),
         make_cursor("e", &[epoch, 1_000_000]),
         make_cursor("e", &[other_epoch, 1]),
     ] {

@@ -1,0 +1,168 @@
+//! Live delivery of conversation changes in log order, with no gap.
+//!
+//! Message events reach an instance from writers on it and, through Redis, on the others. Their
+//! arrival order is not the log's: two transactions publish after their commits in either order,
+//! an instance may die between its commit and its publish, Redis may drop a message. So the bus
+//! is only a hint here. Each instance keeps one position, the last change it handed to its
+//! subscriptions, and hands them changes strictly in log order ([`Position`]):
+//!
+//! - an event that is exactly the next position is handed on at once (SQLite: change-log ids have
+//!   no holes, one writer commits them in order, so "the next" is `id + 1`);
+//! - anything else (on PostgreSQL, every event: transaction ids have holes) wakes a reader that
+//!   reads the settled log after the position from the database (`messages::log_after`: only
+//!   rows no running transaction can precede) and hands those on in order;
+//! - the reader also looks every [`POLL`] and on every resync, so a change whose announcement was
+//!   lost still arrives.
+//!
+//! Why this is gapless: the position only moves to a change handed on, in increasing order; a
+//! change read from the database is settled, so no change before it can commit later; a change
+//! taken as "the next" has no change between it and the position. A subscription registered
+//! before it reads the position ([`Delivery::position`]) receives every change after it: the
+//! position moves before a change is handed on, under one lock, so a change after the position
+//! read is handed on after the subscription was registered. Resuming (`since`) replays the same
+//! settled order from the database, and the live part skips what the replay delivered by position.
+use std::{
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    chat::messages,
+    error::AppResult,
+    events::{Envelope, Event, EventBus, Position},
+};
+
+/// How often the reader looks at the log when nothing woke it: the longest a change whose
+/// announcement was lost (its instance died after the commit, Redis dropped it) waits, when no
+/// later change wakes the reader first.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// How many changes one read takes.
+const BATCH: u64 = 500;
+
+/// This instance's ordered feed of conversation changes to its subscriptions.
+pub struct Delivery {
+    bus: EventBus,
+    db: DatabaseConnection,
+    /// Whether change-log ids have no holes (SQLite), so that the next change is known by its id.
+    dense: bool,
+    /// The last change handed to the subscriptions.
+    position: Mutex<Position>,
+    wake: Arc<Notify>,
+}
+
+impl Delivery {
+    /// Starts at the last settled change: takes the bus's message events, and reads the log on
+    /// `tasks` until `shutdown`.
+    pub async fn start(
+        db: DatabaseConnection,
+        bus: EventBus,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        if let Some((logged, next)) = messages::positions_from_elsewhere(&db).await? {
+            anyhow::bail!(
+                "the change log holds transaction ids up to {logged}, ahead of this PostgreSQL \
+                 cluster's next one ({next}): the database was restored into another cluster. \
+                 Run `UPDATE conversation_events SET tx = 0` on it once, then start again"
+            );
+        }
+        let position = messages::latest_position(&db).await?;
+        let dense = db.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        let delivery = Arc::new(Self {
+            bus: bus.clone(),
+            db,
+            dense,
+            position: Mutex::new(position),
+            wake: Arc::new(Notify::new()),
+        });
+        let weak = Arc::downgrade(&delivery);
+        bus.sequence_messages(move |envelope| {
+            if let Some(delivery) = weak.upgrade() {
+                delivery.offer(envelope);
+            }
+        });
+        tasks.spawn(read(
+            Arc::downgrade(&delivery),
+            delivery.wake.clone(),
+            shutdown,
+        ));
+        Ok(delivery)
+    }
+
+    /// The last change handed to the subscriptions: a subscription registered on the bus before
+    /// asking receives every change after it.
+    pub fn position(&self) -> Position {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Position> {
+        self.position.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An event from the bus: handed on if it is the next change, else a reason to read the log.
+    fn offer(&self, envelope: &Arc<Envelope>) {
+        if let Event::Message { position, .. } = envelope.event {
+            let mut last = self.lock();
+            if position <= *last {
+                return;
+            }
+            if self.dense && position.tx == last.tx && Some(position.id) == last.id.checked_add(1) {
+                // Moved before handing on, under the lock: see the module's note.
+                *last = position;
+                self.bus.route(envelope.clone());
+                return;
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Hands on every settled change after the position, in order.
+    async fn catch_up(&self) -> AppResult<()> {
+        loop {
+            let after = self.position();
+            let batch = messages::log_after(&self.db, after, BATCH).await?;
+            let full = batch.len() as u64 == BATCH;
+            {
+                let mut last = self.lock();
+                for envelope in batch {
+                    let Event::Message { position, .. } = envelope.event else {
+                        continue;
+                    };
+                    // Changes handed on meanwhile as "the next" are not handed on again.
+                    if position > *last {
+                        *last = position;
+                        self.bus.route(Arc::new(envelope));
+                    }
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The reader: reads the log when woken, every [`POLL`] otherwise, until `shutdown` or until the
+/// instance is gone.
+async fn read(delivery: Weak<Delivery>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        {
+            let Some(delivery) = delivery.upgrade() else {
+                return;
+            };
+            if let Err(err) = delivery.catch_up().await {
+                tracing::warn!(error = %err, "reading the change log failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
