@@ -5,6 +5,7 @@ mod connection;
 mod durable;
 mod loaders;
 mod mutation;
+mod node;
 mod plain;
 mod query;
 mod rooms;

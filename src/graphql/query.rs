@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, Object, Result};
 use super::{
     ContextExt,
     connection::Listing,
+    node::{self, Node},
     types::{
         AuditEntry, Conversation, ConversationKind, Message, Notification, Session, User, load_user,
     },
@@ -91,6 +92,42 @@ impl Query {
         ctx.viewer()?;
         let id = ids::decode(Kind::User, &id)?;
         load_user(ctx, id).await
+    }
+
+    /// Any object by its id (Relay's Global Object Identification): a User, Conversation, Message
+    /// or Notification. Checked as that kind's own lookup is: a user that does not exist is null;
+    /// a conversation the viewer is not in, a message of one, or someone else's notification is
+    /// null with NOT_FOUND, exactly as if it did not exist. A malformed id, or one of a kind that
+    /// is no node (a session), is BAD_USER_INPUT.
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "An id as the API hands it out (`usr_…`, `cnv_…`, `msg_…`, `ntf_…`).")]
+        id: ID,
+    ) -> Result<Option<Node>> {
+        ctx.viewer()?;
+        let wanted = node::parse_ids(std::slice::from_ref(&id))?;
+        match node::lookup(ctx, &wanted).await?.pop().flatten() {
+            Some(found) => found.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Several objects by id, in the order asked (an id may repeat). Each entry is what
+    /// `node(id:)` answers for its id: null where that is null, and for a NOT_FOUND the error is
+    /// reported at the entry's index (`["nodes", i]`) while the others resolve. Users,
+    /// conversations, messages and notifications are each read in one batch.
+    async fn nodes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most 100 ids (BAD_USER_INPUT beyond, or if any is malformed or names no node)."
+        )]
+        ids: Vec<ID>,
+    ) -> Result<Vec<node::Lookup>> {
+        ctx.viewer()?;
+        let wanted = node::parse_ids(&ids)?;
+        node::lookup(ctx, &wanted).await
     }
 
     /// Users whose username or display name contains `search`, case-insensitively.

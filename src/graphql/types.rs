@@ -119,7 +119,7 @@ impl User {
 #[Object]
 impl User {
     /// Opaque and stable (`usr_…`).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::User, self.0.id)
     }
 
@@ -261,7 +261,7 @@ impl Conversation {
 #[Object]
 impl Conversation {
     /// Opaque and stable (`cnv_…`).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Conversation, self.0.id)
     }
 
@@ -447,7 +447,7 @@ pub async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>>
 #[Object]
 impl Message {
     /// Opaque and stable (`msg_…`).
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Message, self.0.id)
     }
 
@@ -777,7 +777,7 @@ pub struct Notification(pub entity::notification::Model);
 #[Object]
 impl Notification {
     /// Opaque and stable (`ntf_…`); pass it to `markNotificationsRead`.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Notification, self.0.id)
     }
 
