@@ -31,7 +31,8 @@ use crate::{
 // GraphQL specification and every tool use (`Query`, `Mutation`, `Subscription`). A doc comment
 // on a schema type is its description in the SDL, written for the API's clients.
 /// Everything that changes something. All but `register` and `login` need a signed-in viewer
-/// (`Authorization: Bearer <token>`); the answer is the changed object, read as the viewer sees it.
+/// (`Authorization: Bearer <token>`; UNAUTHENTICATED otherwise). Most answer with the changed
+/// object as the viewer now sees it.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
 pub struct Mutation(mutation::CoreMutation, rooms::RoomMutation);
