@@ -59,6 +59,23 @@ pub fn decode(kind: Kind, id: &ID) -> Result<i64, AppError> {
         })
 }
 
+/// Parses a public id of any kind: the kind is read from its prefix. BAD_USER_INPUT for anything
+/// [`encode`] would not have written.
+pub fn decode_any(id: &ID) -> Result<(Kind, i64), AppError> {
+    const KINDS: [Kind; 5] = [
+        Kind::User,
+        Kind::Conversation,
+        Kind::Message,
+        Kind::Notification,
+        Kind::Session,
+    ];
+    KINDS
+        .into_iter()
+        .find(|kind| id.starts_with(kind.prefix()))
+        .and_then(|kind| decode(kind, id).ok().map(|n| (kind, n)))
+        .ok_or_else(|| AppError::bad_input(format!("`{}` is not a valid id", quote(id.as_str()))))
+}
+
 /// A number as `i64::to_string` spells it, without a sign: digits only, no leading zero (but `0`
 /// itself), within `i64`.
 fn canonical_number(digits: &str) -> Option<i64> {
@@ -142,6 +159,18 @@ mod tests {
         assert_eq!(id.as_str(), "msg_42");
         assert_eq!(decode(Kind::Message, &id).unwrap(), 42);
         assert!(decode(Kind::User, &id).is_err());
+    }
+
+    #[test]
+    fn ids_of_any_kind_are_read_by_their_prefix() {
+        assert_eq!(
+            decode_any(&encode(Kind::Notification, 7)).unwrap(),
+            (Kind::Notification, 7)
+        );
+        assert_eq!(decode_any(&ID("usr_3".into())).unwrap(), (Kind::User, 3));
+        for bad in ["", "usr_", "usr_01", "xyz_1", "1", "msg_1 "] {
+            assert!(decode_any(&ID(bad.into())).is_err(), "{bad}");
+        }
     }
 
     #[test]

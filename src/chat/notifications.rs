@@ -527,6 +527,26 @@ pub fn envelope(rows: Vec<notification::Model>) -> Option<Envelope> {
     Some(Envelope::new(recipients, Event::Notifications { rows }))
 }
 
+/// Those of `ids` that are the user's own notifications, by id: anyone else's are left out, so
+/// a caller cannot tell them from notifications that do not exist.
+pub async fn own_by_ids(
+    db: &DatabaseConnection,
+    user_id: i64,
+    ids: &[i64],
+) -> AppResult<HashMap<i64, notification::Model>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(notification::Entity::find()
+        .filter(notification::Column::Id.is_in(ids.iter().copied()))
+        .filter(notification::Column::UserId.eq(user_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|n| (n.id, n))
+        .collect())
+}
+
 /// A user's notifications, most recently updated first. Positions are (updated µs, id).
 pub async fn list(
     db: &DatabaseConnection,

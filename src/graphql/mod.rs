@@ -1,9 +1,11 @@
 //! The GraphQL transport: schema assembly, the Query / Mutation / Subscription roots, object types
 //! and DataLoaders. Resolvers parse their arguments and call into `chat`.
 mod api;
+mod connection;
 mod durable;
 mod loaders;
 mod mutation;
+mod node;
 mod plain;
 mod query;
 mod rooms;
@@ -16,8 +18,8 @@ use async_graphql::{Context, MergedObject, Schema};
 
 pub use api::Api;
 pub use loaders::Loaders;
-use query::QueryRoot;
-use subscription::SubscriptionRoot;
+use query::Query;
+use subscription::Subscription;
 
 use crate::{
     AppState,
@@ -25,13 +27,18 @@ use crate::{
     error::AppResult,
 };
 
-/// Every mutation: the core ones and the room ones, under the one root type clients know.
+// The core mutations and the room ones, merged under one root. The roots carry the names the
+// GraphQL specification and every tool use (`Query`, `Mutation`, `Subscription`). A doc comment
+// on a schema type is its description in the SDL, written for the API's clients.
+/// Everything that changes something. All but `register` and `login` need a signed-in viewer
+/// (`Authorization: Bearer <token>`; UNAUTHENTICATED otherwise). Most answer with the changed
+/// object as the viewer now sees it.
 #[derive(MergedObject, Default)]
-#[graphql(name = "MutationRoot")]
-pub struct MutationRoot(mutation::MutationRoot, rooms::RoomMutation);
+#[graphql(name = "Mutation")]
+pub struct Mutation(mutation::CoreMutation, rooms::RoomMutation);
 
 /// The executable schema.
-pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// How deep a query may nest before it is refused.
 pub const MAX_DEPTH: usize = 16;
@@ -51,7 +58,7 @@ pub fn build_api(state: AppState) -> Api {
     };
     // No schema extensions: an extension runs on every field and every subscription item (see
     // `api`).
-    let mut builder = Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+    let mut builder = Schema::build(Query, Mutation::default(), Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
@@ -72,7 +79,7 @@ pub fn build_api(state: AppState) -> Api {
 
 /// The SDL that `palaver schema` prints and `schema.graphql` holds.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+    Schema::build(Query, Mutation::default(), Subscription)
         .finish()
         .sdl()
 }

@@ -20,8 +20,9 @@ use crate::{
     limits::{Budget, ClientAddr},
 };
 
+/// The core mutations; merged with the room ones into the `Mutation` root (`graphql/mod.rs`).
 #[derive(Default)]
-pub struct MutationRoot;
+pub struct CoreMutation;
 
 /// A new account.
 #[derive(InputObject)]
@@ -39,23 +40,34 @@ pub struct RegisterInput {
 /// `file`, or both.
 #[derive(InputObject)]
 pub struct SendMessageInput {
+    /// A conversation the viewer belongs to (`cnv_…`; NOT_FOUND otherwise).
     pub conversation_id: Option<ID>,
+    /// A user to write to directly (`usr_…`): their direct conversation with the viewer, started
+    /// on first use. FORBIDDEN if they have blocked the viewer.
     pub recipient_id: Option<ID>,
-    /// Required unless a file is attached.
+    /// The text: up to 4000 characters by default (the server's `PALAVER_MAX_MESSAGE_CHARS`), no
+    /// control characters but newlines and tabs. Required unless a file is attached; with a file
+    /// it is the caption, and a blank one is no caption.
     pub body: Option<String>,
+    /// A message of the same conversation that this one answers (`msg_…`).
     pub reply_to_id: Option<ID>,
     /// A file, sent as a GraphQL multipart request. Its content decides the message kind (IMAGE,
     /// VIDEO, AUDIO, DOCUMENT, ARCHIVE or FILE).
     pub file: Option<Upload>,
-    /// Makes the send idempotent: a retry with the same id returns the first message.
+    /// 1–64 printable characters of the sender's choosing that make the send idempotent: a retry
+    /// with the same id returns the first message instead of sending a second.
     pub client_message_id: Option<String>,
 }
 
-// Named apart from the merged root in `graphql/mod.rs`, which clients see as `MutationRoot`.
-#[Object(name = "CoreMutation")]
-impl MutationRoot {
+#[Object]
+impl CoreMutation {
     /// Creates an account and signs it in.
-    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new account's username, password and display name.")]
+        input: RegisterInput,
+    ) -> Result<AuthPayload> {
         let state = ctx.state();
         let (user, token) = users::register(
             &state.db,
@@ -72,7 +84,10 @@ impl MutationRoot {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        username: String,
+        #[graphql(desc = "The account's username, in any letter case.")] username: String,
+        #[graphql(
+            desc = "The account's password. A wrong one (or an unknown username) is UNAUTHENTICATED; repeated failures are RATE_LIMITED."
+        )]
         password: String,
     ) -> Result<AuthPayload> {
         let state = ctx.state();
@@ -119,7 +134,12 @@ impl MutationRoot {
 
     /// Signs out one of the viewer's own sessions (NOT_FOUND for any other id). Revoking the
     /// current session is the same as `logout`.
-    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn revoke_session(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "One of the viewer's sessions (`ses_…`), as `sessions` lists them.")]
+        id: ID,
+    ) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let token_id = ids::decode(Kind::Session, &id)?;
         let state = ctx.state();
@@ -139,7 +159,8 @@ impl MutationRoot {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        current_password: String,
+        #[graphql(desc = "The password in force now.")] current_password: String,
+        #[graphql(desc = "At least 8 characters, mixing letters with digits or symbols.")]
         new_password: String,
     ) -> Result<bool> {
         let viewer = ctx.viewer()?;
@@ -170,7 +191,11 @@ impl MutationRoot {
     /// conversation), nor add the viewer to a room (FORBIDDEN); their typing and presence are
     /// hidden from the viewer, and the viewer's presence reads OFFLINE to them. Rooms both are
     /// in are unaffected. Blocking someone already blocked is not an error.
-    async fn block_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+    async fn block_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user to block (`usr_…`; not the viewer).")] user_id: ID,
+    ) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let blocked = ids::decode(Kind::User, &user_id)?;
@@ -180,7 +205,11 @@ impl MutationRoot {
     }
 
     /// Lifts a block (not an error if there was none).
-    async fn unblock_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+    async fn unblock_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A user the viewer blocked (`usr_…`).")] user_id: ID,
+    ) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let blocked = ids::decode(Kind::User, &user_id)?;
@@ -190,7 +219,11 @@ impl MutationRoot {
     }
 
     /// Sends a message.
-    async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
+    async fn send_message(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Where the message goes and what it carries.")] input: SendMessageInput,
+    ) -> Result<Message> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let user_key = viewer.user_id.to_string();
@@ -249,7 +282,16 @@ impl MutationRoot {
     }
 
     /// Replaces the body of one's own message.
-    async fn edit_message(&self, ctx: &Context<'_>, id: ID, body: String) -> Result<Message> {
+    async fn edit_message(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "One of the viewer's own messages (`msg_…`), not deleted. Anyone else's is FORBIDDEN; one the viewer cannot see is NOT_FOUND."
+        )]
+        id: ID,
+        #[graphql(desc = "The new text, under the same rules as `SendMessageInput.body`.")]
+        body: String,
+    ) -> Result<Message> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let id = ids::decode(Kind::Message, &id)?;
@@ -258,7 +300,14 @@ impl MutationRoot {
     }
 
     /// Deletes one's own message (soft: it stays in history with its content hidden).
-    async fn delete_message(&self, ctx: &Context<'_>, id: ID) -> Result<Message> {
+    async fn delete_message(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "One of the viewer's own messages (`msg_…`). Anyone else's is FORBIDDEN; one the viewer cannot see is NOT_FOUND."
+        )]
+        id: ID,
+    ) -> Result<Message> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Message, &id)?;
         Ok(Message(messages::delete(ctx.state(), viewer, id).await?))
@@ -268,7 +317,10 @@ impl MutationRoot {
     async fn mark_read(
         &self,
         ctx: &Context<'_>,
-        conversation_id: ID,
+        #[graphql(desc = "A conversation the viewer belongs to (`cnv_…`).")] conversation_id: ID,
+        #[graphql(
+            desc = "The newest message read (`msg_…`, of this conversation); left out, the whole conversation is read."
+        )]
         up_to_message_id: Option<ID>,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
@@ -283,7 +335,10 @@ impl MutationRoot {
     async fn set_typing(
         &self,
         ctx: &Context<'_>,
-        conversation_id: ID,
+        #[graphql(desc = "A conversation the viewer belongs to (`cnv_…`).")] conversation_id: ID,
+        #[graphql(
+            desc = "True while typing (repeat every few seconds: an indicator lapses by itself about 6 seconds after the last call), false to clear it at once."
+        )]
         is_typing: bool,
     ) -> Result<bool> {
         let viewer = ctx.viewer()?;
@@ -302,8 +357,8 @@ impl MutationRoot {
     async fn mute_conversation(
         &self,
         ctx: &Context<'_>,
-        conversation_id: ID,
-        #[graphql(default = true)] muted: bool,
+        #[graphql(desc = "A conversation the viewer belongs to (`cnv_…`).")] conversation_id: ID,
+        #[graphql(default = true, desc = "True to mute, false to unmute.")] muted: bool,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
@@ -314,7 +369,11 @@ impl MutationRoot {
 
     /// Marks some of one's own notifications read; returns how many were unread. Naming anyone
     /// else's is NOT_FOUND and changes nothing.
-    async fn mark_notifications_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<u64> {
+    async fn mark_notifications_read(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The viewer's own notifications (`ntf_…`), at most 500.")] ids: Vec<ID>,
+    ) -> Result<u64> {
         let viewer = ctx.viewer()?;
         let ids = ids
             .iter()

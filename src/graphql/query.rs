@@ -1,8 +1,10 @@
 //! Read operations.
-use async_graphql::{Context, ID, Object, Result, connection::Connection};
+use async_graphql::{Context, ID, Object, Result};
 
 use super::{
     ContextExt,
+    connection::Listing,
+    node::{self, Node},
     types::{
         AuditEntry, Conversation, ConversationKind, Message, Notification, Session, User, load_user,
     },
@@ -17,22 +19,8 @@ use crate::{
     ids::{self, CursorKind, Kind},
 };
 
-pub struct QueryRoot;
-
-/// A Relay connection from a page, with a cursor for each row.
-pub fn connection<T, N: async_graphql::OutputType>(
-    page: Page<T>,
-    cursor: impl Fn(&T) -> String,
-    node: impl Fn(T) -> N,
-) -> Connection<String, N> {
-    let mut conn = Connection::new(page.has_previous, page.has_next);
-    conn.edges.extend(
-        page.items
-            .into_iter()
-            .map(|row| async_graphql::connection::Edge::new(cursor(&row), node(row))),
-    );
-    conn
-}
+/// The query root.
+pub struct Query;
 
 fn message_page_request(
     first: Option<i32>,
@@ -48,16 +36,18 @@ fn message_page_request(
     PageRequest::new(first, seq(after)?, last, seq(before)?, Direction::Backward)
 }
 
-fn message_connection(page: Page<entity::message::Model>) -> Connection<String, Message> {
-    connection(
+fn message_connection(page: Page<entity::message::Model>) -> Listing<Message> {
+    Listing::of(
         page,
         |m| ids::cursor(CursorKind::Message, &[m.seq]),
         Message,
     )
 }
 
+/// Everything that can be read. Every field needs a signed-in viewer (`Authorization: Bearer
+/// <token>`; UNAUTHENTICATED otherwise) and shows only what that viewer may see.
 #[Object]
-impl QueryRoot {
+impl Query {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
         let viewer = ctx.viewer()?;
@@ -94,27 +84,76 @@ impl QueryRoot {
     }
 
     /// A user by id (null if there is none).
-    async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's id (`usr_…`).")] id: ID,
+    ) -> Result<Option<User>> {
         ctx.viewer()?;
         let id = ids::decode(Kind::User, &id)?;
         load_user(ctx, id).await
+    }
+
+    /// Any object by its id (Relay's Global Object Identification): a User, Conversation, Message
+    /// or Notification. Checked as that kind's own lookup is: a user that does not exist is null;
+    /// a conversation the viewer is not in, a message of one, or someone else's notification is
+    /// null with NOT_FOUND, exactly as if it did not exist. A malformed id, or one of a kind that
+    /// is no node (a session), is BAD_USER_INPUT.
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "An id as the API hands it out (`usr_…`, `cnv_…`, `msg_…`, `ntf_…`).")]
+        id: ID,
+    ) -> Result<Option<Node>> {
+        ctx.viewer()?;
+        let wanted = node::parse_ids(std::slice::from_ref(&id))?;
+        match node::lookup(ctx, &wanted).await?.pop().flatten() {
+            Some(found) => found.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Several objects by id, in the order asked (an id may repeat). Each entry is what
+    /// `node(id:)` answers for its id: null where that is null, and for a NOT_FOUND the error is
+    /// reported at the entry's index (`["nodes", i]`) while the others resolve. Users,
+    /// conversations, messages and notifications are each read in one batch.
+    async fn nodes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "At most 100 ids (BAD_USER_INPUT beyond, or if any is malformed or names no node)."
+        )]
+        ids: Vec<ID>,
+    ) -> Result<Vec<node::Lookup>> {
+        ctx.viewer()?;
+        let wanted = node::parse_ids(&ids)?;
+        node::lookup(ctx, &wanted).await
     }
 
     /// Users whose username or display name contains `search`, case-insensitively.
     async fn users(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "Part of a username or display name to look for, case-insensitively; at most 64 characters. Left out or blank, every user is listed."
+        )]
         search: Option<String>,
+        #[graphql(
+            desc = "How many to return: 0 to 100 (BAD_USER_INPUT beyond), 50 when left out."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "Start after this `cursor` (an edge's, or `pageInfo.endCursor`) from an earlier page of this same list; a cursor from any other list is BAD_USER_INPUT."
+        )]
         after: Option<String>,
-    ) -> Result<Connection<String, User>> {
+    ) -> Result<Listing<User>> {
         ctx.viewer()?;
         let first = page_size("first", first)?.unwrap_or(DEFAULT_PAGE);
         let after = after
             .map(|c| ids::decode_cursor(CursorKind::Row, &c, 1).map(|v| v[0]))
             .transpose()?;
         let page = users::search(&ctx.state().db, search.as_deref(), after, first).await?;
-        Ok(connection(
+        Ok(Listing::of(
             page,
             |u| ids::cursor(CursorKind::Row, &[u.id]),
             User::new,
@@ -125,10 +164,19 @@ impl QueryRoot {
     async fn conversations(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "Only direct conversations (DIRECT) or only rooms (ROOM); both when left out."
+        )]
         kind: Option<ConversationKind>,
+        #[graphql(
+            desc = "How many to return: 0 to 100 (BAD_USER_INPUT beyond), 50 when left out."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "Start after this `cursor` (an edge's, or `pageInfo.endCursor`) from an earlier page of this same list; a cursor from any other list is BAD_USER_INPUT."
+        )]
         after: Option<String>,
-    ) -> Result<Connection<String, Conversation>> {
+    ) -> Result<Listing<Conversation>> {
         let viewer = ctx.viewer()?;
         let first = page_size("first", first)?.unwrap_or(DEFAULT_PAGE);
         let after = after
@@ -142,7 +190,7 @@ impl QueryRoot {
             first,
         )
         .await?;
-        Ok(connection(
+        Ok(Listing::of(
             page,
             |c| {
                 ids::cursor(
@@ -155,7 +203,11 @@ impl QueryRoot {
     }
 
     /// A conversation the viewer belongs to. Others are NOT_FOUND, whether or not they exist.
-    async fn conversation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Conversation>> {
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The conversation's id (`cnv_…`).")] id: ID,
+    ) -> Result<Option<Conversation>> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &id)?;
         let (conversation, _) =
@@ -167,6 +219,7 @@ impl QueryRoot {
     async fn direct_conversation(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The other person's id (`usr_…`); NOT_FOUND if there is no such user.")]
         user_id: ID,
     ) -> Result<Option<Conversation>> {
         let viewer = ctx.viewer()?;
@@ -185,12 +238,27 @@ impl QueryRoot {
     async fn messages(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "A conversation the viewer belongs to (`cnv_…`); any other is NOT_FOUND."
+        )]
         conversation_id: ID,
+        #[graphql(
+            desc = "Page forward: how many messages to return after `after` (or from the oldest): 0 to 100. Give `first` or `last`, not both; with neither, the newest 50."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "Page forward from this `cursor` (an edge's, or `pageInfo.endCursor`) of this same conversation's messages: the page starts with the next newer message."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "Page backward: how many messages to return before `before` (or the newest): 0 to 100."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "Page backward from this `cursor` (an edge's, or `pageInfo.startCursor`) of this same conversation's messages: the page ends with the next older message."
+        )]
         before: Option<String>,
-    ) -> Result<Connection<String, Message>> {
+    ) -> Result<Listing<Message>> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
         let request = message_page_request(first, after, last, before)?;
@@ -203,12 +271,25 @@ impl QueryRoot {
     async fn history(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The other person's id (`usr_…`); NOT_FOUND if there is no such user.")]
         user_id: ID,
+        #[graphql(
+            desc = "Page forward: how many messages to return after `after` (or from the oldest): 0 to 100. Give `first` or `last`, not both; with neither, the newest 50."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "Page forward from this `cursor` (an edge's, or `pageInfo.endCursor`) of this same conversation's messages: the page starts with the next newer message."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "Page backward: how many messages to return before `before` (or the newest): 0 to 100."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "Page backward from this `cursor` (an edge's, or `pageInfo.startCursor`) of this same conversation's messages: the page ends with the next older message."
+        )]
         before: Option<String>,
-    ) -> Result<Connection<String, Message>> {
+    ) -> Result<Listing<Message>> {
         let viewer = ctx.viewer()?;
         let other = ids::decode(Kind::User, &user_id)?;
         let request = message_page_request(first, after, last, before)?;
@@ -220,7 +301,7 @@ impl QueryRoot {
             Some(conversation) => Ok(message_connection(
                 messages::page(db, conversation.id, request).await?,
             )),
-            None => Ok(Connection::new(false, false)),
+            None => Ok(Listing::empty()),
         }
     }
 
@@ -228,10 +309,17 @@ impl QueryRoot {
     async fn notifications(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = false)] unread_only: bool,
+        #[graphql(default = false, desc = "Only notifications not yet marked read.")]
+        unread_only: bool,
+        #[graphql(
+            desc = "How many to return: 0 to 100 (BAD_USER_INPUT beyond), 50 when left out."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "Start after this `cursor` (an edge's, or `pageInfo.endCursor`) from an earlier page of this same list; a cursor from any other list is BAD_USER_INPUT."
+        )]
         after: Option<String>,
-    ) -> Result<Connection<String, Notification>> {
+    ) -> Result<Listing<Notification>> {
         let viewer = ctx.viewer()?;
         let first = page_size("first", first)?.unwrap_or(DEFAULT_PAGE);
         let after = after
@@ -239,7 +327,7 @@ impl QueryRoot {
             .transpose()?;
         let page =
             notifications::list(&ctx.state().db, viewer.user_id, unread_only, after, first).await?;
-        Ok(connection(
+        Ok(Listing::of(
             page,
             |n| {
                 ids::cursor(
@@ -261,16 +349,22 @@ impl QueryRoot {
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "How many to return: 0 to 100 (BAD_USER_INPUT beyond), 50 when left out."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "Start after this `cursor` (an edge's, or `pageInfo.endCursor`) from an earlier page of this same list; a cursor from any other list is BAD_USER_INPUT."
+        )]
         after: Option<String>,
-    ) -> Result<Connection<String, AuditEntry>> {
+    ) -> Result<Listing<AuditEntry>> {
         let viewer = ctx.viewer()?;
         let first = page_size("first", first)?.unwrap_or(DEFAULT_PAGE);
         let after = after
             .map(|c| ids::decode_cursor(CursorKind::Row, &c, 1).map(|v| v[0]))
             .transpose()?;
         let page = audit::list(&ctx.state().db, viewer, after, first).await?;
-        Ok(connection(
+        Ok(Listing::of(
             page,
             |e| ids::cursor(CursorKind::Row, &[e.id]),
             AuditEntry,

@@ -1,5 +1,5 @@
 //! Room mutations and the structured side of system messages. Kept apart from the core mutations so
-//! the room API reads as one piece; merged into the `MutationRoot` type in `graphql/mod.rs`.
+//! the room API reads as one piece; merged into the `Mutation` root in `graphql/mod.rs`.
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 
 use super::{
@@ -25,7 +25,9 @@ pub struct CreateRoomInput {
 /// Changes to a room's settings; leave a field out (or null) to keep it. An empty topic clears it.
 #[derive(InputObject)]
 pub struct UpdateRoomInput {
+    /// The new name: 1–100 characters (surrounding spaces are trimmed), no control characters.
     pub name: Option<String>,
+    /// The new topic: up to 500 characters; an empty or blank one removes the topic.
     pub topic: Option<String>,
 }
 
@@ -36,7 +38,11 @@ pub struct RoomMutation;
 #[Object]
 impl RoomMutation {
     /// Creates a room owned by the viewer, with the given members.
-    async fn create_room(&self, ctx: &Context<'_>, input: CreateRoomInput) -> Result<Conversation> {
+    async fn create_room(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The room's name, topic and first members.")] input: CreateRoomInput,
+    ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
         let new = NewRoom {
             name: RoomName::parse(&input.name)?,
@@ -59,7 +65,11 @@ impl RoomMutation {
     async fn update_room(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "A room the viewer belongs to (`cnv_…`); NOT_FOUND for a conversation the viewer is not in, BAD_USER_INPUT for a direct one."
+        )]
         room_id: ID,
+        #[graphql(desc = "What to change; fields left out stay as they are.")]
         input: UpdateRoomInput,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
@@ -77,8 +87,17 @@ impl RoomMutation {
     async fn add_member(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "A room the viewer belongs to (`cnv_…`); NOT_FOUND for a conversation the viewer is not in, BAD_USER_INPUT for a direct one."
+        )]
         room_id: ID,
+        #[graphql(
+            desc = "The user to add (`usr_…`); FORBIDDEN if they have blocked the viewer, CONFLICT if already a member."
+        )]
         user_id: ID,
+        #[graphql(
+            desc = "MEMBER (the default; owner and admins may add) or ADMIN (the owner only). OWNER is BAD_USER_INPUT: a room changes owner only by `transferOwnership`."
+        )]
         role: Option<MemberRole>,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
@@ -94,7 +113,13 @@ impl RoomMutation {
     async fn remove_member(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "A room the viewer belongs to (`cnv_…`); NOT_FOUND for a conversation the viewer is not in, BAD_USER_INPUT for a direct one."
+        )]
         room_id: ID,
+        #[graphql(
+            desc = "A member ranked below the viewer (`usr_…`): admins remove members, the owner removes anyone but themself."
+        )]
         user_id: ID,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
@@ -106,7 +131,14 @@ impl RoomMutation {
     }
 
     /// Leaves a room. The owner must transfer ownership first.
-    async fn leave_room(&self, ctx: &Context<'_>, room_id: ID) -> Result<bool> {
+    async fn leave_room(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A room the viewer belongs to (`cnv_…`); NOT_FOUND for a conversation the viewer is not in, BAD_USER_INPUT for a direct one."
+        )]
+        room_id: ID,
+    ) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         rooms::leave(ctx.state(), viewer, room_id).await?;
@@ -117,8 +149,12 @@ impl RoomMutation {
     async fn set_member_role(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "A room the viewer belongs to (`cnv_…`); NOT_FOUND for a conversation the viewer is not in, BAD_USER_INPUT for a direct one."
+        )]
         room_id: ID,
-        user_id: ID,
+        #[graphql(desc = "A member other than the owner (`usr_…`).")] user_id: ID,
+        #[graphql(desc = "ADMIN or MEMBER; OWNER is BAD_USER_INPUT (see `transferOwnership`).")]
         role: MemberRole,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
@@ -133,8 +169,11 @@ impl RoomMutation {
     async fn transfer_ownership(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "A room the viewer belongs to (`cnv_…`); NOT_FOUND for a conversation the viewer is not in, BAD_USER_INPUT for a direct one."
+        )]
         room_id: ID,
-        user_id: ID,
+        #[graphql(desc = "The member who becomes the owner (`usr_…`).")] user_id: ID,
     ) -> Result<Conversation> {
         let viewer = ctx.viewer()?;
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
@@ -148,13 +187,21 @@ impl RoomMutation {
 /// What a system message records.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum SystemEventKind {
+    /// The room was created (`actor`: its creator and first owner).
     RoomCreated,
+    /// `actor` added `target` to the room with `role`.
     MemberAdded,
+    /// `actor` removed `target` from the room.
     MemberRemoved,
+    /// `actor` left the room of their own accord.
     MemberLeft,
+    /// `actor` (the owner) changed `target`'s role to `role`.
     RoleChanged,
+    /// `actor` handed the room to `target`, who is now its OWNER; `actor` became an ADMIN.
     OwnershipTransferred,
+    /// `actor` renamed the room (the message's body has the new name).
     RoomRenamed,
+    /// `actor` changed or removed the room's topic.
     TopicChanged,
 }
 
@@ -184,6 +231,7 @@ pub struct SystemEvent {
 /// What a system message records: what happened, who did it, to whom, with which role.
 #[Object]
 impl SystemEvent {
+    /// What happened.
     async fn kind(&self) -> SystemEventKind {
         self.kind.into()
     }

@@ -618,9 +618,9 @@ mod tests {
             }
         }
         // At the root, where root fields are counted through the fragments.
-        let text = bomb("query { ...L0 }", "QueryRoot", 40, 10, "unreadCount");
+        let text = bomb("query { ...L0 }", "Query", 40, 10, "unreadCount");
         assert_eq!(check(&text), (too_complex(), too_complex()));
-        let text = bomb("query { ...L0 }", "QueryRoot", 2, 5, "unreadCount");
+        let text = bomb("query { ...L0 }", "Query", 2, 5, "unreadCount");
         assert_eq!(
             check(&text),
             (too_complex(), too_complex()),

@@ -341,13 +341,28 @@ mod tests {
     #[test]
     fn the_table_of_shared_fields_matches_the_schema() {
         let sdl = super::super::sdl();
-        let fields = |type_name: &str| -> Vec<(String, String)> {
-            let start = sdl
-                .find(&format!("type {type_name} {{"))
+        // A type's body in the SDL: from its `type Name` line (perhaps `implements ...`) to its
+        // closing brace, without the descriptions, which are prose.
+        let body_of = |type_name: &str| -> String {
+            let start = [" {", " implements"]
+                .iter()
+                .find_map(|end| sdl.find(&format!("\ntype {type_name}{end}")))
                 .unwrap_or_else(|| panic!("type {type_name} in the schema"));
-            let body = &sdl[start..];
-            let body = &body[..body.find("\n}").unwrap()];
-            body.lines()
+            let body = &sdl[start + 1..];
+            let mut in_description = false;
+            body[..body.find("\n}").unwrap()]
+                .lines()
+                .filter(|line| {
+                    let quotes = line.trim() == "\"\"\"";
+                    in_description ^= quotes;
+                    !quotes && !in_description
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let fields = |type_name: &str| -> Vec<(String, String)> {
+            body_of(type_name)
+                .lines()
                 .skip(1)
                 .filter_map(|line| {
                     let line = line.trim();
@@ -407,9 +422,7 @@ mod tests {
                 if let Some(leads_to) = resolved_per_viewer(type_name, &name) {
                     per_viewer += 1;
                     assert_eq!(same_for_every_viewer(type_name, &name), None, "{name}");
-                    let start = sdl.find(&format!("type {type_name} {{")).unwrap();
-                    let body = &sdl[start..];
-                    let body = &body[..body.find("\n}").unwrap()];
+                    let body = body_of(type_name);
                     assert!(
                         !body.contains(&format!("\t{name}(")),
                         "{type_name}.{name} takes arguments"

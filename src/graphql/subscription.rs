@@ -4,7 +4,7 @@
 //! nothing twice.
 use std::collections::{BTreeSet, HashSet};
 
-use async_graphql::{Context, ID, Result, Subscription};
+use async_graphql::{Context, ID, Result};
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
@@ -51,16 +51,26 @@ fn hold<S: Stream>(slot: Option<SlotGuard>, stream: S) -> impl Stream<Item = S::
     })
 }
 
-pub struct SubscriptionRoot;
+/// The subscription root.
+pub struct Subscription;
 
-#[Subscription]
-impl SubscriptionRoot {
+/// Live streams, over the WebSocket at `/graphql/ws` (`graphql-transport-ws`, or the legacy
+/// `graphql-ws`), signed in with the `connection_init` payload. Each shows only what its viewer
+/// may see at the time of the event.
+#[async_graphql::Subscription]
+impl Subscription {
     /// Messages created, edited and deleted, in one conversation or in all of the viewer's. Pass
     /// the `cursor` of the last event you saw as `since` to first receive everything after it.
     async fn message_events(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "One conversation the viewer belongs to (`cnv_…`; NOT_FOUND otherwise); left out, every conversation of the viewer, including ones joined later."
+        )]
         conversation_id: Option<ID>,
+        #[graphql(
+            desc = "The `cursor` of the last `MessageEvent` received: the events after it are replayed first, then live ones follow, none missed or repeated. A cursor this server's data did not hand out (another database, or ahead of it) is RESYNC_REQUIRED: reload, then subscribe without `since`."
+        )]
         since: Option<String>,
     ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>> {
         let viewer = ctx.viewer()?;
@@ -84,6 +94,9 @@ impl SubscriptionRoot {
     async fn typing(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "One conversation the viewer belongs to (`cnv_…`; NOT_FOUND otherwise); left out, every conversation of the viewer, including ones joined later."
+        )]
         conversation_id: Option<ID>,
     ) -> Result<impl Stream<Item = TypingEvent> + use<>> {
         let viewer = ctx.viewer()?;
@@ -128,7 +141,13 @@ impl SubscriptionRoot {
     async fn read_receipts(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "One conversation the viewer belongs to (`cnv_…`; NOT_FOUND otherwise); left out, every conversation of the viewer, including ones joined later."
+        )]
         conversation_id: Option<ID>,
+        #[graphql(
+            desc = "The `cursor` of the last `ReadReceiptEvent` received: every marker that moved after it is sent first, at its latest position."
+        )]
         since: Option<String>,
     ) -> Result<impl Stream<Item = ReadReceiptEvent> + use<>> {
         let viewer = ctx.viewer()?;
@@ -209,6 +228,9 @@ impl SubscriptionRoot {
     async fn notifications(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The `cursor` field of the last `Notification` received (not a page's edge cursor): every notification made or updated after it is sent first."
+        )]
         since: Option<String>,
     ) -> Result<impl Stream<Item = Notification> + use<>> {
         let viewer = ctx.viewer()?;
@@ -264,6 +286,9 @@ impl SubscriptionRoot {
     async fn presence(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "Up to 500 users to watch (`usr_…`); their current state comes first. Left out: everyone who shares a conversation with the viewer, changes only."
+        )]
         user_ids: Option<Vec<ID>>,
     ) -> Result<impl Stream<Item = PresenceEvent> + use<>> {
         let viewer = ctx.viewer()?;

@@ -30,8 +30,11 @@ pub struct Session {
     pub current: bool,
 }
 
+/// One of the viewer's signed-in sessions: a bearer token from `register` or `login` that is
+/// neither revoked nor expired. Only its owner sees it; the token itself is never shown again.
 #[Object]
 impl Session {
+    /// Opaque (`ses_…`); pass it to `revokeSession` to sign that session out.
     async fn id(&self) -> ID {
         ids::encode(Kind::Session, self.token.id)
     }
@@ -41,6 +44,7 @@ impl Session {
         self.token.created_at
     }
 
+    /// When the token stops working unless revoked sooner (by default 30 days after sign-in).
     async fn expires_at(&self) -> DateTime<Utc> {
         self.token.expires_at
     }
@@ -110,21 +114,27 @@ impl User {
     }
 }
 
+/// A person with an account. Every signed-in user may look up any other by id or search; what
+/// depends on the relationship (presence) says so.
 #[Object]
 impl User {
-    async fn id(&self) -> ID {
+    /// Opaque and stable (`usr_…`).
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::User, self.0.id)
     }
 
-    /// Unique, case-insensitively.
+    /// The name they sign in with: 3–32 letters, digits, `_`, `.` or `-`, unique regardless of
+    /// case, and what `@mentions` name.
     async fn username(&self, ctx: &Context<'_>) -> Result<&str> {
         Ok(&self.row(ctx).await?.username)
     }
 
+    /// The name to show: chosen at registration, the username when none was given.
     async fn display_name(&self, ctx: &Context<'_>) -> Result<&str> {
         Ok(&self.row(ctx).await?.display_name)
     }
 
+    /// When the account was registered.
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
@@ -177,7 +187,10 @@ pub async fn load_user(ctx: &Context<'_>, id: i64) -> Result<Option<User>> {
 /// Whether a conversation is between two people or a room.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationKind {
+    /// Between exactly two people, started by the first message from one to the other; it has
+    /// no name, roles or membership changes.
     Direct,
+    /// A named group with an owner, admins and members; see `createRoom`.
     Room,
 }
 
@@ -194,8 +207,11 @@ impl ConversationKind {
 /// A member's role in a conversation.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum MemberRole {
+    /// The one member who may do everything: change roles, add admins, transfer ownership.
     Owner,
+    /// A moderator: may rename the room, add and remove members, and delete others' messages.
     Admin,
+    /// May read and write, and leave.
     Member,
 }
 
@@ -240,12 +256,16 @@ impl Conversation {
     }
 }
 
+/// A direct conversation or a room, as its member the viewer sees it. Only members see a
+/// conversation at all; to anyone else it is NOT_FOUND, as if it did not exist.
 #[Object]
 impl Conversation {
-    async fn id(&self) -> ID {
+    /// Opaque and stable (`cnv_…`).
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Conversation, self.0.id)
     }
 
+    /// DIRECT or ROOM.
     async fn kind(&self, ctx: &Context<'_>) -> Result<ConversationKind> {
         Ok(
             if self.row(ctx).await?.kind == crate::chat::conversations::ROOM {
@@ -261,6 +281,8 @@ impl Conversation {
         Ok(self.row(ctx).await?.name.as_deref())
     }
 
+    /// The room's topic (up to 500 characters); null when none is set, and for direct
+    /// conversations.
     async fn topic(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         Ok(self.row(ctx).await?.topic.as_deref())
     }
@@ -290,6 +312,8 @@ impl Conversation {
         })
     }
 
+    /// Everyone in it now, with their role and read position: both people of a direct
+    /// conversation, every member of a room.
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Member>> {
         Ok(self
             .members_rows(ctx)
@@ -330,10 +354,13 @@ impl Conversation {
             .any(|m| m.user_id == viewer.user_id && m.muted))
     }
 
+    /// When anything last happened in it (a message sent, edited or deleted, a membership
+    /// change); the order of `Query.conversations`.
     async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.last_activity_at)
     }
 
+    /// When it was created (a direct conversation: with its first message).
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
@@ -354,12 +381,15 @@ impl Conversation {
 /// A user's place in a conversation.
 pub struct Member(pub member::Model);
 
+/// Someone's membership of a conversation: who, with which role, how far they have read.
 #[Object]
 impl Member {
+    /// The member.
     async fn user(&self) -> User {
         User::by_id(self.0.user_id)
     }
 
+    /// OWNER, ADMIN or MEMBER in a room; both people of a direct conversation are MEMBERs.
     async fn role(&self) -> MemberRole {
         Role::parse(&self.0.role).into()
     }
@@ -369,6 +399,7 @@ impl Member {
         self.0.last_read_at
     }
 
+    /// When they became a member.
     async fn joined_at(&self) -> DateTime<Utc> {
         self.0.joined_at
     }
@@ -377,12 +408,21 @@ impl Member {
 /// What a message carries.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum MessageKind {
+    /// Text only, no attachment.
     Text,
+    /// An image attachment (JPEG, PNG, GIF, WebP, ...). Attachment kinds are decided from the
+    /// file's content, not its name.
     Image,
+    /// A video attachment (MP4, WebM, MOV, ...).
     Video,
+    /// An audio attachment (MP3, Ogg, WAV, FLAC, ...).
     Audio,
+    /// A document attachment (PDF, office formats, plain text, CSV, ...).
     Document,
+    /// An archive attachment (ZIP, 7z, tar, gzip, ...).
     Archive,
+    /// An attachment of any other type, or whose content does not match the format its name
+    /// claims (served as `application/octet-stream`).
     File,
     /// Written by the server (membership changes and the like); has no sender.
     System,
@@ -402,12 +442,16 @@ pub async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>>
         .map(Message))
 }
 
+/// A message in a conversation, visible to the conversation's members only. Deleted messages
+/// stay in place with `deletedAt` set and their body and attachment hidden.
 #[Object]
 impl Message {
-    async fn id(&self) -> ID {
+    /// Opaque and stable (`msg_…`).
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Message, self.0.id)
     }
 
+    /// The conversation it was sent in.
     async fn conversation(&self) -> Conversation {
         Conversation::by_id(self.0.conversation_id)
     }
@@ -417,6 +461,7 @@ impl Message {
         self.0.sender_id.map(User::by_id)
     }
 
+    /// TEXT, SYSTEM, or the kind of its attachment (decided from the file's content).
     async fn kind(&self) -> MessageKind {
         match self.0.kind.as_str() {
             "IMAGE" => MessageKind::Image,
@@ -489,14 +534,17 @@ impl Message {
         })
     }
 
+    /// When it was sent.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
+    /// When its body was last changed by `editMessage`; null if never edited.
     async fn edited_at(&self) -> Option<DateTime<Utc>> {
         self.0.edited_at
     }
 
+    /// When it was deleted; null while it stands.
     async fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.0.deleted_at
     }
@@ -580,8 +628,11 @@ pub struct Attachment {
 /// What happened to a message.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum MessageEventKind {
+    /// A new message was sent.
     Created,
+    /// A message's body was changed; `message` has the new body.
     Edited,
+    /// A message was deleted; `message` has `deletedAt` set and no body.
     Deleted,
 }
 
@@ -603,8 +654,11 @@ pub struct MessageEvent {
     pub message: std::sync::Arc<message::Model>,
 }
 
+/// A change to a message in one of the viewer's conversations, in the order the conversation
+/// saw them.
 #[Object]
 impl MessageEvent {
+    /// Whether the message was created, edited or deleted.
     async fn kind(&self) -> MessageEventKind {
         self.kind
     }
@@ -617,6 +671,7 @@ impl MessageEvent {
         )
     }
 
+    /// The message as it is after the change.
     async fn message(&self) -> Message {
         Message(self.message.as_ref().clone())
     }
@@ -626,14 +681,18 @@ impl MessageEvent {
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct TypingEvent {
+    /// The conversation being typed in (`cnv_…`).
     pub conversation_id: ID,
     #[graphql(skip)]
     pub user_id: i64,
+    /// True when they started (or are still) typing; false when they stopped, sent, or their
+    /// indicator lapsed (about 6 seconds after their last `setTyping`).
     pub is_typing: bool,
 }
 
 #[ComplexObject]
 impl TypingEvent {
+    /// Who is typing (null if their account is gone).
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         load_user(ctx, self.user_id).await
     }
@@ -643,6 +702,7 @@ impl TypingEvent {
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct ReadReceiptEvent {
+    /// The conversation read (`cnv_…`).
     pub conversation_id: ID,
     #[graphql(skip)]
     pub conversation: i64,
@@ -650,6 +710,7 @@ pub struct ReadReceiptEvent {
     pub user_id: i64,
     /// The newest message now read (null if the conversation has no messages).
     pub up_to_message_id: Option<ID>,
+    /// When the marker moved.
     pub read_at: DateTime<Utc>,
 }
 
@@ -668,6 +729,7 @@ impl ReadReceiptEvent {
         )
     }
 
+    /// Whose marker moved (the viewer's own too, from another device).
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         load_user(ctx, self.user_id).await
     }
@@ -679,6 +741,7 @@ pub struct AuthPayload {
     pub user: user::Model,
 }
 
+/// A new session from `register` or `login`: the bearer token and the account it signs in.
 #[Object]
 impl AuthPayload {
     /// Send as `Authorization: Bearer <token>`. Shown once; the server keeps only its hash.
@@ -686,6 +749,7 @@ impl AuthPayload {
         &self.token
     }
 
+    /// The signed-in account.
     async fn user(&self) -> User {
         User::new(self.user.clone())
     }
@@ -702,19 +766,25 @@ pub enum NotificationKind {
     Reply,
     /// Someone wrote `@username` naming the viewer.
     Mention,
+    /// Someone added the viewer to a room (`conversation` is the room).
     RoomAdded,
+    /// Someone removed the viewer from a room (the room itself is no longer visible).
     RoomRemoved,
 }
 
 /// Something for the viewer to look at.
 pub struct Notification(pub entity::notification::Model);
 
+/// Something for the viewer to look at: a message, file, reply, mention or room change. Only its
+/// recipient ever sees it.
 #[Object]
 impl Notification {
-    async fn id(&self) -> ID {
+    /// Opaque and stable (`ntf_…`); pass it to `markNotificationsRead`.
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Notification, self.0.id)
     }
 
+    /// Why it was made.
     async fn kind(&self) -> NotificationKind {
         match self.0.kind.as_str() {
             "FILE" => NotificationKind::File,
@@ -736,6 +806,8 @@ impl Notification {
         self.0.count
     }
 
+    /// Whether the viewer marked it read (`markNotificationsRead`, `markAllNotificationsRead`),
+    /// or read the conversation past the message it is about.
     async fn is_read(&self) -> bool {
         self.0.is_read
     }
@@ -776,6 +848,7 @@ impl Notification {
         load_message(ctx, id).await
     }
 
+    /// When it was first made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -814,13 +887,16 @@ async fn viewer_is_member(ctx: &Context<'_>, conversation_id: i64) -> Result<boo
 /// Whether a user is connected.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum PresenceStatus {
+    /// Holds at least one live WebSocket connection, on any server instance.
     Online,
+    /// No live connection (a few seconds after the last one closed).
     Offline,
 }
 
 /// A user's presence.
 #[derive(SimpleObject)]
 pub struct Presence {
+    /// ONLINE or OFFLINE now.
     pub status: PresenceStatus,
     /// When their last connection closed (null while online, or if never seen).
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -832,12 +908,16 @@ pub struct Presence {
 pub struct PresenceEvent {
     #[graphql(skip)]
     pub user_id: i64,
+    /// Their status from now on.
     pub status: PresenceStatus,
+    /// When their last connection closed (null while online, if never seen, or if they have
+    /// blocked the viewer).
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 #[ComplexObject]
 impl PresenceEvent {
+    /// Whose status changed.
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         load_user(ctx, self.user_id).await
     }
@@ -846,12 +926,17 @@ impl PresenceEvent {
 /// One line of the audit log (visible to server administrators only).
 pub struct AuditEntry(pub entity::audit_entry::Model);
 
+/// One line of the audit log: a security-relevant action (sign-ins, sign-outs, password changes,
+/// edits and deletions, room changes, signed-URL downloads, admin grants). Server administrators
+/// only.
 #[Object]
 impl AuditEntry {
+    /// Opaque (`aud_…`).
     async fn id(&self) -> ID {
         ID(format!("aud_{}", self.0.id))
     }
 
+    /// When it happened.
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
     }
@@ -874,6 +959,8 @@ impl AuditEntry {
         self.0.target.as_deref()
     }
 
+    /// More about it, as free text: for room changes the system message's words, "by a
+    /// moderator" for a message someone else deleted; null if nothing more was recorded.
     async fn detail(&self) -> Option<&str> {
         self.0.detail.as_deref()
     }

@@ -565,7 +565,7 @@ async fn a_fragment_bomb_is_refused_at_once_without_a_token() {
     }
     // At the root, where root fields are counted through the fragments; and fragment cycles.
     for query in [
-        fragment_bomb("query{...L0}", "QueryRoot", 30, 10, "unreadCount"),
+        fragment_bomb("query{...L0}", "Query", 30, 10, "unreadCount"),
         "query{me{...A}} fragment A on User{id ...B} fragment B on User{...A}".to_owned(),
         "query{me{id}} fragment A on User{...A}".to_owned(),
     ] {

@@ -125,7 +125,8 @@ async fn a_fan_out_of_aliases_is_refused_before_anything_runs() {
     assert_eq!(app.statements().await, statements, "nothing was executed");
 
     // Root fields hidden in fragments count as well.
-    let query = "query { ...A ...A } fragment A on QueryRoot { me { id } unreadCount notificationUnreadCount }";
+    let query =
+        "query { ...A ...A } fragment A on Query { me { id } unreadCount notificationUnreadCount }";
     let response = app.gql(Some(&alice.token), query, json!({})).await;
     assert_eq!(
         error_code(&response),
@@ -133,7 +134,7 @@ async fn a_fan_out_of_aliases_is_refused_before_anything_runs() {
         "{response}"
     );
     // A fragment cycle neither hangs nor crashes the check: it is refused.
-    let query = "query { ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }";
+    let query = "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
     let response = app.gql(Some(&alice.token), query, json!({})).await;
     assert_eq!(
         error_code(&response),
@@ -199,10 +200,7 @@ async fn introspection_and_graphiql_are_on_by_default() {
     let response = app
         .gql(None, "{ __schema { queryType { name } } }", json!({}))
         .await;
-    assert_eq!(
-        response["data"]["__schema"]["queryType"]["name"],
-        "QueryRoot"
-    );
+    assert_eq!(response["data"]["__schema"]["queryType"]["name"], "Query");
     let page = app.http.get(app.url("/graphql")).send().await.unwrap();
     assert_eq!(page.status(), 200);
 }
@@ -218,7 +216,7 @@ async fn with_introspection_and_graphiql_switched_off_both_are_refused() {
         "{ __schema { types { name } } }",
         "{ __type(name: \"User\") { fields { name } } }",
         "{ me { id ...F } } fragment F on User { __type(name: \"User\") { name } }",
-        "{ me { id } } fragment F on QueryRoot { __schema { queryType { name } } }",
+        "{ me { id } } fragment F on Query { __schema { queryType { name } } }",
     ] {
         let response = app.gql(Some(&alice.token), query, json!({})).await;
         assert_eq!(

@@ -16,6 +16,7 @@ mod durability;
 mod files;
 mod limits;
 mod messages;
+mod nodes;
 mod notifications;
 mod ordering;
 mod pagination;
