@@ -1,5 +1,8 @@
-//! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET for GraphiQL),
-//! `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+//! The HTTP surface: `/graphql` (GraphQL over HTTP: POST to execute, JSON or a multipart upload;
+//! GET for queries, and GraphiQL for a browser), `/graphql/ws` for subscriptions,
+//! `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+mod graphql_over_http;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{
@@ -13,13 +16,13 @@ use async_graphql::{
         ALL_WEBSOCKET_PROTOCOLS, ClientMessage, GraphiQLSource, MultipartOptions,
         WebSocketProtocols, WsMessage, receive_batch_body,
     },
+    parser::types::OperationType,
 };
-use async_graphql_axum::GraphQLResponse;
 use axum::{
     Router,
     body::Body,
     extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
@@ -31,6 +34,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+use self::graphql_over_http::{Accept, GetParams, MediaType};
 use crate::{
     AppState,
     auth::{self, Auth, Viewer},
@@ -66,7 +70,7 @@ pub fn router(state: AppState) -> Router {
     let api = build_api(state.clone());
     let body_limit = (state.config.max_upload_bytes as usize).saturating_add(MAX_JSON_BODY);
     let router = Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphql/ws", get(websocket))
         // `get` also answers HEAD; the handler then skips reading the store.
         .route("/files/{message_id}", get(files::download::download))
@@ -168,18 +172,100 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
     auth::authenticate(&state.db, &state.tokens, token).await
 }
 
+/// `POST /graphql`: a JSON body or a multipart upload, answered in the media type `Accept` asks for.
 async fn graphql(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let media = Accept::from_headers(&headers).media;
+    if !graphql_over_http::readable_content_type(&headers) {
+        return graphql_over_http::error_response(
+            media,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "a GraphQL request is sent as `application/json`, or as `multipart/form-data` \
+             with a file"
+                .into(),
+        );
+    }
     let request = match read_request(&state.app, &headers, body).await {
         Ok(request) => request,
-        Err(err) => return rejection_response(err),
+        Err(err) => return rejection_response(err, media),
     };
-    if let Err(response) = check_request_size(&state.app, &request) {
+    if let Err(response) = check_request_size(&state.app, &request, media) {
         return *response;
+    }
+    execute(state, peer, headers, request, media).await
+}
+
+/// `GET /graphql`: GraphiQL for a browser asking for a page; otherwise a query (never a mutation
+/// or a subscription: those change things or stay open, and a GET must be safe to repeat and
+/// cache) from the query string.
+async fn graphql_get(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let accept = Accept::from_headers(&headers);
+    let media = accept.media;
+    let mut response = if accept.html {
+        graphiql(State(state)).await
+    } else {
+        match GetParams::parse(&uri).and_then(GetParams::into_request) {
+            Err(message) => graphql_over_http::error_response(
+                media,
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                message,
+            ),
+            Ok(mut request) => match state.api.operation_type(&mut request) {
+                Some(OperationType::Mutation | OperationType::Subscription) => {
+                    let mut refused = graphql_over_http::error_response(
+                        media,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "BAD_USER_INPUT",
+                        "only queries may be sent with GET; send mutations and subscriptions \
+                         with POST"
+                            .into(),
+                    );
+                    refused
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    refused
+                }
+                _ => execute(state, peer, headers, BatchRequest::Single(request), media).await,
+            },
+        }
+    };
+    // The same URL is answered as a page or as JSON of either type: caches must key on Accept.
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+/// Runs a request that was read whole, as its bearer token's user, within the request timeout.
+async fn execute(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    request: BatchRequest,
+    media: MediaType,
+) -> Response {
+    let lacking = match &request {
+        BatchRequest::Single(one) => graphql_over_http::lacks_document(one),
+        BatchRequest::Batch(many) => many.iter().any(graphql_over_http::lacks_document),
+    };
+    if lacking {
+        return graphql_over_http::error_response(
+            media,
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the request has no `query`: send the GraphQL document as a string in it".into(),
+        );
     }
     let run = async {
         let auth = match viewer_from_headers(&state.app, &headers).await {
@@ -187,7 +273,7 @@ async fn graphql(
             Err(err) => return err.into_response(),
         };
         let request = request.data(auth).data(ClientAddr(peer.ip()));
-        GraphQLResponse::from(state.api.execute_batch(request).await).into_response()
+        graphql_over_http::graphql_response(state.api.execute_batch(request).await, media)
     };
     let timeout = std::time::Duration::from_millis(state.app.config.request_timeout_ms.max(1));
     let shutdown = state.app.shutdown.clone();
@@ -199,7 +285,8 @@ async fn graphql(
         response = run => response,
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(timeout_ms = timeout.as_millis() as u64, "a GraphQL request timed out");
-            error_response(
+            graphql_over_http::error_response(
+                media,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "TIMEOUT",
                 format!(
@@ -212,7 +299,8 @@ async fn graphql(
         () = async {
             shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => error_response(
+        } => graphql_over_http::error_response(
+            media,
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
             "the server is shutting down and stopped the request; a change it asked for may or \
@@ -282,7 +370,11 @@ async fn read_request(
 /// Refuses a batch of more than `PALAVER_MAX_BATCH` operations (BATCH_TOO_LARGE), and query text
 /// longer than [`MAX_JSON_BODY`] that arrived inside a (larger) multipart body, before anything
 /// is parsed.
-fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Box<Response>> {
+fn check_request_size(
+    state: &AppState,
+    request: &BatchRequest,
+    media: MediaType,
+) -> Result<(), Box<Response>> {
     let requests = match request {
         BatchRequest::Single(one) => std::slice::from_ref(one),
         BatchRequest::Batch(many) => many.as_slice(),
@@ -293,7 +385,8 @@ fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Bo
             state.config.max_batch,
             requests.len()
         );
-        return Err(Box::new(error_response(
+        return Err(Box::new(graphql_over_http::error_response(
+            media,
             StatusCode::BAD_REQUEST,
             "BATCH_TOO_LARGE",
             message,
@@ -302,20 +395,14 @@ fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Bo
     if requests.iter().any(|r| r.query.len() > MAX_JSON_BODY) {
         return Err(Box::new(rejection_response(
             ParseRequestError::PayloadTooLarge,
+            media,
         )));
     }
     Ok(())
 }
 
-fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, axum::Json(body)).into_response()
-}
-
 /// A request that could not be read as GraphQL at all gets a GraphQL-shaped error with a code.
-fn rejection_response(rejection: ParseRequestError) -> Response {
+fn rejection_response(rejection: ParseRequestError, media: MediaType) -> Response {
     use async_graphql::ParseRequestError as E;
     let (status, code) = match &rejection {
         E::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
@@ -327,7 +414,7 @@ fn rejection_response(rejection: ParseRequestError) -> Response {
     };
     // A JSON error may quote the body (a string where an object was expected, say).
     crate::error::shorten_message(&mut message);
-    error_response(status, code, message)
+    graphql_over_http::error_response(media, status, code, message)
 }
 
 async fn websocket(

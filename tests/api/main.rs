@@ -14,6 +14,7 @@ mod blocking;
 mod conversations;
 mod durability;
 mod files;
+mod graphql_over_http;
 mod limits;
 mod messages;
 mod notifications;
