@@ -22,14 +22,14 @@ use axum::{
     Router,
     body::Body,
     extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use sea_orm::ConnectionTrait;
 use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
+    cors::{AllowOrigin, CorsLayer, ExposeHeaders},
     set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
@@ -41,7 +41,7 @@ use crate::{
     chat::typing::ConnectionId,
     error::AppError,
     events::{Event, Lagged, Receiver, Topic},
-    files,
+    files::{self, RequestOrigin},
     graphql::{Api, build_api},
     limits::{AnonymousSocket, AnonymousSockets, ClientAddr, SubscriptionSlots},
     lock,
@@ -136,9 +136,58 @@ fn cors(origins: &[crate::config::CorsOrigin]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins.iter().map(|o| o.0.clone())))
             .allow_methods([Method::GET, Method::POST, Method::HEAD, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
+            .expose_headers(ExposeHeaders::list(
+                CORS_EXPOSED_HEADERS.map(HeaderName::from_static),
+            ))
             .max_age(std::time::Duration::from_secs(600)),
     )
+}
+
+/// Request headers a page on an allowed origin may send: ours (`Authorization`, and
+/// `Content-Type` for JSON, which is not CORS-safelisted), and those Apollo Client and
+/// apollo-upload-client send: `apollo-require-preflight` (forces a preflight on uploads),
+/// client awareness (`apollographql-client-name`, `-version`), and the operation name Apollo's
+/// CSRF prevention accepts as proof of a preflight (`x-apollo-operation-name`).
+const CORS_REQUEST_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "accept",
+    "apollo-require-preflight",
+    "apollographql-client-name",
+    "apollographql-client-version",
+    "x-apollo-operation-name",
+];
+
+/// Response headers scripts on an allowed origin may read besides the safelisted ones: what a
+/// download answers with (its file name, validator and range) and how long to wait after a
+/// refusal.
+const CORS_EXPOSED_HEADERS: [&str; 5] = [
+    "content-disposition",
+    "etag",
+    "content-range",
+    "accept-ranges",
+    "retry-after",
+];
+
+/// Whether a WebSocket upgrade may go ahead given its `Origin`. With no origins configured any
+/// page may open one (tokens travel in `connection_init`, never in cookies, so a page cannot
+/// borrow a visitor's session); with some, a browser's upgrade must come from one of them or from
+/// the server's own host (GraphiQL), as HTTP requests must. Clients that are not browsers send no
+/// `Origin` and are not concerned.
+fn websocket_origin_allowed(config: &crate::config::Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    if config.cors_origins.is_empty() || config.cors_origins.iter().any(|o| o.0 == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+    });
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
 async fn graphiql(State(state): State<HttpState>) -> Response {
@@ -181,6 +230,8 @@ async fn graphql(
 ) -> Response {
     let media = Accept::from_headers(&headers).media;
     if !graphql_over_http::readable_content_type(&headers) {
+        // Read (within the bound) so the client is not cut off while still sending.
+        drain(&mut body.into_data_stream()).await;
         return graphql_over_http::error_response(
             media,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -267,12 +318,16 @@ async fn execute(
             "the request has no `query`: send the GraphQL document as a string in it".into(),
         );
     }
+    let origin = RequestOrigin::from_headers(&headers, state.app.config.trust_forwarded);
     let run = async {
         let auth = match viewer_from_headers(&state.app, &headers).await {
             Ok(auth) => auth,
             Err(err) => return err.into_response(),
         };
-        let request = request.data(auth).data(ClientAddr(peer.ip()));
+        let mut request = request.data(auth).data(ClientAddr(peer.ip()));
+        if let Some(origin) = origin {
+            request = request.data(origin);
+        }
         graphql_over_http::graphql_response(state.api.execute_batch(request).await, media)
     };
     let timeout = std::time::Duration::from_millis(state.app.config.request_timeout_ms.max(1));
@@ -340,15 +395,16 @@ async fn read_request(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|len| len > limit) {
+        drain(&mut stream).await;
         return Err(ParseRequestError::PayloadTooLarge);
     }
     // Counted as it streams too: a chunked body has no Content-Length to check up front.
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
     let mut seen = 0u64;
-    let reader = body
-        .into_data_stream()
+    let reader = (&mut stream)
         .map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             seen += chunk.len() as u64;
@@ -361,10 +417,36 @@ async fn read_request(
         .into_async_read();
     // The number of files needs no limit of its own: the body limit bounds their total.
     let options = MultipartOptions::default().max_file_size(max_file);
-    match receive_batch_body(content_type, reader, options).await {
+    let read = receive_batch_body(content_type, reader, options).await;
+    if read.is_err() {
+        drain(&mut stream).await;
+    }
+    match read {
         Err(_) if exceeded.load(Ordering::Relaxed) => Err(ParseRequestError::PayloadTooLarge),
         other => other,
     }
+}
+
+/// Most bytes of a refused request body read (and thrown away) before the answer is sent.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest time spent reading a refused request body before the answer is sent.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads what is left of a refused request body, up to [`DRAIN_BYTES`] and [`DRAIN_TIME`], before
+/// the refusal is sent. A client still sending when the connection closes gets a write error
+/// (EPIPE, a reset) and never reads the answer; Node's fetch is one. Past the bounds the
+/// connection is closed all the same: a client may not keep the server reading forever.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Refuses a batch of more than `PALAVER_MAX_BATCH` operations (BATCH_TOO_LARGE), and query text
@@ -424,6 +506,13 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // The first GraphQL subprotocol the client offers (graphql-transport-ws or graphql-ws).
+    if !websocket_origin_allowed(&state.app.config, &headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this page's origin is not among PALAVER_CORS_ORIGINS",
+        )
+            .into_response();
+    }
     let Some(protocol) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok())
@@ -449,6 +538,7 @@ async fn websocket(
         },
     };
     let max_message = state.app.config.ws_max_message_bytes;
+    let origin = RequestOrigin::from_headers(&headers, state.app.config.trust_forwarded);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // tungstenite's defaults (128 KiB each way) would cost every idle connection ~256 KiB;
@@ -472,6 +562,7 @@ async fn websocket(
                 header_auth,
                 peer,
                 anonymous,
+                origin,
             ))
         })
 }
@@ -511,6 +602,7 @@ async fn serve_socket(
     header_auth: Auth,
     peer: SocketAddr,
     mut anonymous: Option<AnonymousSocket>,
+    origin: Option<RequestOrigin>,
 ) {
     use axum::extract::ws::Message;
     use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -566,6 +658,9 @@ async fn serve_socket(
             data.insert(connection);
             data.insert(ClientAddr(peer.ip()));
             data.insert(SubscriptionSlots::new(app.config.max_subscriptions));
+            if let Some(origin) = origin {
+                data.insert(origin);
+            }
             Ok(data)
         }
     };

@@ -12,6 +12,7 @@ mod bad_input_corpus;
 mod batching;
 mod blocking;
 mod conversations;
+mod cors_and_links;
 mod durability;
 mod files;
 mod graphql_over_http;
