@@ -61,10 +61,18 @@ pub struct Config {
     #[arg(long, env = "PALAVER_DOWNLOAD_URL_TTL_SECS", default_value_t = 3600)]
     pub download_url_ttl_secs: u64,
 
-    /// Public base URL (`https://chat.example.com`) put in front of `downloadUrl`; unset, download
-    /// URLs are relative (`/files/…`).
+    /// Public base URL (`https://chat.example.com`) put in front of `downloadUrl`; unset, the
+    /// scheme and host the request came in on are used (see `trust_forwarded`), so that links are
+    /// absolute and work from a page on another origin.
     #[arg(long, env = "PALAVER_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Take a request's scheme and host from `Forwarded` (or `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host`) when making links: turn on only behind a proxy that sets those headers
+    /// and strips them from clients; otherwise a client could name any host. Off: the `Host` the
+    /// request was sent to, over `http`.
+    #[arg(long, env = "PALAVER_TRUST_FORWARDED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded: bool,
 
     /// Longest message body accepted, in characters.
     #[arg(long, env = "PALAVER_MAX_MESSAGE_CHARS", default_value_t = 4000)]

@@ -1,5 +1,8 @@
-//! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET for GraphiQL),
-//! `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+//! The HTTP surface: `/graphql` (GraphQL over HTTP: POST to execute, JSON or a multipart upload;
+//! GET for queries, and GraphiQL for a browser), `/graphql/ws` for subscriptions,
+//! `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+mod graphql_over_http;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{
@@ -13,31 +16,32 @@ use async_graphql::{
         ALL_WEBSOCKET_PROTOCOLS, ClientMessage, GraphiQLSource, MultipartOptions,
         WebSocketProtocols, WsMessage, receive_batch_body,
     },
+    parser::types::OperationType,
 };
-use async_graphql_axum::GraphQLResponse;
 use axum::{
     Router,
     body::Body,
     extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use sea_orm::ConnectionTrait;
 use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
+    cors::{AllowOrigin, CorsLayer, ExposeHeaders},
     set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
 
+use self::graphql_over_http::{Accept, GetParams, MediaType};
 use crate::{
     AppState,
     auth::{self, Auth, Viewer},
     chat::typing::ConnectionId,
     error::AppError,
     events::{Event, Lagged, Receiver, Topic},
-    files,
+    files::{self, RequestOrigin},
     graphql::{Api, build_api},
     limits::{AnonymousSocket, AnonymousSockets, ClientAddr, SubscriptionSlots},
     lock,
@@ -66,7 +70,7 @@ pub fn router(state: AppState) -> Router {
     let api = build_api(state.clone());
     let body_limit = (state.config.max_upload_bytes as usize).saturating_add(MAX_JSON_BODY);
     let router = Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphql/ws", get(websocket))
         // `get` also answers HEAD; the handler then skips reading the store.
         .route("/files/{message_id}", get(files::download::download))
@@ -132,9 +136,58 @@ fn cors(origins: &[crate::config::CorsOrigin]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins.iter().map(|o| o.0.clone())))
             .allow_methods([Method::GET, Method::POST, Method::HEAD, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
+            .expose_headers(ExposeHeaders::list(
+                CORS_EXPOSED_HEADERS.map(HeaderName::from_static),
+            ))
             .max_age(std::time::Duration::from_secs(600)),
     )
+}
+
+/// Request headers a page on an allowed origin may send: ours (`Authorization`, and
+/// `Content-Type` for JSON, which is not CORS-safelisted), and those Apollo Client and
+/// apollo-upload-client send: `apollo-require-preflight` (forces a preflight on uploads),
+/// client awareness (`apollographql-client-name`, `-version`), and the operation name Apollo's
+/// CSRF prevention accepts as proof of a preflight (`x-apollo-operation-name`).
+const CORS_REQUEST_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "accept",
+    "apollo-require-preflight",
+    "apollographql-client-name",
+    "apollographql-client-version",
+    "x-apollo-operation-name",
+];
+
+/// Response headers scripts on an allowed origin may read besides the safelisted ones: what a
+/// download answers with (its file name, validator and range) and how long to wait after a
+/// refusal.
+const CORS_EXPOSED_HEADERS: [&str; 5] = [
+    "content-disposition",
+    "etag",
+    "content-range",
+    "accept-ranges",
+    "retry-after",
+];
+
+/// Whether a WebSocket upgrade may go ahead given its `Origin`. With no origins configured any
+/// page may open one (tokens travel in `connection_init`, never in cookies, so a page cannot
+/// borrow a visitor's session); with some, a browser's upgrade must come from one of them or from
+/// the server's own host (GraphiQL), as HTTP requests must. Clients that are not browsers send no
+/// `Origin` and are not concerned.
+fn websocket_origin_allowed(config: &crate::config::Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    if config.cors_origins.is_empty() || config.cors_origins.iter().any(|o| o.0 == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+    });
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
 async fn graphiql(State(state): State<HttpState>) -> Response {
@@ -168,26 +221,114 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
     auth::authenticate(&state.db, &state.tokens, token).await
 }
 
+/// `POST /graphql`: a JSON body or a multipart upload, answered in the media type `Accept` asks for.
 async fn graphql(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let media = Accept::from_headers(&headers).media;
+    if !graphql_over_http::readable_content_type(&headers) {
+        // Read (within the bound) so the client is not cut off while still sending.
+        drain(&mut body.into_data_stream()).await;
+        return graphql_over_http::error_response(
+            media,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "a GraphQL request is sent as `application/json`, or as `multipart/form-data` \
+             with a file"
+                .into(),
+        );
+    }
     let request = match read_request(&state.app, &headers, body).await {
         Ok(request) => request,
-        Err(err) => return rejection_response(err),
+        Err(err) => return rejection_response(err, media),
     };
-    if let Err(response) = check_request_size(&state.app, &request) {
+    if let Err(response) = check_request_size(&state.app, &request, media) {
         return *response;
     }
+    execute(state, peer, headers, request, media).await
+}
+
+/// `GET /graphql`: GraphiQL for a browser asking for a page; otherwise a query (never a mutation
+/// or a subscription: those change things or stay open, and a GET must be safe to repeat and
+/// cache) from the query string.
+async fn graphql_get(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let accept = Accept::from_headers(&headers);
+    let media = accept.media;
+    let mut response = if accept.html {
+        graphiql(State(state)).await
+    } else {
+        match GetParams::parse(&uri).and_then(GetParams::into_request) {
+            Err(message) => graphql_over_http::error_response(
+                media,
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                message,
+            ),
+            Ok(mut request) => match state.api.operation_type(&mut request) {
+                Some(OperationType::Mutation | OperationType::Subscription) => {
+                    let mut refused = graphql_over_http::error_response(
+                        media,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "BAD_USER_INPUT",
+                        "only queries may be sent with GET; send mutations and subscriptions \
+                         with POST"
+                            .into(),
+                    );
+                    refused
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    refused
+                }
+                _ => execute(state, peer, headers, BatchRequest::Single(request), media).await,
+            },
+        }
+    };
+    // The same URL is answered as a page or as JSON of either type: caches must key on Accept.
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+/// Runs a request that was read whole, as its bearer token's user, within the request timeout.
+async fn execute(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    request: BatchRequest,
+    media: MediaType,
+) -> Response {
+    let lacking = match &request {
+        BatchRequest::Single(one) => graphql_over_http::lacks_document(one),
+        BatchRequest::Batch(many) => many.iter().any(graphql_over_http::lacks_document),
+    };
+    if lacking {
+        return graphql_over_http::error_response(
+            media,
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the request has no `query`: send the GraphQL document as a string in it".into(),
+        );
+    }
+    let origin = RequestOrigin::from_headers(&headers, state.app.config.trust_forwarded);
     let run = async {
         let auth = match viewer_from_headers(&state.app, &headers).await {
             Ok(auth) => auth,
             Err(err) => return err.into_response(),
         };
-        let request = request.data(auth).data(ClientAddr(peer.ip()));
-        GraphQLResponse::from(state.api.execute_batch(request).await).into_response()
+        let mut request = request.data(auth).data(ClientAddr(peer.ip()));
+        if let Some(origin) = origin {
+            request = request.data(origin);
+        }
+        graphql_over_http::graphql_response(state.api.execute_batch(request).await, media)
     };
     let timeout = std::time::Duration::from_millis(state.app.config.request_timeout_ms.max(1));
     let shutdown = state.app.shutdown.clone();
@@ -199,7 +340,8 @@ async fn graphql(
         response = run => response,
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(timeout_ms = timeout.as_millis() as u64, "a GraphQL request timed out");
-            error_response(
+            graphql_over_http::error_response(
+                media,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "TIMEOUT",
                 format!(
@@ -212,7 +354,8 @@ async fn graphql(
         () = async {
             shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => error_response(
+        } => graphql_over_http::error_response(
+            media,
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
             "the server is shutting down and stopped the request; a change it asked for may or \
@@ -252,15 +395,16 @@ async fn read_request(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|len| len > limit) {
+        drain(&mut stream).await;
         return Err(ParseRequestError::PayloadTooLarge);
     }
     // Counted as it streams too: a chunked body has no Content-Length to check up front.
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
     let mut seen = 0u64;
-    let reader = body
-        .into_data_stream()
+    let reader = (&mut stream)
         .map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             seen += chunk.len() as u64;
@@ -273,16 +417,46 @@ async fn read_request(
         .into_async_read();
     // The number of files needs no limit of its own: the body limit bounds their total.
     let options = MultipartOptions::default().max_file_size(max_file);
-    match receive_batch_body(content_type, reader, options).await {
+    let read = receive_batch_body(content_type, reader, options).await;
+    if read.is_err() {
+        drain(&mut stream).await;
+    }
+    match read {
         Err(_) if exceeded.load(Ordering::Relaxed) => Err(ParseRequestError::PayloadTooLarge),
         other => other,
     }
 }
 
+/// Most bytes of a refused request body read (and thrown away) before the answer is sent.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest time spent reading a refused request body before the answer is sent.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads what is left of a refused request body, up to [`DRAIN_BYTES`] and [`DRAIN_TIME`], before
+/// the refusal is sent. A client still sending when the connection closes gets a write error
+/// (EPIPE, a reset) and never reads the answer; Node's fetch is one. Past the bounds the
+/// connection is closed all the same: a client may not keep the server reading forever.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Refuses a batch of more than `PALAVER_MAX_BATCH` operations (BATCH_TOO_LARGE), and query text
 /// longer than [`MAX_JSON_BODY`] that arrived inside a (larger) multipart body, before anything
 /// is parsed.
-fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Box<Response>> {
+fn check_request_size(
+    state: &AppState,
+    request: &BatchRequest,
+    media: MediaType,
+) -> Result<(), Box<Response>> {
     let requests = match request {
         BatchRequest::Single(one) => std::slice::from_ref(one),
         BatchRequest::Batch(many) => many.as_slice(),
@@ -293,7 +467,8 @@ fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Bo
             state.config.max_batch,
             requests.len()
         );
-        return Err(Box::new(error_response(
+        return Err(Box::new(graphql_over_http::error_response(
+            media,
             StatusCode::BAD_REQUEST,
             "BATCH_TOO_LARGE",
             message,
@@ -302,20 +477,14 @@ fn check_request_size(state: &AppState, request: &BatchRequest) -> Result<(), Bo
     if requests.iter().any(|r| r.query.len() > MAX_JSON_BODY) {
         return Err(Box::new(rejection_response(
             ParseRequestError::PayloadTooLarge,
+            media,
         )));
     }
     Ok(())
 }
 
-fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, axum::Json(body)).into_response()
-}
-
 /// A request that could not be read as GraphQL at all gets a GraphQL-shaped error with a code.
-fn rejection_response(rejection: ParseRequestError) -> Response {
+fn rejection_response(rejection: ParseRequestError, media: MediaType) -> Response {
     use async_graphql::ParseRequestError as E;
     let (status, code) = match &rejection {
         E::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
@@ -327,7 +496,7 @@ fn rejection_response(rejection: ParseRequestError) -> Response {
     };
     // A JSON error may quote the body (a string where an object was expected, say).
     crate::error::shorten_message(&mut message);
-    error_response(status, code, message)
+    graphql_over_http::error_response(media, status, code, message)
 }
 
 async fn websocket(
@@ -337,6 +506,13 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // The first GraphQL subprotocol the client offers (graphql-transport-ws or graphql-ws).
+    if !websocket_origin_allowed(&state.app.config, &headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this page's origin is not among PALAVER_CORS_ORIGINS",
+        )
+            .into_response();
+    }
     let Some(protocol) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok())
@@ -362,6 +538,7 @@ async fn websocket(
         },
     };
     let max_message = state.app.config.ws_max_message_bytes;
+    let origin = RequestOrigin::from_headers(&headers, state.app.config.trust_forwarded);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // tungstenite's defaults (128 KiB each way) would cost every idle connection ~256 KiB;
@@ -385,6 +562,7 @@ async fn websocket(
                 header_auth,
                 peer,
                 anonymous,
+                origin,
             ))
         })
 }
@@ -424,6 +602,7 @@ async fn serve_socket(
     header_auth: Auth,
     peer: SocketAddr,
     mut anonymous: Option<AnonymousSocket>,
+    origin: Option<RequestOrigin>,
 ) {
     use axum::extract::ws::Message;
     use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -479,6 +658,9 @@ async fn serve_socket(
             data.insert(connection);
             data.insert(ClientAddr(peer.ip()));
             data.insert(SubscriptionSlots::new(app.config.max_subscriptions));
+            if let Some(origin) = origin {
+                data.insert(origin);
+            }
             Ok(data)
         }
     };

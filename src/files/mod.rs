@@ -58,6 +58,55 @@ pub struct Files {
     public_url: String,
 }
 
+/// The scheme and host (`https://chat.example.com`) a request came in on, for the links handed
+/// back to it when `PALAVER_PUBLIC_URL` is not set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestOrigin(pub String);
+
+impl RequestOrigin {
+    /// The origin a request names: with `trust_forwarded`, the proxy's `Forwarded` header (or
+    /// `X-Forwarded-Proto` / `X-Forwarded-Host`); else its `Host`, over `http` (the server speaks
+    /// no TLS itself). None when no valid host is given: a host that is not a plain host and
+    /// port (a path, user info, spaces) is never put into a link.
+    pub fn from_headers(headers: &axum::http::HeaderMap, trust_forwarded: bool) -> Option<Self> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (mut scheme, mut host) = ("http".to_owned(), text("host").map(str::to_owned));
+        if trust_forwarded {
+            if let Some(forwarded) = text("forwarded") {
+                // The first element is the one the client's request reached the first proxy with.
+                let first = forwarded.split(',').next().unwrap_or_default();
+                for pair in first.split(';') {
+                    let Some((key, value)) = pair.trim().split_once('=') else {
+                        continue;
+                    };
+                    let value = value.trim().trim_matches('"');
+                    match key.trim().to_ascii_lowercase().as_str() {
+                        "proto" => scheme = value.to_ascii_lowercase(),
+                        "host" => host = Some(value.to_owned()),
+                        _ => {}
+                    }
+                }
+            } else {
+                let first = |v: &str| v.split(',').next().unwrap_or_default().trim().to_owned();
+                if let Some(proto) = text("x-forwarded-proto") {
+                    scheme = first(proto).to_ascii_lowercase();
+                }
+                if let Some(forwarded_host) = text("x-forwarded-host") {
+                    host = Some(first(forwarded_host));
+                }
+            }
+        }
+        let host = host?;
+        let valid_host = !host.is_empty()
+            && host.parse::<axum::http::uri::Authority>().is_ok()
+            && !host.contains('@');
+        if !valid_host || !matches!(scheme.as_str(), "http" | "https") {
+            return None;
+        }
+        Some(RequestOrigin(format!("{scheme}://{host}")))
+    }
+}
+
 /// An upload as the transport received it: the client's file name and the spooled bytes.
 #[derive(Debug)]
 pub struct IncomingFile {
@@ -222,17 +271,27 @@ impl Files {
 
     /// A signed URL for a message's file, made for `user_id` (the member who asked for it):
     /// valid for the configured time (rounded up), and only while that user is still a member of
-    /// the message's conversation.
-    pub fn download_url(&self, message_id: i64, user_id: i64, now: i64) -> String {
+    /// the message's conversation. Absolute: on `PALAVER_PUBLIC_URL`, else on the origin the
+    /// request came in on; relative only when neither is known.
+    pub fn download_url(
+        &self,
+        origin: Option<&RequestOrigin>,
+        message_id: i64,
+        user_id: i64,
+        now: i64,
+    ) -> String {
         let ahead = now.saturating_add(self.url_ttl_secs);
         let expires = ahead
             .div_euclid(URL_EXPIRY_STEP)
             .saturating_add(1)
             .saturating_mul(URL_EXPIRY_STEP);
         let signature = self.signing.signature(message_id, user_id, expires);
+        let base = match origin {
+            Some(origin) if self.public_url.is_empty() => origin.0.as_str(),
+            _ => self.public_url.as_str(),
+        };
         format!(
-            "{}/files/{}?user={}&expires={expires}&signature={signature}",
-            self.public_url,
+            "{base}/files/{}?user={}&expires={expires}&signature={signature}",
             ids::encode(Kind::Message, message_id).as_str(),
             ids::encode(Kind::User, user_id).as_str()
         )

@@ -20,9 +20,9 @@ use std::{
 };
 
 use async_graphql::{
-    Executor, Request, Response, ServerResult,
+    Executor, Positioned, Request, Response, ServerResult,
     futures_util::stream::{self, BoxStream},
-    parser::types::ExecutableDocument,
+    parser::types::{ExecutableDocument, OperationDefinition, OperationType},
 };
 use futures_util::StreamExt;
 
@@ -148,14 +148,35 @@ fn with_codes(mut response: Response) -> Response {
     response
 }
 
+impl Api {
+    /// The type of the operation a request would run (a GET may run queries only); None when the
+    /// request would be refused before running anything, as its execution then says.
+    pub fn operation_type(&self, request: &mut Request) -> Option<OperationType> {
+        self.admit(request).ok()?;
+        operation_type(request)
+    }
+}
+
 /// Whether the operation a request runs is a subscription (unknown: not one).
 fn is_subscription(request: &mut Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    operation_type(request) == Some(OperationType::Subscription)
+}
+
+/// The type of the operation a request runs; None when that is unknown (a document that does not
+/// parse, or no operation of the requested name).
+fn operation_type(request: &mut Request) -> Option<OperationType> {
     let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
-        return false;
-    };
-    let operation = match &document.operations {
+    let document = request.parsed_query().ok()?;
+    operation(document, name.as_deref()).map(|operation| operation.node.ty)
+}
+
+/// The operation of a document a request names (or its only one).
+fn operation<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    use async_graphql::parser::types::DocumentOperations;
+    match &document.operations {
         DocumentOperations::Single(operation) => Some(operation),
         DocumentOperations::Multiple(operations) => match name {
             Some(name) => operations
@@ -165,8 +186,50 @@ fn is_subscription(request: &mut Request) -> bool {
             None if operations.len() == 1 => operations.values().next(),
             None => None,
         },
-    };
-    operation.is_some_and(|operation| operation.node.ty == OperationType::Subscription)
+    }
+}
+
+/// Refuses a request that leaves a non-null variable without a value (absent or null, with no
+/// default), before anything runs. async-graphql finds this only when a field reads the variable,
+/// as an error of that field; coercing variables comes before execution, so it is a request
+/// error (GraphQL over HTTP answers it 400, not 200 with `data`).
+fn check_required_variables(request: &mut Request) -> ServerResult<()> {
+    let variables = std::mem::take(&mut request.variables);
+    let name = request.operation_name.clone();
+    let missing = request
+        .parsed_query()
+        .ok()
+        .and_then(|document| operation(document, name.as_deref()))
+        .and_then(|operation| {
+            operation
+                .node
+                .variable_definitions
+                .iter()
+                .find(|definition| {
+                    let definition = &definition.node;
+                    !definition.var_type.node.nullable
+                        && definition.default_value.is_none()
+                        && variables
+                            .get(&definition.name.node)
+                            .is_none_or(|value| *value == async_graphql::Value::Null)
+                })
+        })
+        .map(|definition| {
+            let mut error = async_graphql::ServerError::new(
+                format!(
+                    "variable \"${}\" of non-null type \"{}\" must be given a value",
+                    definition.node.name.node, definition.node.var_type.node
+                ),
+                Some(definition.pos),
+            );
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "BAD_USER_INPUT");
+            error
+        });
+    request.variables = variables;
+    missing.map_or(Ok(()), Err)
 }
 
 /// The answer to a query or mutation that ran past its deadline.
@@ -188,7 +251,10 @@ fn timed_out(deadline: std::time::Duration) -> Response {
 
 impl Executor for Api {
     async fn execute(&self, mut request: Request) -> Response {
-        if let Err(refused) = self.admit(&mut request) {
+        if let Err(refused) = self
+            .admit(&mut request)
+            .and_then(|()| check_required_variables(&mut request))
+        {
             return with_codes(Response::from_errors(vec![refused]));
         }
         with_codes(self.schema.execute(request).await)
@@ -199,7 +265,10 @@ impl Executor for Api {
         mut request: Request,
         session_data: Option<std::sync::Arc<async_graphql::Data>>,
     ) -> BoxStream<'static, Response> {
-        if let Err(refused) = self.admit(&mut request) {
+        if let Err(refused) = self
+            .admit(&mut request)
+            .and_then(|()| check_required_variables(&mut request))
+        {
             return stream::once(std::future::ready(with_codes(Response::from_errors(vec![
                 refused,
             ]))))

@@ -46,6 +46,7 @@ use crate::{
     AppState,
     auth::{Auth, Viewer},
     error::AppError,
+    files::RequestOrigin,
     limits::SubscriptionSlots,
     lock,
 };
@@ -235,8 +236,10 @@ impl PlainEvents {
                 }
             };
             futures_util::pin_mut!(events);
+            // The origin the socket was opened on, for the links in an event (`downloadUrl`).
+            let origin = session_item::<RequestOrigin>(session.as_deref());
             while let Some(event) = events.next().await {
-                yield Box::pin(self.respond(&plain, viewer, event)).await;
+                yield Box::pin(self.respond(&plain, viewer, origin, event)).await;
             }
         }
     }
@@ -271,6 +274,7 @@ impl PlainEvents {
         &self,
         plain: &Plain,
         viewer: Viewer,
+        origin: Option<&RequestOrigin>,
         event: Shared<MessageEvent>,
     ) -> Response {
         let slot = event
@@ -278,13 +282,13 @@ impl PlainEvents {
             .as_ref()
             .and_then(|(envelope, shape)| envelope.renders.slot(shape));
         let Some(slot) = slot else {
-            return self.render(plain, viewer, &event.item).await;
+            return self.render(plain, viewer, origin, &event.item).await;
         };
         let mut made_here = false;
         let render = slot
             .get_or_try_init(|| async {
                 made_here = true;
-                let mut response = self.render(plain, viewer, &event.item).await;
+                let mut response = self.render(plain, viewer, origin, &event.item).await;
                 let value = match &mut response.data {
                     Value::Object(data) if response.errors.is_empty() => {
                         data.swap_remove(&plain.key)
@@ -323,10 +327,19 @@ impl PlainEvents {
     }
 
     /// Resolves one event in the subscriber's selection, as the schema would for this viewer.
-    async fn render(&self, plain: &Plain, viewer: Viewer, event: &MessageEvent) -> Response {
+    async fn render(
+        &self,
+        plain: &Plain,
+        viewer: Viewer,
+        origin: Option<&RequestOrigin>,
+        event: &MessageEvent,
+    ) -> Response {
         let mut request = Request::new("")
             .data(event.clone())
             .data(Auth::User(viewer));
+        if let Some(origin) = origin {
+            request = request.data(origin.clone());
+        }
         match self.query(&plain.shape) {
             Some(document) => request.set_parsed_query(document),
             None => request.query = format!("{{event{{{}}}}}", plain.shape),

@@ -509,6 +509,7 @@ impl Message {
             size: m.attachment_size.unwrap_or_default(),
             sha256: m.attachment_sha256.clone().unwrap_or_default(),
             download_url: ctx.state().files.download_url(
+                ctx.data_opt::<crate::files::RequestOrigin>(),
                 m.id,
                 viewer.user_id,
                 Utc::now().timestamp(),

@@ -360,7 +360,8 @@ async fn downloads_need_a_members_token_or_a_signed_url() {
         assert_eq!((status, bytes), (200, png()));
     }
     let signed = message["attachment"]["downloadUrl"].as_str().unwrap();
-    assert!(signed.starts_with(&path), "{signed}");
+    // Absolute, on the host the request was sent to, so a page on another origin can use it.
+    assert!(signed.starts_with(&app.url(&path)), "{signed}");
     let (status, bytes) = download_bytes(&app, signed, None).await;
     assert_eq!((status, bytes), (200, png()));
 }
@@ -524,6 +525,8 @@ async fn live_events_carry_each_subscribers_own_download_url() {
         let message = &event["messageEvents"]["message"];
         let url = message["attachment"]["downloadUrl"].as_str().unwrap();
         assert!(url.contains(&format!("user={}", user.id)), "{url}");
+        // Absolute, on the host the WebSocket was opened to.
+        assert!(url.starts_with(&app.url("/files/")), "{url}");
         assert_eq!(download_bytes(&app, url, None).await, (200, png()));
     }
 }

@@ -112,7 +112,11 @@ impl TestApp {
         }
     }
 
+    /// The URL of a path on the server; an absolute URL (a `downloadUrl`) is kept as it is.
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return path.to_owned();
+        }
         format!("http://{}{path}", self.addr)
     }
 

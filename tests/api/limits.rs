@@ -201,7 +201,14 @@ async fn introspection_and_graphiql_are_on_by_default() {
         .gql(None, "{ __schema { queryType { name } } }", json!({}))
         .await;
     assert_eq!(response["data"]["__schema"]["queryType"]["name"], "Query");
-    let page = app.http.get(app.url("/graphql")).send().await.unwrap();
+    // GraphiQL is for a browser asking for a page; other GETs are GraphQL requests.
+    let page = app
+        .http
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
 }
 
@@ -235,7 +242,14 @@ async fn with_introspection_and_graphiql_switched_off_both_are_refused() {
         .data(&alice.token, "{ me { __typename id } }", json!({}))
         .await;
     assert_eq!(data["me"]["__typename"], "User");
-    let page = app.http.get(app.url("/graphql")).send().await.unwrap();
+    // GraphiQL is for a browser asking for a page; other GETs are GraphQL requests.
+    let page = app
+        .http
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 404);
     assert_healthy(&app).await;
 }

@@ -61,7 +61,9 @@ async fn every_response_carries_the_security_headers_errors_included() {
 async fn graphiql_gets_a_policy_that_allows_the_scripts_it_loads() {
     let app = spawn_app().await;
 
-    let page = app.fetch(Method::GET, "/graphql", None, &[]).await;
+    let page = app
+        .fetch(Method::GET, "/graphql", None, &[("accept", "text/html")])
+        .await;
 
     assert_eq!(page.status(), 200);
     assert_hardened(&page, "GraphiQL");
