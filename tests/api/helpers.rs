@@ -205,6 +205,15 @@ impl TestApp {
         format!("\"{}\"", sent["id"].as_str().expect("a message id"))
     }
 
+    /// A probe for [`WsClient::until_live`] on `messageEvents` selections without the message's
+    /// id: `from` sends a message with a body of its own into `conversation`; that body, in
+    /// quotes, is in the event.
+    pub async fn probe_body(&self, from: &TestUser, conversation: &str) -> String {
+        let body = unique("probe ");
+        self.send(from, conversation, &body).await;
+        format!("\"{body}\"")
+    }
+
     /// A probe for [`WsClient::until_live`] on `typing`, in pairs (`cycle` 2): probe `n` has
     /// `who` start typing in `conversation` when `n` is even and stop when it is odd.
     pub async fn probe_typing(&self, who: &TestUser, conversation: &str, n: usize) -> String {
@@ -600,6 +609,34 @@ fn note_probe(
     };
     let probe = probe.unwrap_or_else(|| panic!("not a probe's event: {frame}"));
     latest.insert(id, probe);
+}
+
+/// A probe for [`WsClient::until_live`] on `presence`, in pairs (`cycle` 2): probe `n` opens a
+/// connection for its user when `n` is even (ONLINE at once) and closes it when `n` is odd
+/// (OFFLINE once the server's grace period is over). Nobody else's presence may change while it
+/// probes: its marks are the statuses alone.
+pub struct PresenceProbe {
+    user: TestUser,
+    connection: Option<WsClient>,
+}
+
+impl PresenceProbe {
+    pub fn new(user: &TestUser) -> Self {
+        Self {
+            user: user.clone(),
+            connection: None,
+        }
+    }
+
+    pub async fn probe(&mut self, app: &TestApp, n: usize) -> String {
+        if n.is_multiple_of(2) {
+            self.connection = Some(app.ws(Some(&self.user.token)).await);
+            "\"status\":\"ONLINE\"".into()
+        } else {
+            self.connection = None;
+            "\"status\":\"OFFLINE\"".into()
+        }
+    }
 }
 
 /// The `extensions.code` of the first error, if any.
