@@ -15,6 +15,20 @@ async fn notifications(app: &TestApp, user: &TestUser) -> (Vec<Value>, i64) {
     (nodes, data["notificationUnreadCount"].as_i64().unwrap())
 }
 
+/// A probe for [`WsClient::until_live`] on `notifications`: `from` writes to `to` directly,
+/// starting their conversation with it, so that every notification it makes there is a probe's;
+/// the message's id, in quotes, is in the notification.
+async fn probe_direct(app: &TestApp, from: &TestUser, to: &TestUser) -> String {
+    let sent = app
+        .data(
+            &from.token,
+            "mutation($r: ID!) { sendMessage(input: {recipientId: $r, body: \"probe\"}) { id } }",
+            json!({ "r": to.id }),
+        )
+        .await;
+    format!("\"{}\"", sent["sendMessage"]["id"].as_str().unwrap())
+}
+
 fn kinds(nodes: &[Value]) -> Vec<&str> {
     let mut kinds: Vec<&str> = nodes.iter().map(|n| n["kind"].as_str().unwrap()).collect();
     kinds.sort_unstable();
@@ -207,8 +221,6 @@ async fn new_notifications_arrive_live() {
     // Carol's messages make notifications of their own (rows apart from this conversation's):
     // they show the subscriptions live and mark the end of the check.
     let carol = app.user("carol").await;
-    let to_bob = app.direct(&carol, &bob).await;
-    let to_alice = app.direct(&carol, &alice).await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
     const FIELDS: &str = "id kind count text isRead createdAt updatedAt cursor sender { id } \
@@ -217,13 +229,11 @@ async fn new_notifications_arrive_live() {
     bob_ws.subscribe("n", &query, json!({})).await;
     alice_ws.subscribe("n", &query, json!({})).await;
     bob_ws
-        .until_live(&["n"], 1, async |_| {
-            app.probe_message(&carol, &to_bob).await
-        })
+        .until_live(&["n"], 1, async |_| probe_direct(&app, &carol, &bob).await)
         .await;
     alice_ws
         .until_live(&["n"], 1, async |_| {
-            app.probe_message(&carol, &to_alice).await
+            probe_direct(&app, &carol, &alice).await
         })
         .await;
 
@@ -249,7 +259,7 @@ async fn new_notifications_arrive_live() {
     let second = bob_ws.next_data("n").await;
     assert_eq!(second["notifications"]["kind"], "MENTION");
     // Nothing of her own sends reached Alice: the next is the marker's.
-    let marker = app.probe_message(&carol, &to_alice).await;
+    let marker = probe_direct(&app, &carol, &alice).await;
     alice_ws.expect_next_event("n", &marker).await;
 }
 
@@ -380,8 +390,6 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
     // Carol's messages make notifications of their own: they show the subscriptions live and
     // mark the end of the check.
     let carol = app.user("carol").await;
-    let to_bob = app.direct(&carol, &bob).await;
-    let to_outsider = app.direct(&carol, &outsider).await;
     let mut outsider_ws = app.ws(Some(&outsider.token)).await;
     outsider_ws
         .subscribe(
@@ -392,7 +400,7 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
         .await;
     outsider_ws
         .until_live(&["n"], 1, async |_| {
-            app.probe_message(&carol, &to_outsider).await
+            probe_direct(&app, &carol, &outsider).await
         })
         .await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
@@ -404,9 +412,7 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
         )
         .await;
     bob_ws
-        .until_live(&["n"], 1, async |_| {
-            app.probe_message(&carol, &to_bob).await
-        })
+        .until_live(&["n"], 1, async |_| probe_direct(&app, &carol, &bob).await)
         .await;
 
     let first = app.send(&alice, &room, "one").await;
@@ -434,7 +440,7 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
             .all(|n| n["conversation"]["id"] != room.as_str()),
         "a non-member is never notified: {for_outsider:?}"
     );
-    let marker = app.probe_message(&carol, &to_outsider).await;
+    let marker = probe_direct(&app, &carol, &outsider).await;
     outsider_ws.expect_next_event("n", &marker).await;
     let (for_alice, _) = notifications(&app, &alice).await;
     assert!(
