@@ -1,5 +1,5 @@
-//! Tokens this instance resolved recently, so that a request need not read its token's row: at a
-//! thousand sends a second that read was one SQL statement in every request.
+//! Tokens this instance resolved recently, so that a request need not read its token's row:
+//! otherwise every authenticated request, each send included, would cost one more SQL statement.
 //!
 //! An entry lives until the token expires or for [`TokenCache::ttl`], whichever is sooner, and goes
 //! at once when its session ends: [`crate::auth::end_sessions`] forgets it here and publishes the

@@ -467,8 +467,8 @@ pub async fn resume_backlog(state: &AppState) -> AppResult<()> {
     Ok(())
 }
 
-/// The notifications a message made, to publish (1,000 rows for a message in a 1,000-member
-/// room: read through `db::all_rows`, 6 ms became about 1.3 ms on SQLite).
+/// The notifications a message made, to publish: one row per member it notified, so 1,000 rows
+/// for a message in a 1,000-member room, read through `db::all_rows` for that reason.
 async fn made_for(
     txn: &DatabaseTransaction,
     message_id: i64,

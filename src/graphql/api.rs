@@ -10,10 +10,10 @@
 //! with that text takes a copy of it instead of being parsed and checked again (see
 //! [`Documents`]).
 //!
-//! Both used to be schema extensions. An extension sits on every field's resolution and every
-//! subscription item's execution, for every subscriber: in a 1,000-member room each message went
-//! through the extension chain a thousand times. Here the check runs once per request, and the
-//! codes once per response.
+//! Neither is a schema extension: an extension sits on every field's resolution and every
+//! subscription item's execution, for every subscriber, so in a 1,000-member room each message
+//! would go through the extension chain a thousand times. Here the check runs once per request,
+//! and the codes once per response.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -38,10 +38,10 @@ use crate::{error::set_graphql_code, lock};
 pub struct Api {
     schema: AppSchema,
     shape: QueryShape,
-    /// Behind one pointer: every WebSocket connection holds clones of the API in its state, and
-    /// one more field there (the documents, as an `Arc` of their own) cost about 1.2 KiB per idle
-    /// connection (7.0 -> 8.2 KiB at 10k, `palaver-bench idle`), even with no document kept. We
-    /// did not pin down where; most likely that state crossed into a bigger allocation.
+    /// Behind one pointer: every WebSocket connection holds clones of the API in its state, so
+    /// the API's size is paid once per idle connection, and a field added here can move that
+    /// state into a bigger allocation (BENCHMARKS.md, idle memory). Keep the API one pointer
+    /// beside the schema and the shape.
     kept: Arc<Kept>,
 }
 
@@ -74,8 +74,8 @@ impl Api {
 
     /// Gives the request its parsed document (kept in the request, so async-graphql does not parse
     /// it again): a copy of the one kept for its text, or else parsed now and checked against the
-    /// shape limits, then kept. The text is checked before it is parsed (parsing costs about a
-    /// microsecond a byte; a fragment bomb is refused without it), the document again once parsed,
+    /// shape limits, then kept. The text is checked before it is parsed (parsing costs time in
+    /// proportion to the text; a fragment bomb is refused without it), the document again once parsed,
     /// both before async-graphql's own checks and validation see it (in `execute`, after this):
     /// those walk every fragment spread out, which for a fragment bomb is exponential, where the
     /// shape checks are linear.

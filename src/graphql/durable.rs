@@ -55,7 +55,7 @@ where
                 loop {
                     // Boxed, so that the database query's future is allocated only while it
                     // runs: held inline, it would make every idle subscription's state as big as
-                    // that future (measured: a few KiB per idle connection).
+                    // that future, which is several KiB.
                     let batch = match Box::pin(replay(after, REPLAY_BATCH)).await {
                         Ok(batch) => batch,
                         Err(err) => {

@@ -191,8 +191,9 @@ impl Plain {
 pub struct PlainEvents {
     state: AppState,
     renderer: Schema<RenderRoot, EmptyMutation, EmptySubscription>,
-    /// The renderer's query for each shape seen lately, parsed: parsing it anew for every render
-    /// showed in the profile of direct sends, where each event is rendered for its own.
+    /// The renderer's query for each shape seen lately, parsed: the query is the same for every
+    /// event of a shape, and in direct conversations each event is rendered for its one
+    /// subscriber, so parsing it per render would parse it once per send.
     queries: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
 }
 

@@ -605,7 +605,7 @@ mod tests {
     fn a_fragment_bomb_is_refused_before_it_is_parsed_whatever_its_depth() {
         for levels in [5, 7, 10, 30, 99, 100, 1_000, 10_000] {
             let text = bomb("query { me { ...L0 } }", "User", levels, 10, "id");
-            // Refused from the text alone: parsing costs about a microsecond a byte, and the
+            // Refused from the text alone: parsing costs time in proportion to the text, and the
             // check must not.
             let started = Instant::now();
             let answer = code(SHAPE.check_text(&text));

@@ -139,8 +139,11 @@ async fn a_send_into_a_known_conversation_costs_a_fixed_handful_of_statements() 
     let mut live = app.ws(Some(&bob.token)).await;
     live.subscribe("1", EVENTS, json!({ "c": conversation }))
         .await;
-    // Until the server has taken the subscription in, a send would pass it by.
-    tokio::time::sleep(QUIET).await;
+    let probes = live
+        .until_live(&["1"], 1, async |_| {
+            app.probe_message(&alice, &conversation).await
+        })
+        .await;
     app.send(&alice, &conversation, "first").await;
     let first = live.next_data("1").await;
     let cursor = first["messageEvents"]["cursor"].clone();
@@ -176,8 +179,8 @@ async fn a_send_into_a_known_conversation_costs_a_fixed_handful_of_statements() 
     let edges = notes["notifications"]["edges"].as_array().unwrap();
     assert_eq!(edges.len(), 1, "one collapsed row: {notes}");
     assert_eq!(edges[0]["node"]["kind"], json!("MESSAGE"));
-    // "hello" (which opened the conversation), "first" and "second".
-    assert_eq!(edges[0]["node"]["count"], json!(3));
+    // "hello" (which opened the conversation), the probes, "first" and "second".
+    assert_eq!(edges[0]["node"]["count"], json!(3 + probes));
     assert_eq!(edges[0]["node"]["message"]["id"], sent["id"]);
     let mut resumed = app.ws(Some(&bob.token)).await;
     resumed

@@ -183,18 +183,28 @@ async fn the_blocker_does_not_see_the_blocked_users_typing() {
     let alice = app.user("alice").await;
     let mallory = app.user("mallory").await;
     let conversation = app.direct(&alice, &mallory).await;
+    // Carol's typing, which Alice sees, shows Alice's subscription live and marks the check's end.
+    let carol = app.user("carol").await;
+    let carols = app.direct(&carol, &alice).await;
     app.data(&alice.token, BLOCK, json!({ "u": mallory.id }))
         .await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
+    alice_ws.subscribe("t", TYPING, json!({})).await;
     alice_ws
-        .subscribe("t", TYPING, json!({ "c": conversation }))
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&carol, &carols, n).await
+        })
         .await;
     // Mallory still sees Alice typing: the block is Alice's.
     let mut mallory_ws = app.ws(Some(&mallory.token)).await;
     mallory_ws
         .subscribe("t", TYPING, json!({ "c": conversation }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    mallory_ws
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&alice, &conversation, n).await
+        })
+        .await;
 
     app.data(
         &mallory.token,
@@ -211,23 +221,30 @@ async fn the_blocker_does_not_see_the_blocked_users_typing() {
 
     let seen = mallory_ws.next_data("t").await;
     assert_eq!(seen["typing"]["user"]["id"], alice.id);
-    alice_ws.expect_silence().await;
+    app.probe_typing(&carol, &carols, 0).await;
+    let marker = alice_ws.expect_next_event("t", "\"isTyping\":true").await;
+    assert_eq!(marker["typing"]["user"]["id"], carol.id);
 
-    // Unblocked, a new subscription shows it again.
+    // Unblocked, a new subscription shows it again (the first keeps the block it started with).
     app.data(&alice.token, UNBLOCK, json!({ "u": mallory.id }))
         .await;
     alice_ws
         .subscribe("t2", TYPING, json!({ "c": conversation }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    alice_ws
+        .until_live(&["t2"], 2, async |n| {
+            app.probe_typing(&mallory, &conversation, n).await
+        })
+        .await;
     app.data(
         &mallory.token,
         SET_TYPING,
-        json!({ "c": conversation, "t": false }),
+        json!({ "c": conversation, "t": true }),
     )
     .await;
     let seen = alice_ws.next_data("t2").await;
     assert_eq!(seen["typing"]["user"]["id"], mallory.id);
+    assert_eq!(seen["typing"]["isTyping"], true);
 }
 
 #[tokio::test]
@@ -236,19 +253,33 @@ async fn the_blocker_does_not_see_the_blocked_users_presence() {
     let alice = app.user("alice").await;
     let mallory = app.user("mallory").await;
     app.direct(&alice, &mallory).await;
+    // Someone Alice sees come and go: shows her subscriptions live and marks the check's end.
+    let carol = app.user("carol").await;
+    app.direct(&carol, &alice).await;
     app.data(&alice.token, BLOCK, json!({ "u": mallory.id }))
         .await;
 
     let mut alice_ws = app.ws(Some(&alice.token)).await;
     alice_ws
-        .subscribe("named", WATCH, json!({ "u": [mallory.id] }))
+        .subscribe("named", WATCH, json!({ "u": [mallory.id, carol.id] }))
         .await;
+    // The current state of Carol only.
+    let snapshot = alice_ws.next_data("named").await;
+    assert_eq!(snapshot["presence"]["user"]["id"], carol.id);
     alice_ws.subscribe("all", WATCH, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    let mut carols = PresenceProbe::new(&carol);
+    alice_ws
+        .until_live(&["named", "all"], 2, async |n| carols.probe(&app, n).await)
+        .await;
     let _mallory_ws = app.ws(Some(&mallory.token)).await;
-    tokio::time::sleep(QUIET).await;
-
-    alice_ws.expect_silence().await;
+    // Carol comes online after Mallory: Mallory's coming would come first.
+    let mark = carols.probe(&app, 0).await;
+    for marker in alice_ws
+        .expect_markers(&[("named", &mark), ("all", &mark)])
+        .await
+    {
+        assert_eq!(marker["presence"]["user"]["id"], carol.id);
+    }
     let seen = app
         .data(&alice.token, PRESENCE_OF, json!({ "u": mallory.id }))
         .await;

@@ -202,6 +202,55 @@ impl TestApp {
             .to_owned()
     }
 
+    /// A probe for [`WsClient::until_live`] on `messageEvents`: `from` sends a message into
+    /// `conversation`; its id, in quotes, is in the event.
+    pub async fn probe_message(&self, from: &TestUser, conversation: &str) -> String {
+        let sent = self.send(from, conversation, "probe").await;
+        format!("\"{}\"", sent["id"].as_str().expect("a message id"))
+    }
+
+    /// A probe for [`WsClient::until_live`] on `messageEvents` selections without the message's
+    /// id: `from` sends a message with a body of its own into `conversation`; that body, in
+    /// quotes, is in the event.
+    pub async fn probe_body(&self, from: &TestUser, conversation: &str) -> String {
+        let body = unique("probe ");
+        self.send(from, conversation, &body).await;
+        format!("\"{body}\"")
+    }
+
+    /// A probe for [`WsClient::until_live`] on `typing`, in pairs (`cycle` 2): probe `n` has
+    /// `who` start typing in `conversation` when `n` is even and stop when it is odd.
+    pub async fn probe_typing(&self, who: &TestUser, conversation: &str, n: usize) -> String {
+        let typing = n.is_multiple_of(2);
+        self.data(
+            &who.token,
+            "mutation($c: ID!, $t: Boolean!) { setTyping(conversationId: $c, isTyping: $t) }",
+            json!({ "c": conversation, "t": typing }),
+        )
+        .await;
+        format!("\"isTyping\":{typing}")
+    }
+
+    /// A probe for [`WsClient::until_live`] on `readReceipts` (and `messageEvents`): `from` sends
+    /// a message into `conversation` and `reader` reads up to it; the message's id, in quotes,
+    /// is in the receipt (and in the message's event).
+    pub async fn probe_receipt(
+        &self,
+        from: &TestUser,
+        reader: &TestUser,
+        conversation: &str,
+    ) -> String {
+        let mark = self.probe_message(from, conversation).await;
+        let id = mark.trim_matches('"');
+        self.data(
+            &reader.token,
+            "mutation($c: ID!, $m: ID) { markRead(conversationId: $c, upToMessageId: $m) { id } }",
+            json!({ "c": conversation, "m": id }),
+        )
+        .await;
+        mark
+    }
+
     /// The number of SQL statements the server has run so far.
     pub async fn statements(&self) -> u64 {
         self.metric("palaver_db_statements_total").await
@@ -419,11 +468,177 @@ impl WsClient {
         assert!(reason.starts_with("UNAUTHENTICATED"), "{reason}");
     }
 
+    /// Acts until each of the operations `ids` has received an event the acts cause: its
+    /// subscription is then registered, and everything published from then on reaches it. (The
+    /// server registers a subscription some time after `subscribe` has sent it; acting at once
+    /// could pass it by.) See [`until_all_live`], which this is for one socket.
+    pub async fn until_live(
+        &mut self,
+        ids: &[&str],
+        cycle: usize,
+        probe: impl AsyncFnMut(usize) -> String,
+    ) -> usize {
+        until_all_live(&mut [(self, ids)], cycle, probe).await
+    }
+
+    /// Asserts that the next frame on the socket is an event of operation `id` whose compact JSON
+    /// contains `mark`, and returns its data. A negative check ends with this: after the action
+    /// that must not reach this socket, a marker event that must reach it is caused, and if
+    /// anything the action caused arrives, however late, it arrives first.
+    pub async fn expect_next_event(&mut self, id: &str, mark: &str) -> Value {
+        self.expect_markers(&[(id, mark)]).await.remove(0)
+    }
+
+    /// Like [`Self::expect_next_event`] for one marker that reaches several operations: the next
+    /// frames are exactly those events, one for each `(id, mark)`, in any order (each
+    /// subscription has its own queue). Returns their data in the order given.
+    pub async fn expect_markers(&mut self, markers: &[(&str, &str)]) -> Vec<Value> {
+        self.drop_completions();
+        assert!(self.pending.is_empty(), "unread frames: {:?}", self.pending);
+        let mut found: Vec<Option<Value>> = vec![None; markers.len()];
+        while found.iter().any(Option::is_none) {
+            let frame = self.next_json().await.expect("the marker event in time");
+            if frame["type"] == "complete" && !markers.iter().any(|(id, _)| frame["id"] == *id) {
+                // The end of an operation done with earlier.
+                continue;
+            }
+            let text = frame["payload"].to_string();
+            let slot = markers.iter().enumerate().position(|(i, (id, mark))| {
+                found[i].is_none()
+                    && frame["type"] == "next"
+                    && frame["id"] == *id
+                    && text.contains(mark)
+            });
+            let slot = slot
+                .unwrap_or_else(|| panic!("expected only the markers {markers:?}, got {frame}"));
+            found[slot] = Some(frame["payload"]["data"].clone());
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    /// Forgets the set-aside `complete` frames of operations done with earlier.
+    fn drop_completions(&mut self) {
+        self.pending.retain(|frame| frame["type"] != "complete");
+    }
+
     /// Asserts that nothing arrives for a short while.
     pub async fn expect_silence(&mut self) {
         assert!(self.pending.is_empty(), "unread frames: {:?}", self.pending);
         if let Some(frame) = self.next_frame(QUIET).await {
             panic!("expected nothing, got {frame:?}");
+        }
+    }
+}
+
+/// Acts until each socket's operations have received an event the acts cause: their
+/// subscriptions are then registered, and everything published from then on reaches them.
+///
+/// `probe(n)` acts for the n-th time (from 0) and returns a piece of the compact JSON that event
+/// carries (a message id in quotes, `"isTyping":false`). Probing stops only after a probe `n`
+/// with `(n + 1) % cycle == 0`, so probes that come in pairs (start typing, stop typing) leave
+/// things as they found them. Every operation is then read up to the last probe's event: once an
+/// operation has received one probe's event it receives every later one, in order, so none is
+/// left for the test to read. Each operation that receives the probes' events must be listed.
+/// Returns how many probes it took.
+pub async fn until_all_live(
+    sockets: &mut [(&mut WsClient, &[&str])],
+    cycle: usize,
+    mut probe: impl AsyncFnMut(usize) -> String,
+) -> usize {
+    use std::collections::HashMap;
+    for (ws, _) in sockets.iter_mut() {
+        ws.drop_completions();
+        assert!(ws.pending.is_empty(), "unread frames: {:?}", ws.pending);
+    }
+    let mut marks: Vec<String> = Vec::new();
+    // For each socket, the newest probe each of its operations has received.
+    let mut latest: Vec<HashMap<String, usize>> = vec![HashMap::new(); sockets.len()];
+    let live = |ids: &[&str], latest: &HashMap<String, usize>| {
+        ids.iter().all(|id| latest.contains_key(*id))
+    };
+    loop {
+        let all_live = sockets
+            .iter()
+            .zip(&latest)
+            .all(|((_, ids), latest)| live(ids, latest));
+        if all_live && marks.len().is_multiple_of(cycle) {
+            break;
+        }
+        marks.push(probe(marks.len()).await);
+        for ((ws, ids), latest) in sockets.iter_mut().zip(&mut latest) {
+            while !live(ids, latest) {
+                let Some(frame) = ws.next_frame(QUIET).await else {
+                    break;
+                };
+                note_probe(frame, ids, &marks, latest);
+            }
+        }
+    }
+    let last = marks.len() - 1;
+    for ((ws, ids), latest) in sockets.iter_mut().zip(&mut latest) {
+        while ids.iter().any(|id| latest[*id] != last) {
+            let frame = ws.next_frame(WAIT).await;
+            let frame = frame.expect("every probe's event after the first, in time");
+            note_probe(frame, ids, &marks, latest);
+        }
+    }
+    marks.len()
+}
+
+/// Records which probe `frame` is the event of, in `latest`; panics on any other frame.
+fn note_probe(
+    frame: Frame,
+    ids: &[&str],
+    marks: &[String],
+    latest: &mut std::collections::HashMap<String, usize>,
+) {
+    let Frame::Json(frame) = frame else {
+        panic!("the socket closed while waiting for subscriptions to be live: {frame:?}");
+    };
+    let id = frame["id"].as_str().unwrap_or_default().to_owned();
+    if frame["type"] == "complete" && !ids.contains(&id.as_str()) {
+        // The end of an operation done with earlier.
+        return;
+    }
+    assert!(
+        frame["type"] == "next" && ids.contains(&id.as_str()),
+        "unexpected frame while waiting for subscriptions to be live: {frame}"
+    );
+    let text = frame["payload"].to_string();
+    // The first event may be any probe's (an earlier probe's event may have been slow); each
+    // later one is the next probe whose mark it carries.
+    let probe = match latest.get(&id) {
+        None => marks.iter().rposition(|mark| text.contains(mark.as_str())),
+        Some(&previous) => (previous + 1..marks.len()).find(|&n| text.contains(&marks[n])),
+    };
+    let probe = probe.unwrap_or_else(|| panic!("not a probe's event: {frame}"));
+    latest.insert(id, probe);
+}
+
+/// A probe for [`WsClient::until_live`] on `presence`, in pairs (`cycle` 2): probe `n` opens a
+/// connection for its user when `n` is even (ONLINE at once) and closes it when `n` is odd
+/// (OFFLINE once the server's grace period is over). Nobody else's presence may change while it
+/// probes: its marks are the statuses alone.
+pub struct PresenceProbe {
+    user: TestUser,
+    connection: Option<WsClient>,
+}
+
+impl PresenceProbe {
+    pub fn new(user: &TestUser) -> Self {
+        Self {
+            user: user.clone(),
+            connection: None,
+        }
+    }
+
+    pub async fn probe(&mut self, app: &TestApp, n: usize) -> String {
+        if n.is_multiple_of(2) {
+            self.connection = Some(app.ws(Some(&self.user.token)).await);
+            "\"status\":\"ONLINE\"".into()
+        } else {
+            self.connection = None;
+            "\"status\":\"OFFLINE\"".into()
         }
     }
 }

@@ -15,6 +15,20 @@ async fn notifications(app: &TestApp, user: &TestUser) -> (Vec<Value>, i64) {
     (nodes, data["notificationUnreadCount"].as_i64().unwrap())
 }
 
+/// A probe for [`WsClient::until_live`] on `notifications`: `from` writes to `to` directly,
+/// starting their conversation with it, so that every notification it makes there is a probe's;
+/// the message's id, in quotes, is in the notification.
+async fn probe_direct(app: &TestApp, from: &TestUser, to: &TestUser) -> String {
+    let sent = app
+        .data(
+            &from.token,
+            "mutation($r: ID!) { sendMessage(input: {recipientId: $r, body: \"probe\"}) { id } }",
+            json!({ "r": to.id }),
+        )
+        .await;
+    format!("\"{}\"", sent["sendMessage"]["id"].as_str().unwrap())
+}
+
 fn kinds(nodes: &[Value]) -> Vec<&str> {
     let mut kinds: Vec<&str> = nodes.iter().map(|n| n["kind"].as_str().unwrap()).collect();
     kinds.sort_unstable();
@@ -204,6 +218,9 @@ async fn new_notifications_arrive_live() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = app.direct(&alice, &bob).await;
+    // Carol's messages make notifications of their own (rows apart from this conversation's):
+    // they show the subscriptions live and mark the end of the check.
+    let carol = app.user("carol").await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
     const FIELDS: &str = "id kind count text isRead createdAt updatedAt cursor sender { id } \
@@ -211,7 +228,14 @@ async fn new_notifications_arrive_live() {
     let query = format!("subscription {{ notifications {{ {FIELDS} }} }}");
     bob_ws.subscribe("n", &query, json!({})).await;
     alice_ws.subscribe("n", &query, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["n"], 1, async |_| probe_direct(&app, &carol, &bob).await)
+        .await;
+    alice_ws
+        .until_live(&["n"], 1, async |_| {
+            probe_direct(&app, &carol, &alice).await
+        })
+        .await;
 
     app.send(&alice, &conversation, "ping").await;
     let first = bob_ws.next_data("n").await;
@@ -234,7 +258,9 @@ async fn new_notifications_arrive_live() {
         .await;
     let second = bob_ws.next_data("n").await;
     assert_eq!(second["notifications"]["kind"], "MENTION");
-    alice_ws.expect_silence().await;
+    // Nothing of her own sends reached Alice: the next is the marker's.
+    let marker = probe_direct(&app, &carol, &alice).await;
+    alice_ws.expect_next_event("n", &marker).await;
 }
 
 #[tokio::test]
@@ -361,9 +387,21 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
     let bob = app.user("bob").await;
     let outsider = app.user("dave").await;
     let room = app.room(&alice, "big", &[&bob]).await;
+    // Carol's messages make notifications of their own: they show the subscriptions live and
+    // mark the end of the check.
+    let carol = app.user("carol").await;
     let mut outsider_ws = app.ws(Some(&outsider.token)).await;
     outsider_ws
-        .subscribe("n", "subscription { notifications { kind } }", json!({}))
+        .subscribe(
+            "n",
+            "subscription { notifications { kind message { id } } }",
+            json!({}),
+        )
+        .await;
+    outsider_ws
+        .until_live(&["n"], 1, async |_| {
+            probe_direct(&app, &carol, &outsider).await
+        })
         .await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws
@@ -373,7 +411,9 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
             json!({}),
         )
         .await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["n"], 1, async |_| probe_direct(&app, &carol, &bob).await)
+        .await;
 
     let first = app.send(&alice, &room, "one").await;
     let live = bob_ws.next_data("n").await;
@@ -395,10 +435,13 @@ async fn in_a_big_room_notifications_follow_the_message_and_arrive_live() {
     assert_eq!(live["notifications"]["message"]["id"], second["id"]);
     let (for_outsider, _) = notifications(&app, &outsider).await;
     assert!(
-        for_outsider.is_empty(),
+        for_outsider
+            .iter()
+            .all(|n| n["conversation"]["id"] != room.as_str()),
         "a non-member is never notified: {for_outsider:?}"
     );
-    outsider_ws.expect_silence().await;
+    let marker = probe_direct(&app, &carol, &outsider).await;
+    outsider_ws.expect_next_event("n", &marker).await;
     let (for_alice, _) = notifications(&app, &alice).await;
     assert!(
         for_alice.is_empty(),

@@ -210,13 +210,26 @@ async fn a_connection_may_run_only_so_many_subscriptions_at_once() {
     let app = spawn_app_with(config).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let conversation = app.direct(&bob, &alice).await;
     let mut ws = app.ws(Some(&alice.token)).await;
-    ws.subscribe("1", "subscription { notifications { id } }", json!({}))
-        .await;
+    ws.subscribe(
+        "1",
+        "subscription { notifications { id message { id } } }",
+        json!({}),
+    )
+    .await;
     ws.subscribe("2", "subscription { typing { isTyping } }", json!({}))
         .await;
-    // Operations start in no set order: let these two take their slots first.
-    tokio::time::sleep(QUIET).await;
+    // Operations start in no set order: these two hold their slots once they receive events.
+    ws.until_live(&["1"], 1, async |_| {
+        app.probe_message(&bob, &conversation).await
+    })
+    .await;
+    ws.until_live(&["2"], 2, async |n| {
+        app.probe_typing(&bob, &conversation, n).await
+    })
+    .await;
     ws.subscribe("3", "subscription { readReceipts { readAt } }", json!({}))
         .await;
     let payload = ws.next_payload("3").await;
@@ -225,14 +238,44 @@ async fn a_connection_may_run_only_so_many_subscriptions_at_once() {
     // Queries still run while the subscriptions are full.
     ws.subscribe("q", "{ me { id } }", json!({})).await;
     assert_eq!(ws.next_data("q").await["me"]["id"], json!(alice.id));
-    // Completing one frees its slot.
+    // Completing one frees its slot, soon: until then a new subscription is refused, and once it
+    // is taken, a message from Carol reaches it.
     ws.send_json(json!({ "id": "1", "type": "complete" })).await;
-    tokio::time::sleep(QUIET).await;
-    ws.subscribe("4", "subscription { notifications { text } }", json!({}))
-        .await;
-    tokio::time::sleep(QUIET).await;
-    app.direct(&bob, &alice).await;
-    let data = ws.next_data("4").await;
+    let fresh = app.direct(&carol, &alice).await;
+    let mut attempt = 0;
+    let data = 'taken: loop {
+        attempt += 1;
+        assert!(
+            attempt < 100,
+            "the completed subscription's slot was never freed"
+        );
+        let id = format!("4.{attempt}");
+        ws.subscribe(&id, "subscription { notifications { text } }", json!({}))
+            .await;
+        for _ in 0..100 {
+            app.send(&carol, &fresh, "hello").await;
+            let Some(frame) = ws.next_frame(QUIET).await else {
+                continue;
+            };
+            let Frame::Json(frame) = frame else {
+                panic!("the socket closed: {frame:?}");
+            };
+            if frame["id"] != id.as_str() {
+                // What is left of earlier attempts (their completion) or of the done ones.
+                continue;
+            }
+            if frame["payload"]["errors"].is_array() {
+                assert_eq!(
+                    error_code(&frame["payload"]),
+                    Some("RATE_LIMITED"),
+                    "{frame}"
+                );
+                continue 'taken;
+            }
+            break 'taken frame["payload"]["data"].clone();
+        }
+        panic!("subscription {id} was neither refused nor reached");
+    };
     let text = data["notifications"]["text"].as_str().unwrap();
     assert!(text.ends_with("hello"), "{data}");
 }

@@ -267,7 +267,9 @@ async fn membership_changes_are_system_messages_in_history_and_events() {
     let r = created["id"].as_str().unwrap().to_owned();
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws.subscribe("e", EVENTS, json!({ "c": r })).await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["e"], 1, async |_| app.probe_message(&alice, &r).await)
+        .await;
 
     app.data(&alice.token, ADD, json!({ "r": r, "u": carol.id }))
         .await;
@@ -300,7 +302,12 @@ async fn membership_changes_are_system_messages_in_history_and_events() {
         format!("{a} made {b} the owner"),
         format!("{a} left"),
     ];
-    let messages = history(&app, &bob, &r).await;
+    // Everything but the probe messages that showed Bob's subscription live.
+    let messages: Vec<Value> = history(&app, &bob, &r)
+        .await
+        .into_iter()
+        .filter(|m| m["body"] != "probe")
+        .collect();
     assert_eq!(bodies(&messages), expected);
     for m in &messages {
         assert_eq!(m["kind"], "SYSTEM");
@@ -358,7 +365,15 @@ async fn rooms_share_the_message_paths_of_direct_conversations() {
     carol_ws
         .subscribe("r", "subscription($c: ID) { readReceipts(conversationId: $c) { user { id } upToMessageId } }", json!({ "c": r }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    carol_ws
+        .until_live(&["t"], 2, async |n| app.probe_typing(&alice, &r, n).await)
+        .await;
+    // Alice's probe messages, which Bob reads, stay unread for Carol.
+    let probes = carol_ws
+        .until_live(&["r"], 1, async |_| {
+            app.probe_receipt(&alice, &bob, &r).await
+        })
+        .await;
 
     let first = app.send(&alice, &r, "agenda?").await;
     let reply = app
@@ -427,7 +442,7 @@ async fn rooms_share_the_message_paths_of_direct_conversations() {
             edges[0]["node"]["unreadCount"].as_i64().unwrap()
         }
     };
-    assert_eq!(unread(&carol).await, 3);
+    assert_eq!(unread(&carol).await, 3 + probes as i64);
     assert_eq!(unread(&alice).await, 1);
     let directs = app
         .data(
@@ -478,7 +493,8 @@ async fn one_message_reaches_all_50_members_of_a_room_live() {
         ws.subscribe("e", EVENTS, json!({ "c": r })).await;
         sockets.push(ws);
     }
-    tokio::time::sleep(QUIET).await;
+    let mut live: Vec<_> = sockets.iter_mut().map(|ws| (ws, &["e"][..])).collect();
+    until_all_live(&mut live, 1, async |_| app.probe_message(&owner, &r).await).await;
 
     let sent = app.send(&others[0], &r, "hello everyone").await;
     for ws in &mut sockets {
@@ -487,8 +503,10 @@ async fn one_message_reaches_all_50_members_of_a_room_live() {
         assert_eq!(event["messageEvents"]["message"]["id"], sent["id"]);
         assert_eq!(event["messageEvents"]["message"]["body"], "hello everyone");
     }
+    // Once each: the next event on every socket is the marker's.
+    let marker = app.probe_message(&owner, &r).await;
     for ws in &mut sockets {
-        ws.expect_silence().await;
+        ws.expect_next_event("e", &marker).await;
     }
 }
 
@@ -499,13 +517,28 @@ async fn a_removed_member_hears_of_the_removal_then_nothing_and_loses_the_histor
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let r = app.room(&alice, "Team", &[&bob, &carol]).await;
+    // Where the markers come once Bob is out of the room.
+    let direct = app.direct(&carol, &bob).await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws.subscribe("one", EVENTS, json!({ "c": r })).await;
     bob_ws.subscribe("all", EVENTS, json!({})).await;
     bob_ws
-        .subscribe("typing", "subscription { typing { isTyping } }", json!({}))
+        .subscribe(
+            "typing",
+            "subscription { typing { isTyping user { id } } }",
+            json!({}),
+        )
         .await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["one", "all"], 1, async |_| {
+            app.probe_message(&carol, &r).await
+        })
+        .await;
+    bob_ws
+        .until_live(&["typing"], 2, async |n| {
+            app.probe_typing(&carol, &r, n).await
+        })
+        .await;
     app.send(&carol, &r, "before").await;
     let mut cursor = String::new();
     for id in ["one", "all"] {
@@ -534,9 +567,17 @@ async fn a_removed_member_hears_of_the_removal_then_nothing_and_loses_the_histor
         json!({ "c": r }),
     )
     .await;
-    bob_ws.expect_silence().await;
+    // Markers in Bob's direct conversation: whatever leaked would have come before them.
+    let marker = app.probe_message(&carol, &direct).await;
+    bob_ws.expect_next_event("all", &marker).await;
+    app.probe_typing(&carol, &direct, 0).await;
+    let typing = bob_ws
+        .expect_next_event("typing", "\"isTyping\":true")
+        .await;
+    assert_eq!(typing["typing"]["user"]["id"], carol.id);
 
-    // Nor to a new one resuming from before the removal: it replays the removal and stops.
+    // Nor to a new one resuming from before the removal: it replays the removal, then the
+    // direct conversation's marker, and nothing of the room.
     let mut resumed = app.ws(Some(&bob.token)).await;
     resumed.subscribe("s", EVENTS, json!({ "s": cursor })).await;
     let replayed = resumed.next_data("s").await;
@@ -544,7 +585,9 @@ async fn a_removed_member_hears_of_the_removal_then_nothing_and_loses_the_histor
         replayed["messageEvents"]["message"]["systemEvent"]["kind"],
         "MEMBER_REMOVED"
     );
-    resumed.expect_silence().await;
+    resumed.expect_next_event("s", &marker).await;
+    let live_marker = app.probe_message(&carol, &direct).await;
+    resumed.expect_next_event("s", &live_marker).await;
     resumed.subscribe("c", EVENTS, json!({ "c": r })).await;
     assert_eq!(resumed.next_error_code("c").await, "NOT_FOUND");
 
@@ -581,9 +624,16 @@ async fn a_re_added_member_sees_the_whole_history_again() {
     app.data(&alice.token, REMOVE, json!({ "r": r, "u": bob.id }))
         .await;
     app.send(&alice, &r, "while away").await;
+    // Bob's own messages in a direct conversation show his subscription live, and leave his
+    // unread count as it is.
+    let direct = app.direct(&bob, &alice).await;
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws.subscribe("all", EVENTS, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["all"], 1, async |_| {
+            app.probe_message(&bob, &direct).await
+        })
+        .await;
 
     app.data(&alice.token, ADD, json!({ "r": r, "u": bob.id }))
         .await;

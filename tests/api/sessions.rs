@@ -362,7 +362,16 @@ async fn ending_a_session_closes_its_open_websockets_and_only_those() {
     for ws in [&mut on_phone, &mut on_laptop, &mut bobs] {
         ws.subscribe("m", events, json!({})).await;
     }
-    tokio::time::sleep(QUIET).await;
+    until_all_live(
+        &mut [
+            (&mut on_phone, &["m"][..]),
+            (&mut on_laptop, &["m"][..]),
+            (&mut bobs, &["m"][..]),
+        ],
+        1,
+        async |_| app.probe_body(&bob, &conversation).await,
+    )
+    .await;
 
     // Revoked from another session: the phone's socket closes; the laptop's and bob's stay.
     let phone_id = sessions_id_of(&app, &phone).await;
@@ -382,7 +391,16 @@ async fn ending_a_session_closes_its_open_websockets_and_only_those() {
     // change stays open.
     let mut on_first = app.ws(Some(&alice.token)).await;
     on_first.subscribe("m", events, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    until_all_live(
+        &mut [
+            (&mut on_first, &["m"][..]),
+            (&mut on_laptop, &["m"][..]),
+            (&mut bobs, &["m"][..]),
+        ],
+        1,
+        async |_| app.probe_body(&bob, &conversation).await,
+    )
+    .await;
     app.data(
         &laptop,
         CHANGE,
@@ -400,7 +418,8 @@ async fn ending_a_session_closes_its_open_websockets_and_only_those() {
     app.data(&laptop, "mutation { logout }", json!({})).await;
     expect_closed_for_ended_session(&mut on_laptop).await;
     bobs.next_data("m").await;
-    bobs.expect_silence().await;
+    let marker = app.probe_body(&bob, &conversation).await;
+    bobs.expect_next_event("m", &marker).await;
 }
 
 /// The id of the session a token stands for.

@@ -19,8 +19,11 @@ async fn a_live_subscriber_receives_created_edited_and_deleted_in_order() {
         .subscribe("one", EVENTS, json!({ "c": conversation }))
         .await;
     bob_ws.subscribe("all", EVENTS, json!({})).await;
-    // Give the subscriptions a moment to register before acting.
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["one", "all"], 1, async |_| {
+            app.probe_message(&alice, &conversation).await
+        })
+        .await;
 
     let message = app.send(&alice, &conversation, "hi").await;
     app.data(
@@ -60,12 +63,25 @@ async fn an_outsider_receives_nothing_and_cannot_subscribe_to_the_conversation()
     let bob = app.user("bob").await;
     let eve = app.user("eve").await;
     let conversation = app.direct(&alice, &bob).await;
+    // Eve's own conversation, with which her subscriptions are seen to be live and in which the
+    // markers come.
+    let carol = app.user("carol").await;
+    let hers = app.direct(&carol, &eve).await;
 
     let mut eve_ws = app.ws(Some(&eve.token)).await;
     eve_ws.subscribe("mine", EVENTS, json!({})).await;
     eve_ws.subscribe("typing", TYPING, json!({})).await;
     eve_ws.subscribe("receipts", RECEIPTS, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    eve_ws
+        .until_live(&["mine", "receipts"], 1, async |_| {
+            app.probe_receipt(&eve, &carol, &hers).await
+        })
+        .await;
+    eve_ws
+        .until_live(&["typing"], 2, async |n| {
+            app.probe_typing(&carol, &hers, n).await
+        })
+        .await;
     app.send(&alice, &conversation, "secret").await;
     app.data(
         &alice.token,
@@ -79,7 +95,20 @@ async fn an_outsider_receives_nothing_and_cannot_subscribe_to_the_conversation()
         json!({ "c": conversation }),
     )
     .await;
-    eve_ws.expect_silence().await;
+    // Markers in Eve's own conversation: whatever leaked would have come before each.
+    let marker = app.probe_message(&eve, &hers).await;
+    eve_ws.expect_next_event("mine", &marker).await;
+    app.data(
+        &carol.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": hers }),
+    )
+    .await;
+    eve_ws.expect_next_event("receipts", &marker).await;
+    app.probe_typing(&carol, &hers, 0).await;
+    eve_ws
+        .expect_next_event("typing", "\"isTyping\":true")
+        .await;
 
     for (id, query) in [("a", EVENTS), ("b", TYPING), ("c", RECEIPTS)] {
         eve_ws
@@ -101,7 +130,17 @@ async fn typing_reaches_the_other_participant_but_not_the_typist() {
         .subscribe("t", TYPING, json!({ "c": conversation }))
         .await;
     alice_ws.subscribe("t", TYPING, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&alice, &conversation, n).await
+        })
+        .await;
+    // Alice's subscription is seen live through Bob typing to her.
+    alice_ws
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&bob, &conversation, n).await
+        })
+        .await;
 
     for typing in [true, false] {
         let set = app
@@ -117,7 +156,10 @@ async fn typing_reaches_the_other_participant_but_not_the_typist() {
         assert_eq!(event["typing"]["user"]["id"], alice.id);
         assert_eq!(event["typing"]["conversationId"], conversation);
     }
-    alice_ws.expect_silence().await;
+    // The marker: Bob typing, which Alice sees; her own typing would have come before it.
+    app.probe_typing(&bob, &conversation, 0).await;
+    let marker = alice_ws.expect_next_event("t", "\"isTyping\":true").await;
+    assert_eq!(marker["typing"]["user"]["id"], bob.id);
 }
 
 #[tokio::test]
@@ -126,12 +168,16 @@ async fn read_receipts_reach_the_other_participant() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = app.direct(&alice, &bob).await;
-    let message = app.send(&alice, &conversation, "read me").await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
     alice_ws
         .subscribe("r", RECEIPTS, json!({ "c": conversation }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    alice_ws
+        .until_live(&["r"], 1, async |_| {
+            app.probe_receipt(&alice, &bob, &conversation).await
+        })
+        .await;
+    let message = app.send(&alice, &conversation, "read me").await;
 
     app.data(
         &bob.token,
@@ -142,14 +188,15 @@ async fn read_receipts_reach_the_other_participant() {
     let receipt = alice_ws.next_data("r").await;
     assert_eq!(receipt["readReceipts"]["user"]["id"], bob.id);
     assert_eq!(receipt["readReceipts"]["upToMessageId"], message["id"]);
-    // Marking read again moves nothing and tells no one.
+    // Marking read again moves nothing and tells no one: the next receipt is the marker's.
     app.data(
         &bob.token,
         "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
         json!({ "c": conversation }),
     )
     .await;
-    alice_ws.expect_silence().await;
+    let marker = app.probe_receipt(&alice, &bob, &conversation).await;
+    alice_ws.expect_next_event("r", &marker).await;
 }
 
 #[tokio::test]
@@ -162,7 +209,10 @@ async fn resuming_with_a_cursor_replays_what_was_missed_then_continues_live() {
     let mut ws = app.ws(Some(&bob.token)).await;
     ws.subscribe("s", EVENTS, json!({ "c": conversation }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    ws.until_live(&["s"], 1, async |_| {
+        app.probe_message(&alice, &conversation).await
+    })
+    .await;
     let first = app.send(&alice, &conversation, "one").await;
     let seen = ws.next_data("s").await;
     let cursor = seen["messageEvents"]["cursor"].as_str().unwrap().to_owned();
@@ -197,7 +247,8 @@ async fn resuming_with_a_cursor_replays_what_was_missed_then_continues_live() {
     app.send(&alice, &conversation, "four").await;
     let live = ws.next_data("s").await;
     assert_eq!(live["messageEvents"]["message"]["body"], "four");
-    ws.expect_silence().await;
+    let marker = app.probe_message(&alice, &conversation).await;
+    ws.expect_next_event("s", &marker).await;
 }
 
 #[tokio::test]
@@ -261,7 +312,11 @@ async fn members_asking_the_same_question_of_an_event_share_one_render_and_each_
         ws.subscribe("e", SHAREABLE, json!({ "c": room })).await;
         sockets.push(ws);
     }
-    tokio::time::sleep(QUIET).await;
+    let mut live: Vec<_> = sockets.iter_mut().map(|ws| (ws, &["e"][..])).collect();
+    until_all_live(&mut live, 1, async |_| {
+        app.probe_message(&alice, &room).await
+    })
+    .await;
     let before = app.metric(SHARED_RENDERS).await;
 
     let sent = app.send(&alice, &room, "one for all").await;
@@ -307,7 +362,16 @@ async fn fields_that_differ_per_viewer_are_resolved_for_each_subscriber_even_bes
     carol_ws
         .subscribe("plain", SHAREABLE, json!({ "c": room }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    until_all_live(
+        &mut [
+            (&mut alice_ws, &["own"][..]),
+            (&mut bob_ws, &["own", "plain"][..]),
+            (&mut carol_ws, &["plain"][..]),
+        ],
+        1,
+        async |_| app.probe_message(&alice, &room).await,
+    )
+    .await;
     let before = app.metric(SHARED_RENDERS).await;
     let bob_unread_before = app
         .data(
@@ -360,7 +424,11 @@ async fn a_burst_of_events_reaches_each_subscription_whole_one_frame_per_event()
     let mut bob_ws = app.ws(Some(&bob.token)).await;
     bob_ws.subscribe("room", EVENTS, json!({ "c": room })).await;
     bob_ws.subscribe("all", EVENTS, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["room", "all"], 1, async |_| {
+            app.probe_message(&alice, &room).await
+        })
+        .await;
 
     const BURST: usize = 40;
     let bodies: Vec<String> = (0..BURST).map(|i| format!("burst {i}")).collect();
@@ -391,7 +459,11 @@ async fn a_burst_of_events_reaches_each_subscription_whole_one_frame_per_event()
         orders.push(seen);
     }
     assert_eq!(orders[0], orders[1], "both subscriptions in the same order");
-    bob_ws.expect_silence().await;
+    // Nothing more: the next event on each is the marker's.
+    let marker = app.probe_message(&alice, &room).await;
+    bob_ws
+        .expect_markers(&[("room", &marker), ("all", &marker)])
+        .await;
 }
 
 /// A selection every member reads the same, under an alias: served plainly, beside the schema.
@@ -412,7 +484,10 @@ async fn a_plain_subscription_is_answered_exactly_as_the_schema_answers_it() {
     ws.subscribe("plain", PLAIN, json!({ "c": room })).await;
     ws.subscribe("schema", THROUGH_SCHEMA, json!({ "c": room }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    ws.until_live(&["plain", "schema"], 1, async |_| {
+        app.probe_message(&alice, &room).await
+    })
+    .await;
     // Only the first took the plain path.
     assert_eq!(app.metric(PLAIN_SUBSCRIPTIONS).await - plain_before, 1);
 
@@ -434,7 +509,11 @@ async fn a_plain_subscription_is_answered_exactly_as_the_schema_answers_it() {
         assert_eq!(plain["data"]["live"]["message"]["sender"]["id"], alice.id);
         cursor.get_or_insert(plain["data"]["live"]["cursor"].clone());
     }
-    ws.expect_silence().await;
+    let marker = app.probe_message(&alice, &room).await;
+    let markers = ws
+        .expect_markers(&[("plain", &marker), ("schema", &marker)])
+        .await;
+    assert_eq!(markers[0], markers[1]);
 
     // Replayed from the change log after a cursor: the edit again, the same on both paths.
     let since = json!({ "c": room, "s": cursor.unwrap() });
@@ -533,7 +612,8 @@ async fn message_event_documents_that_are_not_valid_are_refused_as_before_and_th
     // None of them was taken for a plain subscription, and the socket still serves one.
     assert_eq!(app.metric(PLAIN_SUBSCRIPTIONS).await, plain_before);
     ws.subscribe("ok", PLAIN, json!({ "c": room })).await;
-    tokio::time::sleep(QUIET).await;
+    ws.until_live(&["ok"], 1, async |_| app.probe_message(&alice, &room).await)
+        .await;
     app.send(&alice, &room, "still here").await;
     let event = ws.next_data("ok").await;
     assert_eq!(event["live"]["message"]["body"], "still here");
@@ -565,7 +645,14 @@ async fn a_plain_subscription_with_fields_that_differ_per_viewer_answers_each_vi
         .await;
         sockets.push(ws);
     }
-    tokio::time::sleep(QUIET).await;
+    let mut live: Vec<_> = sockets
+        .iter_mut()
+        .map(|ws| (ws, &["plain", "schema"][..]))
+        .collect();
+    until_all_live(&mut live, 1, async |_| {
+        app.probe_message(&alice, &conversation).await
+    })
+    .await;
     assert_eq!(app.metric(PLAIN_SUBSCRIPTIONS).await - plain_before, 2);
 
     app.data(

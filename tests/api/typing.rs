@@ -15,7 +15,11 @@ async fn pair(app: &TestApp) -> (TestUser, TestUser, String, WsClient) {
     bob_ws
         .subscribe("t", TYPING, json!({ "c": conversation }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&alice, &conversation, n).await
+        })
+        .await;
     (alice, bob, conversation, bob_ws)
 }
 
@@ -61,7 +65,19 @@ async fn an_indicator_ends_when_the_typists_connection_drops() {
 #[tokio::test]
 async fn typing_updates_cannot_flood_a_conversation() {
     let app = spawn_app().await;
-    let (alice, _bob, conversation, mut bob_ws) = pair(&app).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let conversation = app.direct(&alice, &bob).await;
+    // Carol's typing, in a conversation of her own with Bob, is the marker that ends the count.
+    let carols = app.direct(&carol, &bob).await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws.subscribe("t", TYPING, json!({})).await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&alice, &conversation, n).await
+        })
+        .await;
     let mut limited = None;
     for i in 0..60 {
         let response = app
@@ -84,8 +100,13 @@ async fn typing_updates_cannot_flood_a_conversation() {
             .unwrap()
             >= 1
     );
+    app.probe_typing(&carol, &carols, 0).await;
     let mut received = 0;
-    while let Some(Frame::Json(_)) = bob_ws.next_frame(QUIET).await {
+    loop {
+        let event = bob_ws.next_data("t").await;
+        if event["typing"]["user"]["id"] == carol.id.as_str() {
+            break;
+        }
         received += 1;
     }
     // Each user may start typing 20 times per 10 s; each start may be followed by its stop.
