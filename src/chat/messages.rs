@@ -41,6 +41,11 @@ pub enum Target {
 pub struct MessageBody(String);
 
 impl MessageBody {
+    /// The body as it is stored (line breaks normalised to LF).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Parses a body; `max_chars` comes from the configuration.
     pub fn parse(raw: &str, max_chars: usize) -> AppResult<Self> {
         // A line break written the Windows way (CR LF) is a line break: it is kept as LF, so that
