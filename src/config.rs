@@ -100,6 +100,14 @@ pub struct Config {
     #[arg(long, env = "PALAVER_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphiql: bool,
 
+    /// A manifest of trusted documents (Apollo's persisted query list format): when set, only
+    /// the documents it lists run, named by id (`extensions.persistedQuery.sha256Hash`) or sent as
+    /// their exact text; anything else is refused (QUERY_NOT_IN_SAFELIST,
+    /// PERSISTED_QUERY_NOT_IN_LIST). Unset: any document runs, and automatic persisted queries
+    /// are on.
+    #[arg(long, env = "PALAVER_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<crate::graphql::TrustedDocuments>,
+
     /// Most operations in one batched request (a JSON array); more is BATCH_TOO_LARGE.
     #[arg(long, env = "PALAVER_MAX_BATCH", default_value_t = 10)]
     pub max_batch: usize,

@@ -1,5 +1,6 @@
-//! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET for GraphiQL),
-//! `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+//! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET with a query
+//! string to run a query, without one for GraphiQL), `/graphql/ws` for subscriptions,
+//! `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{
@@ -66,7 +67,7 @@ pub fn router(state: AppState) -> Router {
     let api = build_api(state.clone());
     let body_limit = (state.config.max_upload_bytes as usize).saturating_add(MAX_JSON_BODY);
     let router = Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphql/ws", get(websocket))
         // `get` also answers HEAD; the handler then skips reading the store.
         .route("/files/{message_id}", get(files::download::download))
@@ -168,6 +169,36 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
     auth::authenticate(&state.db, &state.tokens, token).await
 }
 
+/// `GET /graphql`: a query in the query string, as Apollo Client sends a persisted query's hash;
+/// GraphiQL without one. A mutation is refused (405): a GET must not change
+/// anything, and browsers send GETs across origins without asking.
+async fn graphql_get(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let Some(query) = uri.query().filter(|query| !query.is_empty()) else {
+        return graphiql(State(state)).await;
+    };
+    let mut request = match async_graphql::http::parse_query_string(query) {
+        Ok(request) => request,
+        Err(err) => return rejection_response(err),
+    };
+    if state.api.is_mutation(&mut request) {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_USER_INPUT",
+            "mutations must be sent with POST".into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(state, peer, headers, BatchRequest::Single(request)).await
+}
+
 async fn graphql(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -178,6 +209,16 @@ async fn graphql(
         Ok(request) => request,
         Err(err) => return rejection_response(err),
     };
+    execute(state, peer, headers, request).await
+}
+
+/// Runs a GraphQL request that has been read, within the request timeout.
+async fn execute(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    request: BatchRequest,
+) -> Response {
     if let Err(response) = check_request_size(&state.app, &request) {
         return *response;
     }

@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 
 use super::{
     AppSchema,
+    persisted::Persisted,
     plain::{Plain, PlainEvents},
     shape::QueryShape,
 };
@@ -49,6 +50,8 @@ pub struct Api {
 struct Kept {
     plain: Arc<PlainEvents>,
     documents: Documents,
+    /// Documents named by hash (automatic persisted queries, trusted documents).
+    persisted: Persisted,
     /// How long a query or mutation over the WebSocket may run (`PALAVER_REQUEST_TIMEOUT_MS`,
     /// as over HTTP, where the route applies it).
     deadline: std::time::Duration,
@@ -59,6 +62,7 @@ impl Api {
         schema: AppSchema,
         shape: QueryShape,
         plain: PlainEvents,
+        persisted: Persisted,
         deadline: std::time::Duration,
     ) -> Self {
         Self {
@@ -67,6 +71,7 @@ impl Api {
             kept: Arc::new(Kept {
                 plain: Arc::new(plain),
                 documents: Documents::default(),
+                persisted,
                 deadline,
             }),
         }
@@ -80,6 +85,7 @@ impl Api {
     /// those walk every fragment spread out, which for a fragment bomb is exponential, where the
     /// shape checks are linear.
     fn admit(&self, request: &mut Request) -> ServerResult<()> {
+        self.kept.persisted.resolve(request)?;
         if let Some(document) = self.kept.documents.get(&request.query) {
             request.set_parsed_query(ExecutableDocument::clone(&document));
             return Ok(());
@@ -93,6 +99,22 @@ impl Api {
             self.kept.documents.keep(&request.query, document);
         }
         Ok(())
+    }
+}
+
+impl Api {
+    /// Whether the request runs a subscription, once its document is known (a persisted one
+    /// looked up); false when it cannot be told (the request then fails when executed).
+    pub fn is_subscription(&self, request: &mut Request) -> bool {
+        self.admit(request).is_ok() && is_subscription(request)
+    }
+
+    /// Whether the request runs a mutation, once its document is known; false when it cannot be
+    /// told (the request then fails when executed).
+    pub fn is_mutation(&self, request: &mut Request) -> bool {
+        self.admit(request).is_ok()
+            && operation_type(request)
+                == Some(async_graphql::parser::types::OperationType::Mutation)
     }
 }
 
@@ -150,11 +172,14 @@ fn with_codes(mut response: Response) -> Response {
 
 /// Whether the operation a request runs is a subscription (unknown: not one).
 fn is_subscription(request: &mut Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    operation_type(request) == Some(async_graphql::parser::types::OperationType::Subscription)
+}
+
+/// The kind of operation a request runs, if its document names one.
+fn operation_type(request: &mut Request) -> Option<async_graphql::parser::types::OperationType> {
+    use async_graphql::parser::types::DocumentOperations;
     let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
-        return false;
-    };
+    let document = request.parsed_query().ok()?;
     let operation = match &document.operations {
         DocumentOperations::Single(operation) => Some(operation),
         DocumentOperations::Multiple(operations) => match name {
@@ -166,7 +191,7 @@ fn is_subscription(request: &mut Request) -> bool {
             None => None,
         },
     };
-    operation.is_some_and(|operation| operation.node.ty == OperationType::Subscription)
+    operation.map(|operation| operation.node.ty)
 }
 
 /// The answer to a query or mutation that ran past its deadline.

@@ -4,6 +4,7 @@ mod api;
 mod durable;
 mod loaders;
 mod mutation;
+mod persisted;
 mod plain;
 mod query;
 mod rooms;
@@ -16,6 +17,7 @@ use async_graphql::{Context, MergedObject, Schema};
 
 pub use api::Api;
 pub use loaders::Loaders;
+pub use persisted::TrustedDocuments;
 use query::QueryRoot;
 use subscription::SubscriptionRoot;
 
@@ -62,10 +64,12 @@ pub fn build_api(state: AppState) -> Api {
     }
     let plain = plain::PlainEvents::new(state.clone());
     let deadline = std::time::Duration::from_millis(state.config.request_timeout_ms.max(1));
+    let persisted = persisted::Persisted::new(state.config.trusted_documents.clone());
     Api::new(
         builder.data(loaders).data(state).finish(),
         shape,
         plain,
+        persisted,
         deadline,
     )
 }

@@ -18,6 +18,7 @@ mod limits;
 mod messages;
 mod notifications;
 mod pagination;
+mod persisted_documents;
 mod presence;
 mod rate_limits;
 mod resilience;
