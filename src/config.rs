@@ -158,6 +158,15 @@ pub struct Config {
     #[arg(long, env = "PALAVER_WS_KEEPALIVE_MS", default_value_t = 15_000)]
     pub ws_keepalive_ms: u64,
 
+    /// How often a subscription over HTTP (multipart) sends an empty `{}` part when it has no
+    /// event to send, in milliseconds, so that the client and proxies see it is alive.
+    #[arg(
+        long,
+        env = "PALAVER_HTTP_SUBSCRIPTION_HEARTBEAT_MS",
+        default_value_t = 5_000
+    )]
+    pub http_subscription_heartbeat_ms: u64,
+
     /// Largest WebSocket message (and frame) accepted; a larger one closes the socket (1009).
     #[arg(long, env = "PALAVER_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub ws_max_message_bytes: usize,

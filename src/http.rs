@@ -1,6 +1,7 @@
 //! The HTTP surface: `/graphql` (POST to execute, JSON or a multipart upload; GET with a query
-//! string to run a query, without one for GraphiQL), `/graphql/ws` for subscriptions,
-//! `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+//! string to run a query, without one for GraphiQL; a subscription either way as a multipart
+//! stream), `/graphql/ws` for subscriptions, `/files/{messageId}` for downloads, `/healthz` and
+//! `/metrics`.
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{
@@ -41,7 +42,7 @@ use crate::{
     files,
     graphql::{Api, build_api},
     limits::{AnonymousSocket, AnonymousSockets, ClientAddr, SubscriptionSlots},
-    lock,
+    lock, multipart_subscriptions,
 };
 
 /// Largest JSON GraphQL request body accepted (and what a multipart request may carry besides
@@ -169,8 +170,8 @@ async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Au
     auth::authenticate(&state.db, &state.tokens, token).await
 }
 
-/// `GET /graphql`: a query in the query string, as Apollo Client sends a persisted query's hash;
-/// GraphiQL without one. A mutation is refused (405): a GET must not change
+/// `GET /graphql`: a query (or a subscription) in the query string, as Apollo Client sends a
+/// persisted query's hash; GraphiQL without one. A mutation is refused (405): a GET must not change
 /// anything, and browsers send GETs across origins without asking.
 async fn graphql_get(
     State(state): State<HttpState>,
@@ -212,7 +213,8 @@ async fn graphql(
     execute(state, peer, headers, request).await
 }
 
-/// Runs a GraphQL request that has been read, within the request timeout.
+/// Runs a GraphQL request that has been read, within the request timeout; a subscription asked
+/// for as a multipart stream is handed to `multipart_subscriptions` instead (it has no timeout).
 async fn execute(
     state: HttpState,
     peer: SocketAddr,
@@ -222,6 +224,15 @@ async fn execute(
     if let Err(response) = check_request_size(&state.app, &request) {
         return *response;
     }
+    let request = match request {
+        BatchRequest::Single(mut one) if multipart_subscriptions::accepted(&headers) => {
+            if state.api.is_subscription(&mut one) {
+                return subscribe_multipart(state, peer, &headers, one).await;
+            }
+            BatchRequest::Single(one)
+        }
+        other => other,
+    };
     let run = async {
         let auth = match viewer_from_headers(&state.app, &headers).await {
             Ok(auth) => auth,
@@ -261,6 +272,21 @@ async fn execute(
                 .into(),
         ),
     }
+}
+
+/// A subscription over HTTP, for the caller of the `Authorization` header.
+async fn subscribe_multipart(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> Response {
+    let auth = match viewer_from_headers(&state.app, headers).await {
+        Ok(auth) => auth,
+        Err(err) => return err.into_response(),
+    };
+    let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+    multipart_subscriptions::respond(state.app, state.api, request, auth, peer, connection).await
 }
 
 /// How long a GraphQL request still running when the server starts shutting down may go on
@@ -793,7 +819,7 @@ fn graphql_ws_code(protocol: WebSocketProtocols, code: u16) -> u16 {
 /// Waits until the session a socket signed in with ends (`logout`, `revokeSession`,
 /// `changePassword` from elsewhere, on any instance); forever if it has none. The socket is then
 /// closed, so a revoked token stops receiving at once, not only on its next request.
-async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
+pub(crate) async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
     let Some((viewer, ends)) = session else {
         return std::future::pending().await;
     };

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod limits;
+pub mod multipart_subscriptions;
 pub mod telemetry;
 pub mod text;
 pub mod writer;

@@ -14,6 +14,7 @@ mod blocking;
 mod conversations;
 mod durability;
 mod files;
+mod http_subscriptions;
 mod limits;
 mod messages;
 mod notifications;
