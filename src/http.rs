@@ -12,8 +12,8 @@ use std::sync::{
 use async_graphql::{
     BatchRequest, Executor, ParseRequestError,
     http::{
-        ALL_WEBSOCKET_PROTOCOLS, ClientMessage, GraphiQLSource, MultipartOptions,
-        WebSocketProtocols, WsMessage, receive_batch_body,
+        ALL_WEBSOCKET_PROTOCOLS, ClientMessage, MultipartOptions, WebSocketProtocols, WsMessage,
+        receive_batch_body,
     },
 };
 use async_graphql_axum::GraphQLResponse;
@@ -22,7 +22,7 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -73,7 +73,14 @@ pub fn router(state: AppState) -> Router {
         // `get` also answers HEAD; the handler then skips reading the store.
         .route("/files/{message_id}", get(files::download::download))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    // GraphiQL's files, when GraphiQL is on.
+    let router = if state.config.graphiql {
+        router.route("/graphiql/{file}", get(crate::graphiql::asset))
+    } else {
+        router
+    };
+    let router = router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http());
     let router = match cors(&state.config.cors_origins) {
@@ -92,13 +99,6 @@ pub fn router(state: AppState) -> Router {
 /// a page, so nothing may load from it, and nothing may frame it.
 const API_CSP: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
-/// GraphiQL's page loads React and GraphiQL from unpkg.com, runs an inline script and talks to
-/// this server over HTTP and WebSocket; it may still not be framed.
-const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
-style-src 'self' 'unsafe-inline' https://unpkg.com; font-src 'self' data: https://unpkg.com; \
-img-src 'self' data: https://unpkg.com https://graphql.org; connect-src 'self' ws: wss:; \
-worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Headers every response carries, outermost so that errors, CORS preflights and unknown paths
 /// get them too. `if_not_present`: a route that sets its own (the file route's `sandbox` policy,
@@ -143,20 +143,7 @@ async fn graphiql(State(state): State<HttpState>) -> Response {
     if !state.app.config.graphiql {
         return StatusCode::NOT_FOUND.into_response();
     }
-    (
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(GRAPHIQL_CSP),
-        )],
-        Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("Palaver")
-                .finish(),
-        ),
-    )
-        .into_response()
+    crate::graphiql::page()
 }
 
 async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Auth, AppError> {

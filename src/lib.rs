@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod ids;

@@ -14,6 +14,7 @@ mod blocking;
 mod conversations;
 mod durability;
 mod files;
+mod graphiql;
 mod http_subscriptions;
 mod limits;
 mod messages;
