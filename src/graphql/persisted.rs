@@ -27,7 +27,7 @@ use crate::lock;
 const KEPT_HASHES: usize = 1024;
 /// Longest text kept for automatic persisted queries (bytes); a longer document is still run when
 /// sent in full, but not kept under its hash.
-const KEPT_TEXT: usize = 64 * 1024;
+const KEPT_TEXT: usize = 16 * 1024;
 
 /// The document of a persisted request, once known.
 pub(super) struct Persisted {
@@ -278,6 +278,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(code(&gone), "\"PERSISTED_QUERY_NOT_FOUND\"");
         assert_eq!(lock(&persisted.automatic).len(), KEPT_HASHES);
+    }
+
+    #[test]
+    fn a_text_longer_than_the_bound_passes_but_is_not_kept() {
+        let persisted = Persisted::new(None);
+        let long = format!("{{ me {{ id }} }}{}", " ".repeat(KEPT_TEXT));
+        let mut request = by_hash(&hash(&long), &long);
+        persisted.resolve(&mut request).expect("passes");
+        assert_eq!(request.query, long);
+        let missing = persisted
+            .resolve(&mut by_hash(&hash(&long), ""))
+            .unwrap_err();
+        assert_eq!(code(&missing), "\"PERSISTED_QUERY_NOT_FOUND\"");
     }
 
     #[test]
