@@ -73,7 +73,7 @@ async fn the_response_comes_in_the_media_type_the_client_asks_for() {
             content_type.starts_with(expected),
             "{accept:?}: {content_type}"
         );
-        assert_eq!(json["data"]["__typename"], "QueryRoot", "{json}");
+        assert_eq!(json["data"]["__typename"], "Query", "{json}");
     }
 }
 
@@ -307,7 +307,7 @@ async fn graphiql_is_served_only_to_a_browser_asking_for_a_page() {
         .await;
         assert_eq!(status, 200, "{accept}: {json}");
         assert!(!content_type.starts_with("text/html"), "{accept}");
-        assert_eq!(json["data"]["__typename"], "QueryRoot", "{accept}: {json}");
+        assert_eq!(json["data"]["__typename"], "Query", "{accept}: {json}");
     }
 }
 
