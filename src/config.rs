@@ -108,6 +108,14 @@ pub struct Config {
     #[arg(long, env = "PALAVER_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphiql: bool,
 
+    /// A manifest of trusted documents (Apollo's persisted query list format): when set, only
+    /// the documents it lists run, named by id (`extensions.persistedQuery.sha256Hash`) or sent as
+    /// their exact text; anything else is refused (QUERY_NOT_IN_SAFELIST,
+    /// PERSISTED_QUERY_NOT_IN_LIST). Unset: any document runs, and automatic persisted queries
+    /// are on.
+    #[arg(long, env = "PALAVER_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<crate::graphql::TrustedDocuments>,
+
     /// Most operations in one batched request (a JSON array); more is BATCH_TOO_LARGE.
     #[arg(long, env = "PALAVER_MAX_BATCH", default_value_t = 10)]
     pub max_batch: usize,
@@ -157,6 +165,15 @@ pub struct Config {
     /// (not even the pong every client answers with) for three of these is closed.
     #[arg(long, env = "PALAVER_WS_KEEPALIVE_MS", default_value_t = 15_000)]
     pub ws_keepalive_ms: u64,
+
+    /// How often a subscription over HTTP (multipart) sends an empty `{}` part when it has no
+    /// event to send, in milliseconds, so that the client and proxies see it is alive.
+    #[arg(
+        long,
+        env = "PALAVER_HTTP_SUBSCRIPTION_HEARTBEAT_MS",
+        default_value_t = 5_000
+    )]
+    pub http_subscription_heartbeat_ms: u64,
 
     /// Largest WebSocket message (and frame) accepted; a larger one closes the socket (1009).
     #[arg(long, env = "PALAVER_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]

@@ -1,7 +1,8 @@
 //! The HTTP surface: `/graphql` (GraphQL over HTTP: POST to execute, JSON or a multipart upload;
-//! GET for queries, and GraphiQL for a browser), `/graphql/ws` for subscriptions,
-//! `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
-mod graphql_over_http;
+//! GET for queries, and GraphiQL for a browser; a subscription either way as a multipart stream
+//! when `Accept` asks for one), `/graphiql/{file}` for GraphiQL's files, `/graphql/ws` for
+//! subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
+pub(crate) mod graphql_over_http;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -13,8 +14,8 @@ use std::sync::{
 use async_graphql::{
     BatchRequest, Executor, ParseRequestError,
     http::{
-        ALL_WEBSOCKET_PROTOCOLS, ClientMessage, GraphiQLSource, MultipartOptions,
-        WebSocketProtocols, WsMessage, receive_batch_body,
+        ALL_WEBSOCKET_PROTOCOLS, ClientMessage, MultipartOptions, WebSocketProtocols, WsMessage,
+        receive_batch_body,
     },
     parser::types::OperationType,
 };
@@ -23,7 +24,7 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, DefaultBodyLimit, FromRef, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -44,7 +45,7 @@ use crate::{
     files::{self, RequestOrigin},
     graphql::{Api, build_api},
     limits::{AnonymousSocket, AnonymousSockets, ClientAddr, SubscriptionSlots},
-    lock,
+    lock, multipart_subscriptions,
 };
 
 /// Largest JSON GraphQL request body accepted (and what a multipart request may carry besides
@@ -75,7 +76,14 @@ pub fn router(state: AppState) -> Router {
         // `get` also answers HEAD; the handler then skips reading the store.
         .route("/files/{message_id}", get(files::download::download))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    // GraphiQL's files, when GraphiQL is on.
+    let router = if state.config.graphiql {
+        router.route("/graphiql/{file}", get(crate::graphiql::asset))
+    } else {
+        router
+    };
+    let router = router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http());
     let router = match cors(&state.config.cors_origins) {
@@ -94,13 +102,6 @@ pub fn router(state: AppState) -> Router {
 /// a page, so nothing may load from it, and nothing may frame it.
 const API_CSP: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
-/// GraphiQL's page loads React and GraphiQL from unpkg.com, runs an inline script and talks to
-/// this server over HTTP and WebSocket; it may still not be framed.
-const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
-style-src 'self' 'unsafe-inline' https://unpkg.com; font-src 'self' data: https://unpkg.com; \
-img-src 'self' data: https://unpkg.com https://graphql.org; connect-src 'self' ws: wss:; \
-worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Headers every response carries, outermost so that errors, CORS preflights and unknown paths
 /// get them too. `if_not_present`: a route that sets its own (the file route's `sandbox` policy,
@@ -194,20 +195,7 @@ async fn graphiql(State(state): State<HttpState>) -> Response {
     if !state.app.config.graphiql {
         return StatusCode::NOT_FOUND.into_response();
     }
-    (
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(GRAPHIQL_CSP),
-        )],
-        Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("Palaver")
-                .finish(),
-        ),
-    )
-        .into_response()
+    crate::graphiql::page()
 }
 
 async fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Auth, AppError> {
@@ -251,9 +239,12 @@ async fn graphql(
     execute(state, peer, headers, request, media).await
 }
 
-/// `GET /graphql`: GraphiQL for a browser asking for a page; otherwise a query (never a mutation
-/// or a subscription: those change things or stay open, and a GET must be safe to repeat and
-/// cache) from the query string.
+/// `GET /graphql`: GraphiQL for a browser asking for a page; otherwise a query from the query
+/// string, its text or a persisted query's hash (`extensions`). Never a mutation: a GET must be
+/// safe to repeat and cache, and browsers send GETs across origins without asking. A subscription
+/// only as a multipart stream, when `Accept` asks for one (Apollo's persisted query link sends
+/// every hashed operation but a mutation as a GET); as a single answer it would stay open or end
+/// at its first event.
 async fn graphql_get(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -272,23 +263,31 @@ async fn graphql_get(
                 "BAD_USER_INPUT",
                 message,
             ),
-            Ok(mut request) => match state.api.operation_type(&mut request) {
-                Some(OperationType::Mutation | OperationType::Subscription) => {
+            Ok(mut request) => {
+                let refused = match state.api.operation_type(&mut request) {
+                    Some(OperationType::Mutation) => true,
+                    Some(OperationType::Subscription) => {
+                        !multipart_subscriptions::accepted(&headers)
+                    }
+                    _ => false,
+                };
+                if refused {
                     let mut refused = graphql_over_http::error_response(
                         media,
                         StatusCode::METHOD_NOT_ALLOWED,
                         "BAD_USER_INPUT",
-                        "only queries may be sent with GET; send mutations and subscriptions \
-                         with POST"
+                        "only queries may be sent with GET (and subscriptions as a multipart \
+                         stream); send mutations and other subscriptions with POST"
                             .into(),
                     );
                     refused
                         .headers_mut()
                         .insert(header::ALLOW, HeaderValue::from_static("POST"));
                     refused
+                } else {
+                    execute(state, peer, headers, BatchRequest::Single(request), media).await
                 }
-                _ => execute(state, peer, headers, BatchRequest::Single(request), media).await,
-            },
+            }
         }
     };
     // The same URL is answered as a page or as JSON of either type: caches must key on Accept.
@@ -298,7 +297,9 @@ async fn graphql_get(
     response
 }
 
-/// Runs a request that was read whole, as its bearer token's user, within the request timeout.
+/// Runs a request that was read whole, as its bearer token's user, within the request timeout; a
+/// subscription asked for as a multipart stream is handed to `multipart_subscriptions` instead
+/// (it has no timeout).
 async fn execute(
     state: HttpState,
     peer: SocketAddr,
@@ -315,9 +316,20 @@ async fn execute(
             media,
             StatusCode::BAD_REQUEST,
             "BAD_USER_INPUT",
-            "the request has no `query`: send the GraphQL document as a string in it".into(),
+            "the request has no `query`: send the GraphQL document as a string in it, or a \
+             persisted query's hash in `extensions.persistedQuery`"
+                .into(),
         );
     }
+    let request = match request {
+        BatchRequest::Single(mut one) if multipart_subscriptions::accepted(&headers) => {
+            if state.api.operation_type(&mut one) == Some(OperationType::Subscription) {
+                return subscribe_multipart(state, peer, &headers, one, media).await;
+            }
+            BatchRequest::Single(one)
+        }
+        other => other,
+    };
     let origin = RequestOrigin::from_headers(&headers, state.app.config.trust_forwarded);
     let run = async {
         let auth = match viewer_from_headers(&state.app, &headers).await {
@@ -363,6 +375,36 @@ async fn execute(
                 .into(),
         ),
     }
+}
+
+/// A subscription over HTTP, for the caller of the `Authorization` header. A refusal before the
+/// stream starts is a plain GraphQL answer in the negotiated media type.
+async fn subscribe_multipart(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    media: MediaType,
+) -> Response {
+    let auth = match viewer_from_headers(&state.app, headers).await {
+        Ok(auth) => auth,
+        Err(err) => return err.into_response(),
+    };
+    let origin = RequestOrigin::from_headers(headers, state.app.config.trust_forwarded);
+    let connection = ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+    multipart_subscriptions::respond(
+        state.app,
+        state.api,
+        multipart_subscriptions::Caller {
+            auth,
+            peer,
+            connection,
+            origin,
+            media,
+        },
+        request,
+    )
+    .await
 }
 
 /// How long a GraphQL request still running when the server starts shutting down may go on
@@ -934,7 +976,7 @@ fn graphql_ws_code(protocol: WebSocketProtocols, code: u16) -> u16 {
 /// Waits until the session a socket signed in with ends (`logout`, `revokeSession`,
 /// `changePassword` from elsewhere, on any instance); forever if it has none. The socket is then
 /// closed, so a revoked token stops receiving at once, not only on its next request.
-async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
+pub(crate) async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
     let Some((viewer, ends)) = session else {
         return std::future::pending().await;
     };

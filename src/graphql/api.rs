@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 
 use super::{
     AppSchema,
+    persisted::Persisted,
     plain::{Plain, PlainEvents},
     shape::QueryShape,
 };
@@ -49,6 +50,8 @@ pub struct Api {
 struct Kept {
     plain: Arc<PlainEvents>,
     documents: Documents,
+    /// Documents named by hash (automatic persisted queries, trusted documents).
+    persisted: Persisted,
     /// How long a query or mutation over the WebSocket may run (`PALAVER_REQUEST_TIMEOUT_MS`,
     /// as over HTTP, where the route applies it).
     deadline: std::time::Duration,
@@ -59,6 +62,7 @@ impl Api {
         schema: AppSchema,
         shape: QueryShape,
         plain: PlainEvents,
+        persisted: Persisted,
         deadline: std::time::Duration,
     ) -> Self {
         Self {
@@ -67,6 +71,7 @@ impl Api {
             kept: Arc::new(Kept {
                 plain: Arc::new(plain),
                 documents: Documents::default(),
+                persisted,
                 deadline,
             }),
         }
@@ -80,6 +85,7 @@ impl Api {
     /// those walk every fragment spread out, which for a fragment bomb is exponential, where the
     /// shape checks are linear.
     fn admit(&self, request: &mut Request) -> ServerResult<()> {
+        self.kept.persisted.resolve(request)?;
         if let Some(document) = self.kept.documents.get(&request.query) {
             request.set_parsed_query(ExecutableDocument::clone(&document));
             return Ok(());

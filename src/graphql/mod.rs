@@ -6,6 +6,7 @@ mod durable;
 mod loaders;
 mod mutation;
 mod node;
+mod persisted;
 mod plain;
 mod query;
 mod rooms;
@@ -18,6 +19,7 @@ use async_graphql::{Context, MergedObject, Schema};
 
 pub use api::Api;
 pub use loaders::Loaders;
+pub use persisted::TrustedDocuments;
 use query::Query;
 use subscription::Subscription;
 
@@ -69,10 +71,12 @@ pub fn build_api(state: AppState) -> Api {
     }
     let plain = plain::PlainEvents::new(state.clone());
     let deadline = std::time::Duration::from_millis(state.config.request_timeout_ms.max(1));
+    let persisted = persisted::Persisted::new(state.config.trusted_documents.clone());
     Api::new(
         builder.data(loaders).data(state).finish(),
         shape,
         plain,
+        persisted,
         deadline,
     )
 }

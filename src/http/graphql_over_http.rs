@@ -108,10 +108,20 @@ pub(crate) fn error_response(
     code: &str,
     message: String,
 ) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    json_response(media, status, &body)
+    error_response_with(
+        media,
+        status,
+        serde_json::json!({ "message": message, "extensions": { "code": code } }),
+    )
+}
+
+/// A response with one GraphQL error (its `message` and `extensions`, given whole) and no `data`.
+pub(crate) fn error_response_with(
+    media: MediaType,
+    status: StatusCode,
+    error: serde_json::Value,
+) -> Response {
+    json_response(media, status, &serde_json::json!({ "errors": [error] }))
 }
 
 fn json_response(media: MediaType, status: StatusCode, body: &impl serde::Serialize) -> Response {

@@ -58,7 +58,7 @@ async fn every_response_carries_the_security_headers_errors_included() {
 }
 
 #[tokio::test]
-async fn graphiql_gets_a_policy_that_allows_the_scripts_it_loads() {
+async fn graphiql_loads_only_its_own_files_from_this_server_under_a_self_only_policy() {
     let app = spawn_app().await;
 
     let page = app
@@ -72,21 +72,39 @@ async fn graphiql_gets_a_policy_that_allows_the_scripts_it_loads() {
         .unwrap()
         .to_owned();
     let html = page.text().await.unwrap();
-    let script_src = csp
-        .split(';')
-        .find_map(|d| d.trim().strip_prefix("script-src "))
-        .unwrap_or_else(|| panic!("no script-src in {csp}"));
-    assert!(script_src.contains("'unsafe-inline'"), "{csp}");
-    // Every host a script or stylesheet comes from is allowed.
-    for needle in ["src=\"https://", "href=\"https://"] {
+    let directive = |name: &str| {
+        csp.split(';')
+            .find_map(|d| {
+                d.trim()
+                    .strip_prefix(&format!("{name} "))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no {name} in {csp}"))
+    };
+    assert_eq!(directive("script-src"), "'self'", "{csp}");
+    assert_eq!(directive("connect-src"), "'self'", "{csp}");
+    assert!(!csp.contains("https:") && !csp.contains("http:"), "{csp}");
+    assert!(!html.contains("//"), "a file from another origin: {html}");
+    // Every script and stylesheet the page names is served here, under the same policy.
+    let mut files = 0;
+    for needle in ["src=\"", "href=\""] {
         for rest in html.split(needle).skip(1) {
-            let host = rest.split('/').next().unwrap();
-            assert!(
-                csp.contains(&format!("https://{host}")),
-                "{host} is missing from {csp}"
+            let path = rest.split('"').next().unwrap();
+            let file = app.fetch(Method::GET, path, None, &[]).await;
+            assert_eq!(file.status(), 200, "{path}");
+            assert_eq!(
+                file.headers()["content-security-policy"],
+                csp.as_str(),
+                "{path}"
             );
+            assert!(!file.bytes().await.unwrap().is_empty(), "{path}");
+            files += 1;
         }
     }
+    assert!(
+        files >= 2,
+        "GraphiQL's script and stylesheet are not on the page: {html}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,43 @@
+//! GraphiQL in a browser: Debian's Chromium, driven by `tests/browser/graphiql.mjs`
+//! (playwright-core, installed from its lock file here when missing), opens the page this server
+//! serves and uses it as a person would. Needs Node.js, npm and `/usr/bin/chromium` (`.ci/run`
+//! installs them); without them the test fails, saying what is missing.
+use std::path::PathBuf;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn graphiql_loads_from_the_server_alone_runs_a_query_and_receives_a_subscription_event() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        let installed = tokio::process::Command::new("npm")
+            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .expect("npm runs (install Node.js and npm)");
+        assert!(installed.success(), "npm ci in tests/browser failed");
+    }
+
+    let run = tokio::process::Command::new("node")
+        .arg("graphiql.mjs")
+        .current_dir(&dir)
+        .env("PALAVER_URL", app.url(""))
+        .env("PALAVER_TOKEN", &bob.token)
+        .env("PALAVER_SENDER_TOKEN", &alice.token)
+        .env("PALAVER_CONVERSATION", &conversation)
+        .output()
+        .await
+        .expect("node runs (install Node.js)");
+
+    assert!(
+        run.status.success(),
+        "the browser test failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
