@@ -912,39 +912,36 @@ pub async fn events_after(
     if let Some(id) = conversation_id {
         query = query.filter(conversation_event::Column::ConversationId.eq(id));
     }
-    let events = query.all(db).await?;
-    with_messages(db, events).await
+    with_messages(db, query).await
 }
 
-/// Each change-log row with its message as it is now (rows whose message is gone are left out).
+/// Each change-log row a query selects with its message as it is now, in one statement (rows
+/// whose message is gone are left out).
 async fn with_messages(
     db: &DatabaseConnection,
-    events: Vec<conversation_event::Model>,
+    query: sea_orm::Select<conversation_event::Entity>,
 ) -> AppResult<Vec<(conversation_event::Model, message::Model)>> {
-    let ids: Vec<i64> = events.iter().map(|e| e.message_id).collect();
-    let messages = by_ids(db, &ids).await?;
-    Ok(events
+    Ok(query
+        .find_also_related(message::Entity)
+        .all(db)
+        .await?
         .into_iter()
-        .filter_map(|e| {
-            let message = messages.get(&e.message_id)?.clone();
-            Some((e, message))
-        })
+        .filter_map(|(event, message)| Some((event, message?)))
         .collect())
 }
 
 /// Up to `limit` settled changes after `after`, in log order, each as the event its recipients
 /// receive: the conversation's members now, and for a removal or departure the user it concerns
-/// (as [`events_after`] would replay them to each). Three statements for the whole batch.
+/// (as [`events_after`] would replay them to each). Two statements for the whole batch.
 pub async fn log_after(
     db: &DatabaseConnection,
     after: Position,
     limit: u64,
 ) -> AppResult<Vec<Envelope>> {
-    let events = settled_after(db, after).limit(limit).all(db).await?;
-    if events.is_empty() {
+    let rows = with_messages(db, settled_after(db, after).limit(limit)).await?;
+    if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = with_messages(db, events).await?;
     let mut conversation_ids: Vec<i64> = rows.iter().map(|(e, _)| e.conversation_id).collect();
     conversation_ids.sort_unstable();
     conversation_ids.dedup();
