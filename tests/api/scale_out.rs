@@ -23,7 +23,10 @@ async fn a_resumed_subscriber_receives_exactly_the_200_changes_it_missed_in_orde
 
     let mut ws = app.ws(Some(&bob.token)).await;
     ws.subscribe("s", EVENTS, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    ws.until_live(&["s"], 1, async |_| {
+        app.probe_message(&alice, &with_bob).await
+    })
+    .await;
     app.send(&alice, &with_bob, "before").await;
     let cursor = ws.next_data("s").await["messageEvents"]["cursor"]
         .as_str()
@@ -101,7 +104,10 @@ async fn a_cursor_from_other_data_is_refused_with_resync_required() {
         let mut ws = app.ws(Some(&bob.token)).await;
         ws.subscribe("s", EVENTS, json!({ "c": conversation }))
             .await;
-        tokio::time::sleep(QUIET).await;
+        ws.until_live(&["s"], 1, async |_| {
+            app.probe_message(&alice, &conversation).await
+        })
+        .await;
         app.send(&alice, &conversation, "x").await;
         let cursor = ws.next_data("s").await["messageEvents"]["cursor"]
             .as_str()
@@ -307,7 +313,11 @@ async fn subscribers_miss_nothing_when_redis_stops_and_comes_back() {
     bob_ws
         .subscribe("m", EVENTS, json!({ "c": conversation }))
         .await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["m"], 1, async |_| {
+            b.probe_message(&alice, &conversation).await
+        })
+        .await;
     b.send(&alice, &conversation, "one").await;
     assert_eq!(
         bob_ws.next_data("m").await["messageEvents"]["message"]["body"],
@@ -371,9 +381,15 @@ async fn sigterm_closes_websockets_with_going_away_and_exits_cleanly() {
     .expect("the server logs its address");
     let app = TestApp::at(addr.parse().unwrap());
     let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
     let mut ws = app.ws(Some(&alice.token)).await;
     ws.subscribe("m", EVENTS, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    // Shut down with a subscription registered and live.
+    ws.until_live(&["m"], 1, async |_| {
+        app.probe_message(&bob, &conversation).await
+    })
+    .await;
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
