@@ -1,10 +1,10 @@
 //! GraphiQL in a browser: Debian's Chromium, driven by `tests/browser/graphiql.mjs`
 //! (playwright-core, installed from its lock file here when missing), opens the page this server
-//! serves and uses it as a person would. Needs Node.js, npm and `/usr/bin/chromium` (`.ci/run`
-//! installs them); without them the test fails, saying what is missing.
+//! serves and uses it as a person would. Needs Node.js and npm; installs Debian's `chromium` when
+//! `/usr/bin/chromium` is missing.
 use std::path::PathBuf;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{debian_chromium, npm_ci, spawn_app};
 
 #[tokio::test]
 async fn graphiql_loads_from_the_server_alone_runs_a_query_and_receives_a_subscription_event() {
@@ -13,15 +13,8 @@ async fn graphiql_loads_from_the_server_alone_runs_a_query_and_receives_a_subscr
     let bob = app.user("bob").await;
     let conversation = app.direct(&alice, &bob).await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !dir.join("node_modules/playwright-core").exists() {
-        let installed = tokio::process::Command::new("npm")
-            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .await
-            .expect("npm runs (install Node.js and npm)");
-        assert!(installed.success(), "npm ci in tests/browser failed");
-    }
+    npm_ci(&dir, "playwright-core").await;
+    debian_chromium().await;
 
     let run = tokio::process::Command::new("node")
         .arg("graphiql.mjs")

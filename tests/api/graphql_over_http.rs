@@ -312,17 +312,13 @@ async fn graphiql_is_served_only_to_a_browser_asking_for_a_page() {
 }
 
 /// The `graphql-http` package's audit (`tests/graphql-http/audit.mjs`) against a running
-/// server: every MUST, SHOULD and MAY item it checks passes. Needs Node and `npm ci` in that
-/// folder (`.ci/run` does it).
+/// server: every MUST, SHOULD and MAY item it checks passes. Needs Node.js; the folder's packages
+/// are installed from its lock file when missing.
 #[tokio::test]
 async fn the_graphql_over_http_audit_passes_every_item() {
     let app = spawn_app().await;
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-http");
-    assert!(
-        folder.join("node_modules/graphql-http").is_dir(),
-        "run `npm ci` in {} first (.ci/run does)",
-        folder.display()
-    );
+    npm_ci(&folder, "graphql-http").await;
     let output = tokio::process::Command::new("node")
         .arg("audit.mjs")
         .arg(app.url("/graphql"))

@@ -855,3 +855,43 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Installs a test folder's Node packages from its lock file when `package` is missing, so that
+/// `cargo test` works on a fresh machine (Node.js and npm's registry are there; nothing else is).
+pub async fn npm_ci(dir: &std::path::Path, package: &str) {
+    if dir.join("node_modules").join(package).exists() {
+        return;
+    }
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .await
+        .expect("npm runs (install Node.js and npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+/// Makes sure Debian's Chromium is at `/usr/bin/chromium` for the browser tests, installing it
+/// with apt-get when it is missing (browser downloads by npm packages do not work here).
+pub async fn debian_chromium() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if std::path::Path::new(CHROMIUM).exists() {
+        return;
+    }
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "chromium"][..],
+    ] {
+        let status = tokio::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .await
+            .expect("apt-get runs (install Debian's chromium package)");
+        assert!(status.success(), "apt-get {args:?} failed");
+    }
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "no {CHROMIUM} after installing it"
+    );
+}
