@@ -126,10 +126,10 @@ impl Delivery {
         loop {
             let after = self.position();
             let batch = messages::log_after(&self.db, after, BATCH).await?;
-            let full = batch.len() as u64 == BATCH;
+            let full = batch.read == BATCH;
             {
                 let mut last = self.lock();
-                for envelope in batch {
+                for envelope in batch.events {
                     let Event::Message { position, .. } = envelope.event else {
                         continue;
                     };
@@ -138,6 +138,10 @@ impl Delivery {
                         *last = position;
                         self.bus.route(Arc::new(envelope));
                     }
+                }
+                // Past rows that gave no event too, so that they are not read again.
+                if let Some(read_to) = batch.last {
+                    *last = (*last).max(read_to);
                 }
             }
             if !full {

@@ -764,6 +764,16 @@ pub async fn latest_event_id(db: &DatabaseConnection) -> AppResult<i64> {
         .unwrap_or(0))
 }
 
+/// Change-log rows after `after` in log order: `(tx, id) > (after.tx, after.id)`.
+fn after_position(after: Position) -> Condition {
+    use conversation_event::Column as C;
+    Condition::any().add(C::Tx.gt(after.tx)).add(
+        Condition::all()
+            .add(C::Tx.eq(after.tx))
+            .add(C::Id.gt(after.id)),
+    )
+}
+
 /// The positions of up to `limit` committed changes after `after`, settled or not, in log order.
 pub async fn positions_after(
     db: &DatabaseConnection,
@@ -775,13 +785,7 @@ pub async fn positions_after(
         .select_only()
         .column(C::Tx)
         .column(C::Id)
-        .filter(
-            Condition::any().add(C::Tx.gt(after.tx)).add(
-                Condition::all()
-                    .add(C::Tx.eq(after.tx))
-                    .add(C::Id.gt(after.id)),
-            ),
-        )
+        .filter(after_position(after))
         .order_by_asc(C::Tx)
         .order_by_asc(C::Id)
         .limit(limit)
@@ -805,13 +809,7 @@ fn settled_after(
 ) -> sea_orm::Select<conversation_event::Entity> {
     use conversation_event::Column as C;
     let query = conversation_event::Entity::find()
-        .filter(
-            Condition::any().add(C::Tx.gt(after.tx)).add(
-                Condition::all()
-                    .add(C::Tx.eq(after.tx))
-                    .add(C::Id.gt(after.id)),
-            ),
-        )
+        .filter(after_position(after))
         .order_by_asc(C::Tx)
         .order_by_asc(C::Id);
     match db.get_database_backend() {
@@ -930,17 +928,46 @@ async fn with_messages(
         .collect())
 }
 
+/// What one read of the settled log gave: the events, and how far it read (rows whose message
+/// is gone or whose kind is unknown give no event, but are read past all the same).
+pub struct LogBatch {
+    pub events: Vec<Envelope>,
+    /// How many rows were read (a full batch means there may be more).
+    pub read: u64,
+    /// The position of the last row read.
+    pub last: Option<Position>,
+}
+
 /// Up to `limit` settled changes after `after`, in log order, each as the event its recipients
 /// receive: the conversation's members now, and for a removal or departure the user it concerns
-/// (as [`events_after`] would replay them to each). Two statements for the whole batch.
+/// (as [`events_after`] would replay them to each); a user whose removal or departure comes later
+/// in the same batch still receives the conversation's changes before it, as they would have had
+/// the batch been read sooner. Two statements for the whole batch.
 pub async fn log_after(
     db: &DatabaseConnection,
     after: Position,
     limit: u64,
-) -> AppResult<Vec<Envelope>> {
-    let rows = with_messages(db, settled_after(db, after).limit(limit)).await?;
+) -> AppResult<LogBatch> {
+    let rows = settled_after(db, after)
+        .limit(limit)
+        .find_also_related(message::Entity)
+        .all(db)
+        .await?;
+    let read = rows.len() as u64;
+    let last = rows.last().map(|(event, _)| Position {
+        tx: event.tx,
+        id: event.id,
+    });
+    let rows: Vec<(conversation_event::Model, message::Model)> = rows
+        .into_iter()
+        .filter_map(|(event, message)| Some((event, message?)))
+        .collect();
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(LogBatch {
+            events: Vec::new(),
+            read,
+            last,
+        });
     }
     let mut conversation_ids: Vec<i64> = rows.iter().map(|(e, _)| e.conversation_id).collect();
     conversation_ids.sort_unstable();
@@ -958,18 +985,24 @@ pub async fn log_after(
         members.entry(conversation_id).or_default().push(user_id);
     }
     let departures = super::rooms::SystemKind::DEPARTURES.map(|k| k.as_str());
-    Ok(rows
+    // Newest first, so that each change knows who leaves its conversation after it.
+    let mut leaving_later: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut events: Vec<Envelope> = rows
         .into_iter()
+        .rev()
         .filter_map(|(event, message)| {
             let change = MessageChange::parse(&event.kind)?;
             let mut recipients = members
                 .get(&event.conversation_id)
                 .cloned()
                 .unwrap_or_default();
+            let later = leaving_later.entry(event.conversation_id).or_default();
+            recipients.extend_from_slice(later);
             if let (Some(target), Some(kind)) = (message.system_target_id, &message.system_kind)
                 && departures.contains(&kind.as_str())
             {
                 recipients.push(target);
+                later.push(target);
             }
             Some(Envelope::new(
                 recipients,
@@ -983,5 +1016,7 @@ pub async fn log_after(
                 },
             ))
         })
-        .collect())
+        .collect();
+    events.reverse();
+    Ok(LogBatch { events, read, last })
 }

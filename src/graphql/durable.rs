@@ -11,6 +11,10 @@ use crate::{
     events::{Envelope, Event, Lagged, Receiver},
 };
 
+/// The first and the longest wait before reading again after a replay failed.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many rows one replay query reads.
 pub const REPLAY_BATCH: u64 = 500;
 
@@ -50,6 +54,7 @@ where
         let mut replayed: BTreeSet<P> = before;
         let mut last = since.unwrap_or(start);
         let mut replay_from = since;
+        let mut retry = RETRY_FIRST;
         loop {
             if let Some(mut after) = replay_from.take() {
                 loop {
@@ -57,10 +62,19 @@ where
                     // runs: held inline, it would make every idle subscription's state as big as
                     // that future, which is several KiB.
                     let batch = match Box::pin(replay(after, REPLAY_BATCH)).await {
-                        Ok(batch) => batch,
+                        Ok(batch) => {
+                            retry = RETRY_FIRST;
+                            batch
+                        }
                         Err(err) => {
-                            tracing::error!(error = %err, "replay failed; ending subscription");
-                            return;
+                            // Ending here would look like a finished subscription to the client,
+                            // which would then miss what follows without knowing: the stream
+                            // stays open and reads again, less and less often, until the
+                            // database answers.
+                            tracing::error!(error = %err, retry_in_ms = retry.as_millis() as u64, "replay failed; retrying");
+                            tokio::time::sleep(retry).await;
+                            retry = (retry * 2).min(RETRY_MAX);
+                            continue;
                         }
                     };
                     let full = batch.len() as u64 == REPLAY_BATCH;
