@@ -93,6 +93,17 @@ impl AppError {
     }
 }
 
+/// A request-level GraphQL error with its `extensions.code`, for refusals made before a document
+/// runs (its shape, persisted documents), where no resolver can return an [`AppError`].
+pub fn request_error(code: &str, message: impl Into<String>) -> async_graphql::ServerError {
+    let mut error = async_graphql::ServerError::new(message, None);
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+    error
+}
+
 /// Gives a GraphQL error its `extensions.code`. Errors raised by our code carry an [`AppError`] as
 /// their source (async-graphql keeps it when `?` converts); internal ones are logged here and reach
 /// the client only as "internal server error". Anything else was raised by async-graphql itself

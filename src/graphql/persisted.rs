@@ -148,12 +148,7 @@ impl Persisted {
 }
 
 fn coded(message: &str, code: &str) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
-    error
+    crate::error::request_error(code, message)
 }
 
 /// The documents a server in trusted mode runs, read from a manifest in Apollo's persisted query

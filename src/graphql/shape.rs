@@ -50,12 +50,7 @@ pub struct QueryShape {
 }
 
 fn refusal(code: &'static str, message: String) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
-    error
+    crate::error::request_error(code, message)
 }
 
 fn too_complex(message: String) -> ServerError {
