@@ -183,12 +183,16 @@ fn websocket_origin_allowed(config: &crate::config::Config, headers: &HeaderMap)
     if config.cors_origins.is_empty() || config.cors_origins.iter().any(|o| o.0 == origin) {
         return true;
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.to_str().ok().and_then(|o| {
+    // The server's own host as the browser saw it: behind a trusted proxy, the forwarded one.
+    let strip = |o: &str| -> Option<String> {
         o.strip_prefix("https://")
             .or_else(|| o.strip_prefix("http://"))
-    });
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+            .map(str::to_owned)
+    };
+    let host =
+        RequestOrigin::from_headers(headers, config.trust_forwarded).and_then(|o| strip(&o.0));
+    let origin_host = origin.to_str().ok().and_then(strip);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(&o))
 }
 
 async fn graphiql(State(state): State<HttpState>) -> Response {

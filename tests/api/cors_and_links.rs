@@ -117,6 +117,54 @@ async fn with_origins_configured_a_websocket_from_another_origin_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_servers_own_public_origin_may_open_a_websocket() {
+    let mut config = test_config().await;
+    config.cors_origins = vec![FRONT_END.parse().unwrap()];
+    config.trust_forwarded = true;
+    let app = spawn_app_with(config).await;
+    let open = |origin: &'static str, forwarded: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut request = format!("ws://{}/graphql/ws", app.addr)
+                .into_client_request()
+                .unwrap();
+            let headers = request.headers_mut();
+            headers.insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("graphql-transport-ws"),
+            );
+            headers.insert("Origin", HeaderValue::from_static(origin));
+            if let Some(forwarded) = forwarded {
+                headers.insert("Forwarded", HeaderValue::from_static(forwarded));
+            }
+            match tokio_tungstenite::connect_async(request).await {
+                Ok(_) => Ok(()),
+                Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+                Err(other) => panic!("the upgrade failed otherwise: {other}"),
+            }
+        }
+    };
+    // GraphiQL served through the proxy opens its socket from the public origin.
+    assert_eq!(
+        open(
+            "https://chat.example.com",
+            Some("proto=https;host=chat.example.com")
+        )
+        .await,
+        Ok(())
+    );
+    // Another site is still refused, whatever the proxy says the host is.
+    assert_eq!(
+        open(
+            "https://evil.example.net",
+            Some("proto=https;host=chat.example.com")
+        )
+        .await,
+        Err(403)
+    );
+}
+
 /// The `downloadUrl` of the only message of a conversation, asked for with extra headers.
 async fn download_url(
     app: &TestApp,
