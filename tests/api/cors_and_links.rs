@@ -287,9 +287,27 @@ async fn a_client_still_sending_an_oversized_body_reads_the_413() {
     let mut config = test_config().await;
     config.max_upload_bytes = 64 * 1024;
     let app = spawn_app_with(config).await;
-    let body = vec![b' '; 8 * 1024 * 1024];
+    let json_body = vec![b' '; 8 * 1024 * 1024];
+    // An upload as apollo-upload-client sends it: the operation, the map, then the file.
+    let boundary = "palaver-test-boundary";
+    let mut upload_body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"operations\"\r\n\r\n\
+         {{\"query\":\"mutation($f: Upload!) {{ sendMessage(input: {{recipientId: \\\"usr_1\\\", file: $f}}) {{ id }} }}\",\"variables\":{{\"f\":null}}}}\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"map\"\r\n\r\n{{\"0\":[\"variables.f\"]}}\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"0\"; filename=\"big.bin\"\r\n\
+         content-type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    upload_body.extend(std::iter::repeat_n(b'x', 8 * 1024 * 1024));
+    upload_body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let multipart = format!("multipart/form-data; boundary={boundary}");
 
-    for (content_type, declared) in [("application/json", true), ("application/json", false)] {
+    for (content_type, declared, body) in [
+        ("application/json", true, &json_body),
+        ("application/json", false, &json_body),
+        (multipart.as_str(), true, &upload_body),
+        (multipart.as_str(), false, &upload_body),
+    ] {
         let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
         let framing = if declared {
             format!("content-length: {}\r\n", body.len())
@@ -298,12 +316,13 @@ async fn a_client_still_sending_an_oversized_body_reads_the_413() {
         };
         let head = format!(
             "POST /graphql HTTP/1.1\r\nhost: {}\r\ncontent-type: {content_type}\r\n\
-             accept: application/graphql-response+json\r\n{framing}\r\n",
+             accept: application/graphql-response+json\r\napollo-require-preflight: true\r\n\
+             {framing}\r\n",
             app.addr
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         let written = if declared {
-            stream.write_all(&body).await
+            stream.write_all(body).await
         } else {
             async {
                 for chunk in body.chunks(64 * 1024) {
