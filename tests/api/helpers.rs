@@ -895,3 +895,15 @@ pub async fn debian_chromium() {
         "no {CHROMIUM} after installing it"
     );
 }
+
+/// The shared Redis of the test run, or one of the test's own (kept running while the returned
+/// handle lives).
+pub fn redis_for_test() -> (String, Option<OwnRedis>) {
+    match std::env::var("PALAVER_TEST_REDIS_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let own = OwnRedis::start_or_fail();
+            (own.url(), Some(own))
+        }
+    }
+}

@@ -86,17 +86,6 @@ async fn sends_go_on_at_once_while_redis_accepts_but_never_answers() {
     assert!(took < SENDS_BOUND, "{SENDS} sends took {took:?}");
 }
 
-/// The shared Redis of the test run, or one of the test's own.
-fn redis_for_test() -> (String, Option<OwnRedis>) {
-    match std::env::var("PALAVER_TEST_REDIS_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let own = OwnRedis::start_or_fail();
-            (own.url(), Some(own))
-        }
-    }
-}
-
 /// The number in a public id (`usr_12` → 12).
 fn number(id: &str) -> i64 {
     id.rsplit('_').next().unwrap().parse().unwrap()

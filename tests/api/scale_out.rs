@@ -139,10 +139,7 @@ async fn two_instances(redis_url: String) -> (TestApp, TestApp) {
 
 #[tokio::test]
 async fn a_session_ended_on_one_instance_is_refused_on_the_other_within_moments() {
-    let Ok(redis_url) = std::env::var("PALAVER_TEST_REDIS_URL") else {
-        eprintln!("skipped: set PALAVER_TEST_REDIS_URL to run the cross-instance test");
-        return;
-    };
+    let (redis_url, _own) = redis_for_test();
     let (a, b) = two_instances(redis_url).await;
     let alice = a.user("alice").await;
     let me = "query { me { id } }";
@@ -213,10 +210,7 @@ async fn a_session_ended_on_one_instance_is_refused_on_the_other_within_moments(
 
 #[tokio::test]
 async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
-    let Ok(redis_url) = std::env::var("PALAVER_TEST_REDIS_URL") else {
-        eprintln!("skipped: set PALAVER_TEST_REDIS_URL to run the cross-instance test");
-        return;
-    };
+    let (redis_url, _own) = redis_for_test();
     let (a, b) = two_instances(redis_url).await;
     let alice = b.user("alice").await;
     let bob = b.user("bob").await;
@@ -301,10 +295,7 @@ async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
 
 #[tokio::test]
 async fn subscribers_miss_nothing_when_redis_stops_and_comes_back() {
-    let Some(mut redis) = OwnRedis::start(free_port()) else {
-        eprintln!("skipped: no redis-server binary");
-        return;
-    };
+    let mut redis = OwnRedis::start_or_fail();
     let (a, b) = two_instances(format!("redis://127.0.0.1:{}", redis.port)).await;
     let alice = b.user("alice").await;
     let bob = b.user("bob").await;
