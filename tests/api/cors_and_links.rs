@@ -77,6 +77,15 @@ async fn a_download_exposes_its_file_name_validator_and_range_to_scripts() {
 /// Opens a WebSocket with the given `Origin` (none: as a client that is not a browser); the
 /// HTTP status of a refused upgrade.
 async fn open_socket(app: &TestApp, origin: Option<&str>) -> Result<(), u16> {
+    open_socket_with(app, origin, &[]).await
+}
+
+/// [`open_socket`] with more request headers (a proxy's, say).
+async fn open_socket_with(
+    app: &TestApp,
+    origin: Option<&str>,
+    extra: &[(&'static str, &str)],
+) -> Result<(), u16> {
     let mut request = format!("ws://{}/graphql/ws", app.addr)
         .into_client_request()
         .unwrap();
@@ -87,6 +96,9 @@ async fn open_socket(app: &TestApp, origin: Option<&str>) -> Result<(), u16> {
     );
     if let Some(origin) = origin {
         headers.insert("Origin", HeaderValue::from_str(origin).unwrap());
+    }
+    for (name, value) in extra {
+        headers.insert(*name, HeaderValue::from_str(value).unwrap());
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok(_) => Ok(()),
@@ -123,44 +135,15 @@ async fn behind_a_trusted_proxy_the_servers_own_public_origin_may_open_a_websock
     config.cors_origins = vec![FRONT_END.parse().unwrap()];
     config.trust_forwarded = true;
     let app = spawn_app_with(config).await;
-    let open = |origin: &'static str, forwarded: Option<&'static str>| {
-        let app = &app;
-        async move {
-            let mut request = format!("ws://{}/graphql/ws", app.addr)
-                .into_client_request()
-                .unwrap();
-            let headers = request.headers_mut();
-            headers.insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_static("graphql-transport-ws"),
-            );
-            headers.insert("Origin", HeaderValue::from_static(origin));
-            if let Some(forwarded) = forwarded {
-                headers.insert("Forwarded", HeaderValue::from_static(forwarded));
-            }
-            match tokio_tungstenite::connect_async(request).await {
-                Ok(_) => Ok(()),
-                Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-                Err(other) => panic!("the upgrade failed otherwise: {other}"),
-            }
-        }
-    };
+    let forwarded = [("Forwarded", "proto=https;host=chat.example.com")];
     // GraphiQL served through the proxy opens its socket from the public origin.
     assert_eq!(
-        open(
-            "https://chat.example.com",
-            Some("proto=https;host=chat.example.com")
-        )
-        .await,
+        open_socket_with(&app, Some("https://chat.example.com"), &forwarded).await,
         Ok(())
     );
     // Another site is still refused, whatever the proxy says the host is.
     assert_eq!(
-        open(
-            "https://evil.example.net",
-            Some("proto=https;host=chat.example.com")
-        )
-        .await,
+        open_socket_with(&app, Some("https://evil.example.net"), &forwarded).await,
         Err(403)
     );
 }

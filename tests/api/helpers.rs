@@ -120,6 +120,43 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET /graphql` with a request in the query string (`extensions` and `variables` as JSON,
+    /// percent-encoded), as Apollo's persisted query link sends it.
+    pub async fn get_graphql(
+        &self,
+        token: &str,
+        accept: &str,
+        params: &[(&str, String)],
+    ) -> reqwest::Response {
+        let query: Vec<String> = params
+            .iter()
+            .map(|(name, value)| {
+                let value = percent_encoding::utf8_percent_encode(
+                    value,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                format!("{name}={value}")
+            })
+            .collect();
+        self.http
+            .get(self.url(&format!("/graphql?{}", query.join("&"))))
+            .bearer_auth(token)
+            .header("accept", accept)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// `GET /graphql` as a browser asks for a page (GraphiQL).
+    pub async fn graphiql_page(&self) -> reqwest::Response {
+        self.http
+            .get(self.url("/graphql"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Posts a GraphQL request and returns the whole JSON response.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let mut request = self

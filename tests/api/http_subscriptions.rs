@@ -359,21 +359,7 @@ async fn get(
     accept: &str,
     params: &[(&str, String)],
 ) -> reqwest::Response {
-    let query: Vec<String> = params
-        .iter()
-        .map(|(name, value)| {
-            let value =
-                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
-            format!("{name}={value}")
-        })
-        .collect();
-    app.http
-        .get(app.url(&format!("/graphql?{}", query.join("&"))))
-        .bearer_auth(token)
-        .header("accept", accept)
-        .send()
-        .await
-        .expect("sent")
+    app.get_graphql(token, accept, params).await
 }
 
 #[tokio::test]

@@ -202,13 +202,7 @@ async fn introspection_and_graphiql_are_on_by_default() {
         .await;
     assert_eq!(response["data"]["__schema"]["queryType"]["name"], "Query");
     // GraphiQL is for a browser asking for a page; other GETs are GraphQL requests.
-    let page = app
-        .http
-        .get(app.url("/graphql"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let page = app.graphiql_page().await;
     assert_eq!(page.status(), 200);
 }
 
@@ -243,13 +237,7 @@ async fn with_introspection_and_graphiql_switched_off_both_are_refused() {
         .await;
     assert_eq!(data["me"]["__typename"], "User");
     // GraphiQL is for a browser asking for a page; other GETs are GraphQL requests.
-    let page = app
-        .http
-        .get(app.url("/graphql"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let page = app.graphiql_page().await;
     assert_eq!(page.status(), 404);
     assert_healthy(&app).await;
 }

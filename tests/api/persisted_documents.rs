@@ -25,21 +25,7 @@ async fn post(app: &TestApp, token: &str, body: Value) -> Value {
 
 /// `GET /graphql` with the request in the query string, as Apollo's persisted query link sends it.
 async fn get(app: &TestApp, token: &str, params: &[(&str, String)]) -> reqwest::Response {
-    let query: Vec<String> = params
-        .iter()
-        .map(|(name, value)| {
-            let value =
-                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
-            format!("{name}={value}")
-        })
-        .collect();
-    app.http
-        .get(app.url(&format!("/graphql?{}", query.join("&"))))
-        .bearer_auth(token)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("sent")
+    app.get_graphql(token, "application/json", params).await
 }
 
 #[tokio::test]
