@@ -162,6 +162,42 @@ mod tests {
         assert_eq!(delivered([2, 3, 4]).await, [1, 2, 3, 4]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_that_fails_is_read_again_and_the_stream_goes_on() {
+        let bus = EventBus::start(None, "test").await.unwrap();
+        let receiver = bus.subscribe(Topic::Typing, 1);
+        bus.publish(typing(4)).await;
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let stream = durable(
+            receiver,
+            Some(0),
+            0,
+            true,
+            BTreeSet::new(),
+            move |after: i64, _limit| {
+                let call = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    // The database fails twice, then answers.
+                    if call < 2 {
+                        Err(crate::error::AppError::Internal("database away".into()))
+                    } else {
+                        Ok((after + 1..=3).map(|p| (p, p)).collect())
+                    }
+                }
+            },
+            |envelope| match envelope.event {
+                Event::Typing {
+                    conversation_id, ..
+                } => Some((conversation_id, conversation_id)),
+                _ => None,
+            },
+        );
+        let items: Vec<i64> = stream.take(4).collect().await;
+        assert_eq!(items, [1, 2, 3, 4]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
     #[tokio::test]
     async fn live_copies_arriving_out_of_order_are_still_skipped() {
         // Two publishers: the live feed carries 3 before 2, both already replayed.
