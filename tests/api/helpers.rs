@@ -944,3 +944,8 @@ pub fn redis_for_test() -> (String, Option<OwnRedis>) {
         }
     }
 }
+
+/// The number in a public id (`usr_12` → 12), for tests that reach the database directly.
+pub fn number(id: &str) -> i64 {
+    id.rsplit('_').next().unwrap().parse().unwrap()
+}

@@ -63,33 +63,6 @@ async fn read_until(ws: &mut WsClient, id: &str, ends: &[String]) -> Vec<Seen> {
     seen
 }
 
-/// Subscribes and waits until the subscription is live: probes go into `conversation` until one
-/// arrives.
-async fn live(
-    app: &TestApp,
-    ws: &mut WsClient,
-    id: &str,
-    filter: Option<&str>,
-    prober: &TestUser,
-    conversation: &str,
-) {
-    ws.subscribe(id, EVENTS, json!({ "c": filter })).await;
-    loop {
-        app.send(prober, conversation, "probe").await;
-        // Other subscriptions on the socket see the probes too; later probes may still arrive
-        // (`read_until` leaves them out).
-        while let Some(frame) = ws.next_frame(QUIET).await {
-            let Frame::Json(frame) = frame else {
-                panic!("the socket closed while subscribing");
-            };
-            assert_eq!(frame["type"], "next", "unexpected frame {frame}");
-            if frame["id"] == id {
-                return;
-            }
-        }
-    }
-}
-
 /// The ids of a conversation's messages in the order history pages them, probes left out.
 async fn history(app: &TestApp, user: &TestUser, conversation: &str) -> Vec<String> {
     let mut ids = Vec::new();
@@ -120,11 +93,6 @@ async fn history(app: &TestApp, user: &TestUser, conversation: &str) -> Vec<Stri
             .last()
             .map(|e| e["cursor"].as_str().unwrap().to_owned());
     }
-}
-
-/// The number in a public id (`cnv_12` → 12).
-fn number(id: &str) -> i64 {
-    id.split_once('_').unwrap().1.parse().unwrap()
 }
 
 /// Commits a message straight into the database, as an instance would that died after its commit
@@ -213,8 +181,12 @@ async fn concurrent_writers_on_every_instance_reach_every_subscriber_once_in_cur
     let mut subscribers = Vec::new();
     for app in &apps {
         let mut ws = app.ws(Some(&watcher.token)).await;
-        live(app, &mut ws, "all", None, watcher, &room).await;
-        live(app, &mut ws, "room", Some(&room), watcher, &room).await;
+        ws.subscribe("all", EVENTS, json!({})).await;
+        ws.subscribe("room", EVENTS, json!({ "c": room })).await;
+        ws.until_live(&["all", "room"], 1, async |_| {
+            app.probe_message(watcher, &room).await
+        })
+        .await;
         subscribers.push(ws);
     }
 
@@ -428,21 +400,18 @@ async fn a_change_no_instance_announced_reaches_live_subscribers_even_when_nothi
     let mut subscribers = Vec::new();
     for app in &apps {
         let mut ws = app.ws(Some(&bob.token)).await;
-        live(
-            app,
-            &mut ws,
-            "events",
-            Some(&conversation),
-            &alice,
-            &conversation,
-        )
+        ws.subscribe("events", EVENTS, json!({ "c": conversation }))
+            .await;
+        ws.until_live(&["events"], 1, async |_| {
+            app.probe_message(&alice, &conversation).await
+        })
         .await;
         subscribers.push(ws);
     }
+    // The later instances' probes reached the earlier sockets too: drain them up to a marker.
     let marker = "probe end";
     apps[0].send(&alice, &conversation, marker).await;
     for ws in &mut subscribers {
-        // Drain the probes up to the marker.
         while ws.next_data("events").await["messageEvents"]["message"]["body"] != marker {}
     }
 

@@ -86,11 +86,6 @@ async fn sends_go_on_at_once_while_redis_accepts_but_never_answers() {
     assert!(took < SENDS_BOUND, "{SENDS} sends took {took:?}");
 }
 
-/// The number in a public id (`usr_12` → 12).
-fn number(id: &str) -> i64 {
-    id.rsplit('_').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_typing_budget_left_without_expiry_gets_one_on_its_next_use() {
     let (url, _own) = redis_for_test();
