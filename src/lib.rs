@@ -16,9 +16,9 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod multipart_subscriptions;
+pub mod store;
 pub mod telemetry;
 pub mod text;
-pub mod writer;
 
 use std::{
     net::SocketAddr,
@@ -63,7 +63,9 @@ pub struct AppState {
     /// The WebSocket connections, so that shutdown can wait for them to close.
     pub connections: tokio_util::task::TaskTracker,
     /// The single writer that commits sends in batches.
-    pub writer: writer::Writer,
+    pub writer: store::writer::Writer,
+    /// The domain: every rule of who may do what, over the store, the bus and the file store.
+    pub chat: chat::Chat,
     /// Tokens resolved recently (see `auth::cache`).
     pub tokens: Arc<auth::TokenCache>,
     /// Conversations whose notification backlog is already queued for the writer.
@@ -135,7 +137,7 @@ impl Application {
             ),
             None => None,
         };
-        let writer = writer::Writer::start(db.clone(), bus.clone(), {
+        let writer = store::writer::Writer::start(db.clone(), bus.clone(), {
             let url = config.database_url.clone();
             let max_bytes = config.sqlite_max_bytes;
             let statements = statements.clone();
@@ -169,7 +171,14 @@ impl Application {
                 _ => {}
             }
         });
+        let chat = chat::Chat {
+            store: store::Store::new(db.clone(), writer.clone()),
+            events: bus.clone(),
+            files: files.clone(),
+            settings: Arc::new(chat::Settings::from_config(&config)),
+        };
         let state = AppState {
+            chat,
             tokens,
             db,
             bus,

@@ -109,7 +109,7 @@ pub async fn send(
     viewer: Viewer,
     mut new: NewMessage,
 ) -> AppResult<message::Model> {
-    let db = &state.db;
+    let db = state.chat.store.reader();
     if new.body.is_none() && new.file.is_none() {
         return Err(AppError::bad_input("a message needs a body or a file"));
     }

@@ -1,5 +1,8 @@
-//! The domain: rules and queries for users, conversations, rooms, messages and read markers. Nothing here
-//! knows about GraphQL; the transport layer calls in with parsed values.
+//! The domain: rules and queries for users, conversations, rooms, messages and read markers.
+//!
+//! [`Chat`] is the whole of what the domain depends on: a store, the event bus it announces
+//! changes on, the file store and its own settings. Nothing here knows about GraphQL or the
+//! server; the transport layer calls in with parsed values.
 pub mod audit;
 pub mod blocks;
 pub mod conversations;
@@ -10,3 +13,33 @@ pub mod presence;
 pub mod rooms;
 pub mod typing;
 pub mod users;
+
+use std::sync::Arc;
+
+use crate::{events::EventBus, files::Files, store::Store};
+
+/// The domain's dependencies. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    pub store: Store,
+    /// Where committed changes are announced.
+    pub events: EventBus,
+    pub files: Arc<Files>,
+    pub settings: Arc<Settings>,
+}
+
+/// The settings the domain's rules read.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Rooms up to this size get their notifications in the send's own transaction; larger
+    /// ones through the backlog.
+    pub notify_inline_members: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            notify_inline_members: config.notify_inline_members,
+        }
+    }
+}

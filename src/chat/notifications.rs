@@ -430,7 +430,7 @@ pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         let waiting = state.backlog_waiting.clone();
-        let work = state.writer.write(move |txn| {
+        let work = state.chat.store.write(move |txn| {
                 let waiting = waiting.clone();
                 Box::pin(async move {
                     // From here on, a new message needs a new run: this one may not see it.

@@ -82,7 +82,7 @@ trait Job: Send {
     fn answer(self: Box<Self>, committed: Result<(), &str>);
 }
 
-type Made<T> = AppResult<(T, Vec<Envelope>)>;
+pub type Made<T> = AppResult<(T, Vec<Envelope>)>;
 
 struct Queued<T, F> {
     work: F,
