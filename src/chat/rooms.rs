@@ -15,9 +15,10 @@ use sea_orm::{
 use super::{
     blocks,
     conversations::{self, ROOM, now},
-    messages::{self, Logged},
+    messages,
     notifications::{self, NotificationKind},
 };
+use crate::store::changes;
 use crate::{
     AppState,
     auth::Viewer,
@@ -284,7 +285,7 @@ struct RoomTxn {
     actor: member::Model,
     /// The sequence number the lock took, used by the first system message.
     reserved: Option<(i64, DateTime<Utc>)>,
-    logged: Vec<Logged>,
+    logged: Vec<changes::Logged>,
     /// ROOM_ADDED / ROOM_REMOVED notifications made in this transaction, published after commit.
     notes: Vec<notification::Model>,
 }
@@ -296,7 +297,7 @@ impl RoomTxn {
         let txn = db::begin_write(db).await?;
         // Taking the sequence number first serialises this operation with every other change to
         // the room, so the checks below cannot be raced. Refusing rolls it back.
-        let reserved = messages::next_seq(&txn, room_id).await?;
+        let reserved = changes::next_seq(&txn, room_id).await?;
         let (room, actor) = conversations::require_member(&txn, room_id, user_id).await?;
         if room.kind != ROOM {
             return Err(AppError::bad_input(
@@ -335,7 +336,7 @@ impl RoomTxn {
     ) -> AppResult<i64> {
         let (seq, at) = match self.reserved.take() {
             Some(reserved) => reserved,
-            None => messages::next_seq(&self.txn, self.room.id).await?,
+            None => changes::next_seq(&self.txn, self.room.id).await?,
         };
         super::audit::record(
             &self.txn,
@@ -362,7 +363,7 @@ impl RoomTxn {
         .await?;
         // The conversation's `last_message_id` follows by trigger (migration 000009).
         self.logged
-            .push(messages::log_change(&self.txn, MessageChange::Created, message, seq).await?);
+            .push(changes::log_change(&self.txn, MessageChange::Created, message, seq).await?);
         Ok(seq)
     }
 

@@ -4,6 +4,7 @@
 //! read the same on both backends are written once, with sea-orm; what differs between the two
 //! (SQLite's single batching writer, PostgreSQL's advisory locks, transaction ids and row tricks)
 //! lives in the backend's own module, named and commented.
+pub mod changes;
 pub mod writer;
 
 use sea_orm::{DatabaseConnection, DbBackend};
