@@ -8,7 +8,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, Set,
 };
 
-use super::{conversations::now, pagination::Page};
+use super::{model::now, pagination::Page};
 use crate::{
     auth::Viewer,
     error::{AppError, AppResult},

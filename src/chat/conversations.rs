@@ -2,11 +2,11 @@
 //! by activity, unread counts from read markers, marking read and typing.
 use std::collections::HashMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use entity::{conversation, member, message};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Value,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -14,28 +14,13 @@ use super::pagination::{Page, beyond_position};
 use crate::{
     AppState,
     auth::Viewer,
+    chat::model::DIRECT,
+    chat::model::now,
     db,
     error::{AppError, AppResult},
     events::{Envelope, Event},
+    store::sql,
 };
-
-/// `DIRECT` or `ROOM`, as stored.
-pub const DIRECT: &str = "DIRECT";
-/// A named, multi-member conversation.
-pub const ROOM: &str = "ROOM";
-
-/// Now, at the microsecond precision both databases keep, so cursors built from it compare equal.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-/// A statement in the connection's dialect, written with `$1`-style placeholders (which SQLite
-/// also understands).
-pub fn sql(db: &impl ConnectionTrait, text: &str, values: Vec<Value>) -> Statement {
-    let backend = db.get_database_backend();
-    debug_assert!(matches!(backend, DbBackend::Sqlite | DbBackend::Postgres));
-    Statement::from_sql_and_values(backend, text, values)
-}
 
 /// The conversation and the viewer's membership, or NOT_FOUND (outsiders cannot tell a
 /// conversation they are not in from one that does not exist).
@@ -107,7 +92,7 @@ pub async fn get_or_create_direct(
         member::Entity::insert_many([a, b].map(|user_id| member::ActiveModel {
             conversation_id: Set(result.last_insert_id),
             user_id: Set(user_id),
-            role: Set(super::rooms::Role::Member.as_str().into()),
+            role: Set(super::model::Role::Member.as_str().into()),
             last_read_seq: Set(0),
             last_read_at: Set(None),
             joined_at: Set(now),

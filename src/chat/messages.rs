@@ -11,7 +11,8 @@ use sea_orm::{
 };
 
 use super::{
-    conversations::{self, now},
+    conversations,
+    model::{DIRECT, SystemKind, now},
     notifications,
     pagination::{Direction, Page, PageRequest},
 };
@@ -359,7 +360,7 @@ async fn write_on_sqlite(
     }
     let text = &*SEND_ON_SQLITE;
     let rows = txn
-        .query_all_raw(conversations::sql(txn, text, values))
+        .query_all_raw(crate::store::sql(txn, text, values))
         .await?;
     let [bumped, inserted, logged] = rows.as_slice() else {
         return Err(AppError::not_found("conversation"));
@@ -398,7 +399,7 @@ async fn check_send(
     cmid: Option<&ClientMessageId>,
 ) -> AppResult<SendChecks> {
     let row = db
-        .query_one_raw(conversations::sql(
+        .query_one_raw(crate::store::sql(
             db,
             "SELECT c.kind AS kind, u.display_name AS sender_name, \
              (SELECT b.blocker_id FROM blocks b JOIN members o \
@@ -425,7 +426,7 @@ async fn check_send(
     let kind: String = row.try_get("", "kind")?;
     let blocker: Option<i64> = row.try_get("", "blocker")?;
     // A retry of a send that went through gets its message back, blocked since or not.
-    if earlier.is_none() && kind == conversations::DIRECT && blocker.is_some() {
+    if earlier.is_none() && kind == DIRECT && blocker.is_some() {
         return Err(super::blocks::refused_direct());
     }
     Ok(SendChecks {
@@ -745,7 +746,7 @@ pub async fn positions_from_elsewhere(db: &DatabaseConnection) -> AppResult<Opti
     }
     // `pg_snapshot_xmax` is the next transaction id to be given out; reading it takes none.
     let row = db
-        .query_one_raw(conversations::sql(
+        .query_one_raw(crate::store::sql(
             db,
             "SELECT (SELECT max(tx) FROM conversation_events) AS logged, \
              pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next",
@@ -771,33 +772,33 @@ pub async fn events_after(
     after: Position,
     limit: u64,
 ) -> AppResult<Vec<(conversation_event::Model, message::Model)>> {
-    let mut query =
-        settled_after(db, after)
-            .filter(
-                Condition::any()
-                    .add(
-                        conversation_event::Column::ConversationId.in_subquery(
-                            sea_orm::sea_query::Query::select()
-                                .column(entity::member::Column::ConversationId)
-                                .from(entity::member::Entity)
-                                .and_where(entity::member::Column::UserId.eq(user_id))
-                                .to_owned(),
-                        ),
-                    )
-                    .add(
-                        conversation_event::Column::MessageId.in_subquery(
-                            sea_orm::sea_query::Query::select()
-                                .column(message::Column::Id)
-                                .from(message::Entity)
-                                .and_where(message::Column::SystemTargetId.eq(user_id))
-                                .and_where(message::Column::SystemKind.is_in(
-                                    super::rooms::SystemKind::DEPARTURES.map(|k| k.as_str()),
-                                ))
-                                .to_owned(),
-                        ),
+    let mut query = settled_after(db, after)
+        .filter(
+            Condition::any()
+                .add(
+                    conversation_event::Column::ConversationId.in_subquery(
+                        sea_orm::sea_query::Query::select()
+                            .column(entity::member::Column::ConversationId)
+                            .from(entity::member::Entity)
+                            .and_where(entity::member::Column::UserId.eq(user_id))
+                            .to_owned(),
                     ),
-            )
-            .limit(limit);
+                )
+                .add(
+                    conversation_event::Column::MessageId.in_subquery(
+                        sea_orm::sea_query::Query::select()
+                            .column(message::Column::Id)
+                            .from(message::Entity)
+                            .and_where(message::Column::SystemTargetId.eq(user_id))
+                            .and_where(
+                                message::Column::SystemKind
+                                    .is_in(SystemKind::DEPARTURES.map(|k| k.as_str())),
+                            )
+                            .to_owned(),
+                    ),
+                ),
+        )
+        .limit(limit);
     if let Some(id) = conversation_id {
         query = query.filter(conversation_event::Column::ConversationId.eq(id));
     }
@@ -875,7 +876,7 @@ pub async fn log_after(
     {
         members.entry(conversation_id).or_default().push(user_id);
     }
-    let departures = super::rooms::SystemKind::DEPARTURES.map(|k| k.as_str());
+    let departures = SystemKind::DEPARTURES.map(|k| k.as_str());
     // Newest first, so that each change knows who leaves its conversation after it.
     let mut leaving_later: HashMap<i64, Vec<i64>> = HashMap::new();
     let mut events: Vec<Envelope> = rows

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod blocks;
 pub mod conversations;
 pub mod messages;
+pub mod model;
 pub mod notifications;
 pub mod pagination;
 pub mod presence;

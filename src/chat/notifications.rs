@@ -11,7 +11,8 @@ use sea_orm::{
 };
 
 use super::{
-    conversations::{self, now, sql},
+    conversations,
+    model::now,
     pagination::{Page, beyond_position},
 };
 use crate::{
@@ -21,6 +22,7 @@ use crate::{
     error::{AppError, AppResult},
     events::{Envelope, Event},
     lock,
+    store::sql,
 };
 
 /// Why a notification was made.

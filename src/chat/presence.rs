@@ -16,10 +16,7 @@ use sea_orm::{
     sea_query::Expr,
 };
 
-use super::{
-    conversations::{now, sql},
-    typing::ConnectionId,
-};
+use super::{model::now, typing::ConnectionId};
 use crate::{
     AppState, db,
     error::AppResult,
@@ -27,6 +24,7 @@ use crate::{
         Envelope, Event,
         shared_state::{HEARTBEAT, SharedState},
     },
+    store::sql,
 };
 
 #[derive(Default)]

@@ -13,9 +13,8 @@ use sea_orm::{
 };
 
 use super::{
-    blocks,
-    conversations::{self, ROOM, now},
-    messages,
+    blocks, conversations, messages,
+    model::{ROOM, Role, SystemKind, now},
     notifications::{self, NotificationKind},
 };
 use crate::store::changes;
@@ -88,43 +87,6 @@ impl RoomTopic {
     /// No topic.
     pub fn none() -> Self {
         Self(None)
-    }
-}
-
-/// A member's role. Declared from least to most powerful, so `Ord` is rank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Member => "MEMBER",
-            Role::Admin => "ADMIN",
-            Role::Owner => "OWNER",
-        }
-    }
-
-    /// Reads a stored role. Anything unrecognised is treated as the least powerful role, so a bad
-    /// row can never grant rights.
-    pub fn parse(stored: &str) -> Self {
-        match stored {
-            "OWNER" => Role::Owner,
-            "ADMIN" => Role::Admin,
-            _ => Role::Member,
-        }
-    }
-
-    fn noun(self) -> &'static str {
-        match self {
-            Role::Member => "a member",
-            Role::Admin => "an admin",
-            Role::Owner => "the owner",
-        }
     }
 }
 
@@ -211,54 +173,6 @@ pub fn authorize_moderation(
         ));
     }
     authorize(Role::parse(&member.role), Action::DeleteOthersMessage)
-}
-
-/// What a SYSTEM message records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SystemKind {
-    RoomCreated,
-    MemberAdded,
-    MemberRemoved,
-    MemberLeft,
-    RoleChanged,
-    OwnershipTransferred,
-    RoomRenamed,
-    TopicChanged,
-}
-
-impl SystemKind {
-    /// The messages that end someone's membership: the last thing a former member is told.
-    pub const DEPARTURES: [SystemKind; 2] = [SystemKind::MemberRemoved, SystemKind::MemberLeft];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SystemKind::RoomCreated => "ROOM_CREATED",
-            SystemKind::MemberAdded => "MEMBER_ADDED",
-            SystemKind::MemberRemoved => "MEMBER_REMOVED",
-            SystemKind::MemberLeft => "MEMBER_LEFT",
-            SystemKind::RoleChanged => "ROLE_CHANGED",
-            SystemKind::OwnershipTransferred => "OWNERSHIP_TRANSFERRED",
-            SystemKind::RoomRenamed => "ROOM_RENAMED",
-            SystemKind::TopicChanged => "TOPIC_CHANGED",
-        }
-    }
-
-    /// Reads a stored name.
-    pub fn parse(stored: &str) -> Option<Self> {
-        [
-            SystemKind::RoomCreated,
-            SystemKind::MemberAdded,
-            SystemKind::MemberRemoved,
-            SystemKind::MemberLeft,
-            SystemKind::RoleChanged,
-            SystemKind::OwnershipTransferred,
-            SystemKind::RoomRenamed,
-            SystemKind::TopicChanged,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == stored)
-    }
 }
 
 /// A room to create, parsed.

@@ -7,7 +7,10 @@ use super::{
     types::{Conversation, MemberRole, User, load_user},
 };
 use crate::{
-    chat::rooms::{self, NewRoom, RoomName, RoomTopic, RoomUpdate, SystemKind},
+    chat::{
+        model::{Role, SystemKind},
+        rooms::{self, NewRoom, RoomName, RoomTopic, RoomUpdate},
+    },
     ids::{self, Kind},
 };
 
@@ -225,7 +228,7 @@ pub struct SystemEvent {
     pub kind: SystemKind,
     pub actor_id: Option<i64>,
     pub target_id: Option<i64>,
-    pub role: Option<rooms::Role>,
+    pub role: Option<Role>,
 }
 
 /// What a system message records: what happened, who did it, to whom, with which role.

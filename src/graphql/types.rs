@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     chat::{
+        model::{Role, SystemKind},
         presence,
-        rooms::{Role, SystemKind},
     },
     error::AppError,
     events::MessageChange,
@@ -198,8 +198,8 @@ impl ConversationKind {
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
-            ConversationKind::Direct => crate::chat::conversations::DIRECT,
-            ConversationKind::Room => crate::chat::conversations::ROOM,
+            ConversationKind::Direct => crate::chat::model::DIRECT,
+            ConversationKind::Room => crate::chat::model::ROOM,
         }
     }
 }
@@ -267,13 +267,11 @@ impl Conversation {
 
     /// DIRECT or ROOM.
     async fn kind(&self, ctx: &Context<'_>) -> Result<ConversationKind> {
-        Ok(
-            if self.row(ctx).await?.kind == crate::chat::conversations::ROOM {
-                ConversationKind::Room
-            } else {
-                ConversationKind::Direct
-            },
-        )
+        Ok(if self.row(ctx).await?.kind == crate::chat::model::ROOM {
+            ConversationKind::Room
+        } else {
+            ConversationKind::Direct
+        })
     }
 
     /// The room's name; null for direct conversations (see `title`).

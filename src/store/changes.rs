@@ -7,7 +7,7 @@ use entity::{conversation_event, message};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, Set};
 
 use crate::{
-    chat::conversations::{self, now},
+    chat::{conversations, model::now},
     error::{AppError, AppResult},
     events::{Envelope, Event, MessageChange, Position},
 };
@@ -41,7 +41,7 @@ pub async fn next_seq(
         }
     };
     let row = txn
-        .query_one_raw(conversations::sql(
+        .query_one_raw(super::sql(
             txn,
             text,
             vec![at.into(), conversation_id.into()],

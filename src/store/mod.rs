@@ -7,11 +7,19 @@
 pub mod changes;
 pub mod writer;
 
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 pub use writer::{Made, TxnFuture, Writer};
 
 use crate::error::AppResult;
+
+/// A statement in the connection's dialect, written with `$1`-style placeholders (which SQLite
+/// also understands).
+pub fn sql(db: &impl ConnectionTrait, text: &str, values: Vec<Value>) -> Statement {
+    let backend = db.get_database_backend();
+    debug_assert!(matches!(backend, DbBackend::Sqlite | DbBackend::Postgres));
+    Statement::from_sql_and_values(backend, text, values)
+}
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
