@@ -226,7 +226,7 @@ async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
     bob_ws
         .subscribe(
             "r",
-            "subscription { readReceipts { user { id } } }",
+            "subscription { readReceipts { user { id } upToMessageId } }",
             json!({}),
         )
         .await;
@@ -237,7 +237,20 @@ async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
             json!({}),
         )
         .await;
-    tokio::time::sleep(QUIET).await;
+    bob_ws
+        .until_live(&["m", "r"], 1, async |_| {
+            b.probe_receipt(&bob, &alice, &conversation).await
+        })
+        .await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            b.probe_typing(&alice, &conversation, n).await
+        })
+        .await;
+    let mut alices = PresenceProbe::new(&alice);
+    bob_ws
+        .until_live(&["p"], 2, async |n| alices.probe(&b, n).await)
+        .await;
 
     let message = b.send(&alice, &conversation, "across").await;
     assert_eq!(
@@ -283,8 +296,16 @@ async fn a_subscriber_on_one_instance_sees_what_happens_on_another() {
     assert_eq!(seen["user"]["presence"]["status"], "ONLINE");
     let on_a = a.ws(Some(&alice.token)).await;
     drop(on_b);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    bob_ws.expect_silence().await;
+    // The marker: Carol comes and goes on b after Alice's connection there closed. Her OFFLINE
+    // follows the same grace period, started later, so an OFFLINE for Alice would come first.
+    let carol = b.user("carol").await;
+    b.direct(&bob, &carol).await;
+    let carol_there = b.ws(Some(&carol.token)).await;
+    let online = bob_ws.expect_next_event("p", "ONLINE").await;
+    assert_eq!(online["presence"]["user"]["id"], carol.id);
+    drop(carol_there);
+    let offline = bob_ws.expect_next_event("p", "OFFLINE").await;
+    assert_eq!(offline["presence"]["user"]["id"], carol.id);
     drop(on_a);
     let offline = bob_ws.next_data("p").await;
     assert_eq!(offline["presence"]["status"], "OFFLINE");
@@ -405,7 +426,7 @@ async fn notifications_and_read_receipts_resume_from_a_cursor_too() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = app.direct(&alice, &bob).await;
-    let notes = "subscription($s: String) { notifications(since: $s) { kind count cursor } }";
+    let notes = "subscription($s: String) { notifications(since: $s) { kind count cursor message { id } } }";
     let receipts =
         "subscription($s: String) { readReceipts(since: $s) { cursor user { id } upToMessageId } }";
 
@@ -413,7 +434,12 @@ async fn notifications_and_read_receipts_resume_from_a_cursor_too() {
     bob_ws.subscribe("n", notes, json!({})).await;
     let mut alice_ws = app.ws(Some(&alice.token)).await;
     alice_ws.subscribe("r", receipts, json!({})).await;
-    tokio::time::sleep(QUIET).await;
+    until_all_live(
+        &mut [(&mut bob_ws, &["n"]), (&mut alice_ws, &["r"])],
+        1,
+        async |_| app.probe_receipt(&alice, &bob, &conversation).await,
+    )
+    .await;
     app.send(&alice, &conversation, "first").await;
     let note_cursor = bob_ws.next_data("n").await["notifications"]["cursor"]
         .as_str()
