@@ -1,11 +1,11 @@
-//! The single writer behind sends: group commit.
+//! The single writer behind every write on SQLite: group commit.
 //!
 //! A send is a handful of small statements and one commit. Run one transaction per send and, on
 //! SQLite, every sender queues for the one write lock (sleeping in the busy handler), and every
 //! commit writes the same hot pages (the conversation, the indexes' tails) to the WAL again. Here
-//! sends are queued to one task, which runs whatever has queued up, up to [`MAX_BATCH`], in one
-//! transaction and one commit, then publishes the jobs' events in commit order and answers the
-//! callers.
+//! writes (sends, edits, deletes, read markers, notifications) are queued to one task, which runs
+//! whatever has queued up, up to [`MAX_BATCH`], in one transaction and one commit, then publishes
+//! the jobs' events in commit order and answers the callers.
 //!
 //! The promise to callers: **a job is answered with success only after the transaction that made
 //! its writes has committed, and its events are published only then.** Two kinds of failure keep
