@@ -9,15 +9,9 @@ use std::{
 
 use migration::MigratorTrait;
 use sea_orm::{
-    ColumnTrait, ColumnType, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IdenStatic, Iterable, QueryResult,
-    QueryTrait, Select, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
-    Value,
+    ConnectOptions, Database, DatabaseConnection, DbErr,
     sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous},
 };
-use serde::de::DeserializeOwned;
-
-use crate::error::{AppError, AppResult};
 
 /// How much of a SQLite file reads may map (address space, not memory: only the pages read become
 /// resident, and the OS may drop them again).
@@ -145,104 +139,6 @@ async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sea_orm::
     }
 }
 
-/// Every model `select` finds, in no particular order. On SQLite they come back as one JSON row:
-/// sqlx's SQLite driver hands each row from its database thread to the async side with a
-/// wake-up, which a read of 1,000 rows pays 1,000 times. PostgreSQL's rows
-/// arrive in one go and are read as they are.
-pub async fn all_rows<E>(
-    db: &impl ConnectionTrait,
-    select: Select<E>,
-) -> Result<Vec<E::Model>, DbErr>
-where
-    E: EntityTrait,
-    E::Model: DeserializeOwned,
-{
-    if db.get_database_backend() != DbBackend::Sqlite {
-        return select.all(db).await;
-    }
-    let inner = select.build(DbBackend::Sqlite);
-    let values = inner.values.map(|v| v.0).unwrap_or_default();
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            json_rows_sql::<E>(&inner.sql),
-            values,
-        ))
-        .await?;
-    from_json_rows(row)
-}
-
-/// SQLite: a statement returning every row `inner` selects from `E`'s table as one JSON array, in
-/// the column `rows` (see [`all_rows`] for why one row).
-pub fn json_rows_sql<E: EntityTrait>(inner: &str) -> String {
-    // Keyed by column name, which is the model's field name in every entity of ours; SQLite keeps
-    // booleans as 0 and 1, so they are turned into JSON booleans, and times are the RFC 3339
-    // text sqlx stores.
-    let fields = E::Column::iter()
-        .map(|column| {
-            let name = column.as_str();
-            if matches!(column.def().get_column_type(), ColumnType::Boolean) {
-                format!("'{name}', json(CASE WHEN \"{name}\" THEN 'true' ELSE 'false' END)")
-            } else {
-                format!("'{name}', \"{name}\"")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("SELECT json_group_array(json_object({fields})) AS rows FROM ({inner}) AS listed")
-}
-
-/// The models in the row a [`json_rows_sql`] statement returned (none for no row).
-pub fn from_json_rows<M: DeserializeOwned>(row: Option<QueryResult>) -> Result<Vec<M>, DbErr> {
-    let json: String = match row {
-        Some(row) => row.try_get("", "rows")?,
-        None => return Ok(Vec::new()),
-    };
-    serde_json::from_str(&json).map_err(|e| DbErr::Json(e.to_string()))
-}
-
-/// The integers a `select` returns in its one column, `id`. On SQLite they come back as one text
-/// row, for the reason given at [`all_rows`]: listed row by row, a 10,000-member room would pay
-/// 10,000 hand-overs, far more than the query itself costs.
-pub async fn ids(
-    db: &impl ConnectionTrait,
-    select: &str,
-    values: Vec<Value>,
-) -> AppResult<Vec<i64>> {
-    let backend = db.get_database_backend();
-    if backend != DbBackend::Sqlite {
-        let rows = db
-            .query_all_raw(Statement::from_sql_and_values(backend, select, values))
-            .await?;
-        return Ok(rows
-            .iter()
-            .map(|row| row.try_get::<i64>("", "id"))
-            .collect::<Result<_, _>>()?);
-    }
-    let text = format!("SELECT group_concat(id, ',') AS ids FROM ({select}) AS listed");
-    let ids: Option<String> = match db
-        .query_one_raw(Statement::from_sql_and_values(backend, text, values))
-        .await?
-    {
-        Some(row) => row.try_get("", "ids")?,
-        None => None,
-    };
-    id_list(ids.as_deref())
-}
-
-/// Parses what `group_concat(id, ',')` made (None when it aggregated no rows).
-pub fn id_list(listed: Option<&str>) -> AppResult<Vec<i64>> {
-    listed
-        .unwrap_or_default()
-        .split(',')
-        .filter(|id| !id.is_empty())
-        .map(|id| {
-            id.parse()
-                .map_err(|_| AppError::Internal(format!("not an id in a listing: {id:?}")))
-        })
-        .collect()
-}
-
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://")?;
     let path = rest.split('?').next()?;
@@ -256,20 +152,6 @@ pub fn count_statements(db: &mut DatabaseConnection, counter: Arc<AtomicU64>) {
         // The SQL text only: bound values (token hashes, bodies) never reach the logs.
         tracing::trace!(target: "palaver::sql", micros = info.elapsed.as_micros() as u64, sql = %info.statement.sql);
     });
-}
-
-/// Begins a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
-/// IMMEDIATE`), so two writers queue on the busy timeout instead of failing to upgrade a read lock.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    if db.get_database_backend() == DbBackend::Sqlite {
-        db.begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        })
-        .await
-    } else {
-        db.begin().await
-    }
 }
 
 /// The value of a server setting, created with `init` by whichever instance asks first (all

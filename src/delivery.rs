@@ -26,7 +26,6 @@ use std::{
     time::Duration,
 };
 
-use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -34,6 +33,7 @@ use crate::{
     chat::messages,
     error::AppResult,
     events::{Envelope, Event, EventBus, Position},
+    store::{Backend, Store},
 };
 
 /// How often the reader looks at the log when nothing woke it: the longest a change whose
@@ -47,7 +47,8 @@ const BATCH: u64 = 500;
 /// This instance's ordered feed of conversation changes to its subscriptions.
 pub struct Delivery {
     bus: EventBus,
-    db: DatabaseConnection,
+    /// Reads on a connection of its own (see `db::connect_log_reader`).
+    store: Store,
     /// Whether change-log ids have no holes (SQLite), so that the next change is known by its id.
     dense: bool,
     /// The last change handed to the subscriptions.
@@ -59,23 +60,23 @@ impl Delivery {
     /// Starts at the last settled change: takes the bus's message events, and reads the log on
     /// `tasks` until `shutdown`.
     pub async fn start(
-        db: DatabaseConnection,
+        store: Store,
         bus: EventBus,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        if let Some((logged, next)) = messages::positions_from_elsewhere(&db).await? {
+        if let Some((logged, next)) = messages::positions_from_elsewhere(&store).await? {
             anyhow::bail!(
                 "the change log holds transaction ids up to {logged}, ahead of this PostgreSQL \
                  cluster's next one ({next}): the database was restored into another cluster. \
                  Run `UPDATE conversation_events SET tx = 0` on it once, then start again"
             );
         }
-        let position = messages::latest_position(&db).await?;
-        let dense = db.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        let position = messages::latest_position(&store).await?;
+        let dense = store.backend() == Backend::Sqlite;
         let delivery = Arc::new(Self {
             bus: bus.clone(),
-            db,
+            store,
             dense,
             position: Mutex::new(position),
             wake: Arc::new(Notify::new()),
@@ -125,7 +126,7 @@ impl Delivery {
     async fn catch_up(&self) -> AppResult<()> {
         loop {
             let after = self.position();
-            let batch = messages::log_after(&self.db, after, BATCH).await?;
+            let batch = messages::log_after(&self.store, after, BATCH).await?;
             let full = batch.read == BATCH;
             {
                 let mut last = self.lock();

@@ -41,7 +41,12 @@ impl Kind {
 
 /// The public id of a row.
 pub fn encode(kind: Kind, id: i64) -> ID {
-    ID(format!("{}{id}", kind.prefix()))
+    ID(public_id(kind, id))
+}
+
+/// The public id of a row as plain text (what [`encode`] wraps), for the domain's records.
+pub fn public_id(kind: Kind, id: i64) -> String {
+    format!("{}{id}", kind.prefix())
 }
 
 /// Parses a public id of the given kind. Only the spelling [`encode`] gives is accepted: `cnv_01`,

@@ -62,14 +62,10 @@ pub struct AppState {
     pub tasks: tokio_util::task::TaskTracker,
     /// The WebSocket connections, so that shutdown can wait for them to close.
     pub connections: tokio_util::task::TaskTracker,
-    /// The single writer that commits sends in batches.
-    pub writer: store::writer::Writer,
     /// The domain: every rule of who may do what, over the store, the bus and the file store.
     pub chat: chat::Chat,
     /// Tokens resolved recently (see `auth::cache`).
     pub tokens: Arc<auth::TokenCache>,
-    /// Conversations whose notification backlog is already queued for the writer.
-    pub backlog_waiting: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
 }
 
 /// Locks a mutex, carrying on past a panic of an earlier holder: what these mutexes guard (sets,
@@ -154,9 +150,15 @@ impl Application {
         let log_reader = db::connect_log_reader(&config.database_url)
             .await
             .context("opening the database")?;
-        let delivery = delivery::Delivery::start(log_reader, bus.clone(), &tasks, shutdown.clone())
-            .await
-            .context("reading the change log")?;
+        let store = store::Store::new(db.clone(), writer);
+        let delivery = delivery::Delivery::start(
+            store.reading_from(log_reader),
+            bus.clone(),
+            &tasks,
+            shutdown.clone(),
+        )
+        .await
+        .context("reading the change log")?;
         let tokens = Arc::new(auth::TokenCache::new(
             TOKEN_CACHE_CAPACITY,
             std::time::Duration::from_secs(config.token_cache_secs),
@@ -172,10 +174,14 @@ impl Application {
             }
         });
         let chat = chat::Chat {
-            store: store::Store::new(db.clone(), writer.clone()),
+            store,
             events: bus.clone(),
             files: files.clone(),
             settings: Arc::new(chat::Settings::from_config(&config)),
+            backlog: Arc::new(chat::notifications::Backlog::new(
+                tasks.clone(),
+                shutdown.clone(),
+            )),
         };
         let state = AppState {
             chat,
@@ -183,7 +189,6 @@ impl Application {
             db,
             bus,
             delivery,
-            writer,
             presence: chat::presence::Presence::new(
                 std::time::Duration::from_millis(config.presence_grace_ms),
                 shared.clone(),
@@ -199,9 +204,8 @@ impl Application {
             shutdown,
             tasks,
             connections: Default::default(),
-            backlog_waiting: Arc::default(),
         };
-        chat::notifications::resume_backlog(&state).await?;
+        chat::notifications::resume_backlog(&state.chat).await?;
         chat::typing::Typing::spawn_sweeper(state.clone());
         state
             .presence

@@ -27,6 +27,8 @@ pub struct Chat {
     pub events: EventBus,
     pub files: Arc<Files>,
     pub settings: Arc<Settings>,
+    /// Big rooms' notifications, made in the background after their sends.
+    pub backlog: Arc<notifications::Backlog>,
 }
 
 /// The settings the domain's rules read.

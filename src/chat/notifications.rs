@@ -2,27 +2,24 @@
 //! causes them (in big rooms, the collapsed ones just after it: see [`work_off_backlog`]). To keep
 //! the volume bounded, a member's unread MESSAGE/FILE notifications for one conversation collapse
 //! into a single row that counts them; mentions and replies stay one row each.
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use entity::{member, message, notification, user};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, Value, sea_query::Expr,
-};
+use entity::{message, notification};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
-    conversations,
-    model::now,
-    pagination::{Page, beyond_position},
+use super::{Chat, conversations, model::now};
+pub use crate::store::notifications::{
+    changed_after, list, newest_position, own_by_ids, unread_count,
 };
 use crate::{
-    AppState,
     auth::Viewer,
-    db,
     error::{AppError, AppResult},
     events::{Envelope, Event},
     lock,
-    store::sql,
+    store::{
+        self, Txn,
+        notifications::{Audience, Bump},
+    },
 };
 
 /// Why a notification was made.
@@ -83,13 +80,22 @@ fn preview(sender: &str, message: &message::Model) -> String {
     format!("{sender}: {text}")
 }
 
+/// The collapsed row's kind for a message: MESSAGE for text, FILE for anything with a file.
+fn collapsed_kind(message: &message::Model) -> NotificationKind {
+    if message.kind == "TEXT" {
+        NotificationKind::Message
+    } else {
+        NotificationKind::File
+    }
+}
+
 /// Makes the notifications for a new message inside its transaction and returns them, to be
 /// published after commit: its mentions and reply first, then every other member's collapsed
 /// MESSAGE/FILE row. With `collapse_now` false (a big room) the collapsed rows are left to
 /// [`work_off_backlog`], which runs after the commit: the message is written to the backlog
 /// instead, in this transaction, so that nothing is lost if the server stops in between.
 pub async fn for_new_message(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     message: &message::Model,
     sender_name: &str,
     reply_to_sender: Option<i64>,
@@ -105,6 +111,7 @@ pub async fn for_new_message(
         excluded.extend(directed);
         return Bump::new(
             message,
+            collapsed_kind(message).as_str(),
             &text,
             1,
             message.created_at,
@@ -113,51 +120,32 @@ pub async fn for_new_message(
         .run_and_read_back(txn)
         .await;
     }
-    txn.execute_raw(sql(
-        txn,
-        "INSERT INTO notification_backlog (conversation_id, seq) VALUES ($1, $2)",
-        vec![message.conversation_id.into(), message.seq.into()],
-    ))
-    .await?;
+    store::notifications::insert_backlog(txn, message.conversation_id, message.seq).await?;
     if directed.is_empty() {
         return Ok(Vec::new());
     }
-    made_for(txn, message.id).await
+    store::notifications::made_for(txn, message.id).await
 }
 
 /// Inserts the notifications a message directs at someone: mentions of members, then the author of
 /// the message replied to. Returns who got one.
 async fn directed(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     message: &message::Model,
     sender_id: i64,
     text: &str,
     reply_to_sender: Option<i64>,
 ) -> AppResult<Vec<i64>> {
     let names = mentions(message.body.as_deref().unwrap_or_default());
-    let mut directed: Vec<(i64, NotificationKind)> = Vec::new();
+    let mut directed: Vec<(i64, &'static str)> = Vec::new();
     if !names.is_empty() {
-        let mentioned: Vec<i64> = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .filter(user::Column::UsernameKey.is_in(names))
-            .filter(
-                user::Column::Id.in_subquery(
-                    sea_orm::sea_query::Query::select()
-                        .column(member::Column::UserId)
-                        .from(member::Entity)
-                        .and_where(member::Column::ConversationId.eq(message.conversation_id))
-                        .to_owned(),
-                ),
-            )
-            .into_tuple()
-            .all(txn)
-            .await?;
+        let mentioned =
+            store::notifications::members_named(txn, message.conversation_id, names).await?;
         directed.extend(
             mentioned
                 .into_iter()
                 .filter(|id| *id != sender_id)
-                .map(|id| (id, NotificationKind::Mention)),
+                .map(|id| (id, NotificationKind::Mention.as_str())),
         );
     }
     if let Some(author) = reply_to_sender
@@ -167,135 +155,20 @@ async fn directed(
             .await
             .is_ok()
     {
-        directed.push((author, NotificationKind::Reply));
+        directed.push((author, NotificationKind::Reply.as_str()));
     }
     if !directed.is_empty() {
-        let at = message.created_at;
-        notification::Entity::insert_many(directed.iter().map(|(user_id, kind)| {
-            notification::ActiveModel {
-                user_id: Set(*user_id),
-                actor_id: Set(Some(sender_id)),
-                kind: Set(kind.as_str().into()),
-                text: Set(text.to_owned()),
-                conversation_id: Set(Some(message.conversation_id)),
-                message_id: Set(Some(message.id)),
-                count: Set(1),
-                is_read: Set(false),
-                created_at: Set(at),
-                updated_at: Set(at),
-                ..Default::default()
-            }
-        }))
-        .exec(txn)
+        store::notifications::insert_directed(
+            txn,
+            message,
+            sender_id,
+            text,
+            &directed,
+            message.created_at,
+        )
         .await?;
     }
     Ok(directed.into_iter().map(|(id, _)| id).collect())
-}
-
-/// Whose collapsed row a bump reaches, among the members who have not muted the conversation.
-enum Audience<'a> {
-    AllBut(&'a [i64]),
-    Only(i64),
-}
-
-/// Adds `count` messages, `latest` the last of them, to the unread MESSAGE/FILE row of each member
-/// in the audience, or starts one for those who have none, updated `at`: an UPDATE and an INSERT
-/// over the same numbered parameters (`$3` is the latest message's id).
-struct Bump {
-    update: String,
-    insert: String,
-    values: Vec<Value>,
-    latest_id: i64,
-}
-
-impl Bump {
-    fn new(
-        latest: &message::Model,
-        text: &str,
-        count: i64,
-        at: chrono::DateTime<chrono::Utc>,
-        audience: Audience<'_>,
-    ) -> Self {
-        let kind = if latest.kind == "TEXT" {
-            NotificationKind::Message
-        } else {
-            NotificationKind::File
-        };
-        let mut values: Vec<Value> = vec![
-            kind.as_str().into(),
-            text.into(),
-            latest.id.into(),
-            latest.sender_id.into(),
-            at.into(),
-            latest.conversation_id.into(),
-            count.into(),
-        ];
-        let who = match audience {
-            Audience::AllBut([]) => "TRUE".to_owned(),
-            Audience::AllBut(excluded) => {
-                let list = (0..excluded.len())
-                    .map(|i| format!("${}", i + 8))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                values.extend(excluded.iter().map(|id| Value::from(*id)));
-                format!("m.user_id NOT IN ({list})")
-            }
-            Audience::Only(user_id) => {
-                values.push(user_id.into());
-                "m.user_id = $8".to_owned()
-            }
-        };
-        let audience = format!(
-            "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 AND m.muted = FALSE \
-             AND {who}"
-        );
-        let unread_row =
-            "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
-        Self {
-            update: format!(
-                "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
-                 updated_at = $5, count = count + $7 \
-                 WHERE id IN (SELECT n.id FROM notifications n WHERE {unread_row} \
-                 AND n.user_id IN ({audience}))"
-            ),
-            insert: format!(
-                "INSERT INTO notifications \
-                 (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
-                 SELECT a.user_id, $4, $1, $2, $6, $3, $7, FALSE, $5, $5 FROM ({audience}) a \
-                 WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
-            ),
-            values,
-            latest_id: latest.id,
-        }
-    }
-
-    /// Runs the bump, then reads back every notification made for its latest message (its own
-    /// rows and the mentions and reply made before it). Sends are the hot path, and on SQLite each
-    /// statement is a hand-over to the database thread and back, so there all three go as one.
-    async fn run_and_read_back(
-        self,
-        txn: &DatabaseTransaction,
-    ) -> AppResult<Vec<notification::Model>> {
-        if txn.get_database_backend() != DbBackend::Sqlite {
-            let latest_id = self.latest_id;
-            self.run(txn).await?;
-            return made_for(txn, latest_id).await;
-        }
-        let read_back = db::json_rows_sql::<notification::Entity>(
-            "SELECT * FROM notifications WHERE message_id = $3",
-        );
-        let text = format!("{};\n{};\n{read_back}", self.update, self.insert);
-        let rows = txn.query_all_raw(sql(txn, &text, self.values)).await?;
-        Ok(db::from_json_rows(rows.into_iter().last())?)
-    }
-
-    /// Runs the two statements one after the other.
-    async fn run(self, txn: &DatabaseTransaction) -> AppResult<()> {
-        txn.execute_raw(sql(txn, &self.update, self.values.clone()))
-            .await?;
-        txn.execute_raw(sql(txn, &self.insert, self.values)).await?;
-        Ok(())
-    }
 }
 
 /// Makes the collapsed notifications of a conversation's messages in the backlog, all at once, and
@@ -303,50 +176,18 @@ impl Bump {
 /// messages that neither they sent nor were mentioned or replied to in, and shows the last of
 /// them. Several instances may work the same backlog: each message is claimed by one.
 pub async fn work_off_backlog(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     conversation_id: i64,
 ) -> AppResult<Vec<notification::Model>> {
-    let claimed: Vec<i64> = txn
-        .query_all_raw(sql(
-            txn,
-            "DELETE FROM notification_backlog WHERE conversation_id = $1 RETURNING seq",
-            vec![conversation_id.into()],
-        ))
-        .await?
-        .iter()
-        .map(|row| row.try_get::<i64>("", "seq"))
-        .collect::<Result<_, _>>()?;
+    let claimed = store::notifications::claim_backlog(txn, conversation_id).await?;
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    let sent: Vec<message::Model> = message::Entity::find()
-        .filter(message::Column::ConversationId.eq(conversation_id))
-        .filter(message::Column::Seq.is_in(claimed))
-        .filter(message::Column::SenderId.is_not_null())
-        .order_by_asc(message::Column::Seq)
-        .all(txn)
-        .await?;
+    let sent = store::notifications::sent_messages(txn, conversation_id, claimed).await?;
     let ids: Vec<i64> = sent.iter().map(|m| m.id).collect();
     let senders: Vec<i64> = sent.iter().filter_map(|m| m.sender_id).collect();
-    let names: HashMap<i64, String> = user::Entity::find()
-        .select_only()
-        .column(user::Column::Id)
-        .column(user::Column::DisplayName)
-        .filter(user::Column::Id.is_in(senders))
-        .into_tuple::<(i64, String)>()
-        .all(txn)
-        .await?
-        .into_iter()
-        .collect();
-    let directed: Vec<(Option<i64>, i64)> = notification::Entity::find()
-        .select_only()
-        .column(notification::Column::MessageId)
-        .column(notification::Column::UserId)
-        .filter(notification::Column::MessageId.is_in(ids))
-        .filter(notification::Column::Kind.is_in(["MENTION", "REPLY"]))
-        .into_tuple()
-        .all(txn)
-        .await?;
+    let names = store::notifications::display_names(txn, senders).await?;
+    let directed = store::notifications::directed_at(txn, ids).await?;
     // Who each message leaves out of its bump: its sender, and those it was directed at.
     let left_out: Vec<Vec<i64>> = sent
         .iter()
@@ -379,6 +220,7 @@ pub async fn work_off_backlog(
         // Everyone left out of none: every message, the last one shown.
         Bump::new(
             last,
+            collapsed_kind(last).as_str(),
             &text(last),
             sent.len() as i64,
             at,
@@ -399,6 +241,7 @@ pub async fn work_off_backlog(
         if let Some(last) = theirs.last() {
             Bump::new(
                 last,
+                collapsed_kind(last).as_str(),
                 &text(last),
                 theirs.len() as i64,
                 at,
@@ -411,44 +254,57 @@ pub async fn work_off_backlog(
     }
     latest.sort_unstable();
     latest.dedup();
-    Ok(db::all_rows(
-        txn,
-        notification::Entity::find()
-            .filter(notification::Column::ConversationId.eq(conversation_id))
-            .filter(notification::Column::MessageId.is_in(latest))
-            .filter(notification::Column::Kind.is_in(["MESSAGE", "FILE"])),
-    )
-    .await?)
+    store::notifications::collapsed_showing(txn, conversation_id, latest).await
 }
 
-/// Works off a conversation's backlog soon, in the writer's next batch, then publishes the rows.
-/// Calls while one is already waiting for the writer add nothing: it takes every message in the
-/// backlog when it runs, so under load one bump covers many messages.
-pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
-    if !lock(&state.backlog_waiting).insert(conversation_id) {
+/// Big rooms' notification backlog, worked off after the sends that fill it, in the background.
+pub struct Backlog {
+    /// Conversations whose backlog is already queued for the writer.
+    waiting: std::sync::Mutex<HashSet<i64>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Backlog {
+    /// Works off backlogs on `tasks`, abandoning the work at `shutdown` (the backlog stays in the
+    /// database; the next start takes it).
+    pub fn new(tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+        Self {
+            waiting: Default::default(),
+            tasks,
+            shutdown,
+        }
+    }
+}
+
+/// Works off a conversation's backlog soon, in one write (on SQLite, the writer's next batch),
+/// then publishes the rows. Calls while one is already waiting for the writer add nothing: it
+/// takes every message in the backlog when it runs, so under load one bump covers many messages.
+pub fn schedule_backlog(chat: &Chat, conversation_id: i64) {
+    if !lock(&chat.backlog.waiting).insert(conversation_id) {
         return;
     }
-    let state = state.clone();
-    let tasks = state.tasks.clone();
+    let chat = chat.clone();
+    let tasks = chat.backlog.tasks.clone();
     tasks.spawn(async move {
-        let waiting = state.backlog_waiting.clone();
-        let work = state.chat.store.write(move |txn| {
-                let waiting = waiting.clone();
-                Box::pin(async move {
-                    // From here on, a new message needs a new run: this one may not see it.
-                    lock(&waiting).remove(&conversation_id);
-                    let rows = work_off_backlog(txn, conversation_id).await?;
-                    Ok(((), envelope(rows).into_iter().collect()))
-                })
+        let backlog = chat.backlog.clone();
+        let work = chat.store.write(move |txn| {
+            let backlog = backlog.clone();
+            Box::pin(async move {
+                // From here on, a new message needs a new run: this one may not see it.
+                lock(&backlog.waiting).remove(&conversation_id);
+                let rows = work_off_backlog(txn, conversation_id).await?;
+                Ok(((), envelope(rows).into_iter().collect()))
+            })
         });
         // At shutdown the backlog stays in the database; the next start takes it.
         let worked = tokio::select! {
             worked = work => worked,
-            () = state.shutdown.cancelled() => return,
+            () = chat.backlog.shutdown.cancelled() => return,
         };
         if let Err(err) = worked {
             // The backlog stays; the conversation's next message or the next start takes it.
-            lock(&state.backlog_waiting).remove(&conversation_id);
+            lock(&chat.backlog.waiting).remove(&conversation_id);
             tracing::error!(conversation_id, error = %err, "notifications for big-room messages failed");
         }
     });
@@ -456,35 +312,16 @@ pub fn schedule_backlog(state: &AppState, conversation_id: i64) {
 
 /// At start: schedules every conversation with messages whose notifications were not made yet
 /// (the server stopped in between).
-pub async fn resume_backlog(state: &AppState) -> AppResult<()> {
-    let waiting = db::ids(
-        &state.db,
-        "SELECT DISTINCT conversation_id AS id FROM notification_backlog",
-        vec![],
-    )
-    .await?;
-    for conversation_id in waiting {
-        schedule_backlog(state, conversation_id);
+pub async fn resume_backlog(chat: &Chat) -> AppResult<()> {
+    for conversation_id in store::notifications::backlog_conversations(&chat.store).await? {
+        schedule_backlog(chat, conversation_id);
     }
     Ok(())
 }
 
-/// The notifications a message made, to publish: one row per member it notified, so 1,000 rows
-/// for a message in a 1,000-member room, read through `db::all_rows` for that reason.
-async fn made_for(
-    txn: &DatabaseTransaction,
-    message_id: i64,
-) -> AppResult<Vec<notification::Model>> {
-    Ok(db::all_rows(
-        txn,
-        notification::Entity::find().filter(notification::Column::MessageId.eq(message_id)),
-    )
-    .await?)
-}
-
 /// Makes one notification (room changes and the like) inside a transaction.
 pub async fn create_one(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     user_id: i64,
     actor_id: Option<i64>,
     kind: NotificationKind,
@@ -492,28 +329,23 @@ pub async fn create_one(
     conversation_id: Option<i64>,
     message_id: Option<i64>,
 ) -> AppResult<notification::Model> {
-    let at = now();
-    Ok(notification::Entity::insert(notification::ActiveModel {
-        user_id: Set(user_id),
-        actor_id: Set(actor_id),
-        kind: Set(kind.as_str().into()),
-        text: Set(text),
-        conversation_id: Set(conversation_id),
-        message_id: Set(message_id),
-        count: Set(1),
-        is_read: Set(false),
-        created_at: Set(at),
-        updated_at: Set(at),
-        ..Default::default()
-    })
-    .exec_with_returning(txn)
-    .await?)
+    store::notifications::insert_one(
+        txn,
+        user_id,
+        actor_id,
+        kind.as_str(),
+        text,
+        conversation_id,
+        message_id,
+        now(),
+    )
+    .await
 }
 
 /// Publishes notifications (after their transaction committed), each to its own user.
-pub async fn publish(state: &AppState, rows: Vec<notification::Model>) {
+pub async fn publish(chat: &Chat, rows: Vec<notification::Model>) {
     if let Some(envelope) = envelope(rows) {
-        state.bus.publish(envelope).await;
+        chat.events.publish(envelope).await;
     }
 }
 
@@ -529,181 +361,60 @@ pub fn envelope(rows: Vec<notification::Model>) -> Option<Envelope> {
     Some(Envelope::new(recipients, Event::Notifications { rows }))
 }
 
-/// Those of `ids` that are the user's own notifications, by id: anyone else's are left out, so
-/// a caller cannot tell them from notifications that do not exist.
-pub async fn own_by_ids(
-    db: &DatabaseConnection,
-    user_id: i64,
-    ids: &[i64],
-) -> AppResult<HashMap<i64, notification::Model>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    Ok(notification::Entity::find()
-        .filter(notification::Column::Id.is_in(ids.iter().copied()))
-        .filter(notification::Column::UserId.eq(user_id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|n| (n.id, n))
-        .collect())
-}
-
-/// A user's notifications, most recently updated first. Positions are (updated µs, id).
-pub async fn list(
-    db: &DatabaseConnection,
-    user_id: i64,
-    unread_only: bool,
-    after: Option<(i64, i64)>,
-    first: u64,
-) -> AppResult<Page<notification::Model>> {
-    let mut query = notification::Entity::find()
-        .filter(notification::Column::UserId.eq(user_id))
-        .order_by_desc(notification::Column::UpdatedAt)
-        .order_by_desc(notification::Column::Id);
-    if unread_only {
-        query = query.filter(notification::Column::IsRead.eq(false));
-    }
-    if let Some(position) = after {
-        query = query.filter(beyond_position(
-            notification::Column::UpdatedAt,
-            notification::Column::Id,
-            position,
-            false,
-        )?);
-    }
-    let rows = query.limit(first + 1).all(db).await?;
-    Ok(Page::forward(rows, first, after.is_some()))
-}
-
-/// A user's notifications created or updated after a position (updated µs, id), oldest first: what
-/// a resuming `notifications` subscriber missed.
-pub async fn changed_after(
-    db: &DatabaseConnection,
-    user_id: i64,
-    position: (i64, i64),
-    limit: u64,
-) -> AppResult<Vec<notification::Model>> {
-    Ok(notification::Entity::find()
-        .filter(notification::Column::UserId.eq(user_id))
-        .filter(beyond_position(
-            notification::Column::UpdatedAt,
-            notification::Column::Id,
-            position,
-            true,
-        )?)
-        .order_by_asc(notification::Column::UpdatedAt)
-        .order_by_asc(notification::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?)
-}
-
-/// The position (updated µs, id) of the user's most recently changed notification, if any: no
-/// `notifications` cursor this server gave the user lies beyond it (rows are never deleted, and
-/// a row's time only moves forward).
-pub async fn newest_position(
-    db: &DatabaseConnection,
-    user_id: i64,
-) -> AppResult<Option<(i64, i64)>> {
-    let newest: Option<(chrono::DateTime<chrono::Utc>, i64)> = notification::Entity::find()
-        .select_only()
-        .column(notification::Column::UpdatedAt)
-        .column(notification::Column::Id)
-        .filter(notification::Column::UserId.eq(user_id))
-        .order_by_desc(notification::Column::UpdatedAt)
-        .order_by_desc(notification::Column::Id)
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(newest.map(|(at, id)| (at.timestamp_micros(), id)))
-}
-
-/// How many of a user's notifications are unread.
-pub async fn unread_count(db: &DatabaseConnection, user_id: i64) -> AppResult<u64> {
-    use sea_orm::PaginatorTrait;
-    Ok(notification::Entity::find()
-        .filter(notification::Column::UserId.eq(user_id))
-        .filter(notification::Column::IsRead.eq(false))
-        .count(db)
-        .await?)
-}
-
 /// Marks some of the viewer's notifications read. All or nothing: if any id is not the viewer's,
 /// nothing changes and the answer is NOT_FOUND. Returns how many were unread.
-pub async fn mark_read(db: &DatabaseConnection, viewer: Viewer, ids: &[i64]) -> AppResult<u64> {
+pub async fn mark_read(chat: &Chat, viewer: Viewer, ids: &[i64]) -> AppResult<u64> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     if ids.len() > 500 {
         return Err(AppError::bad_input("at most 500 ids at a time"));
     }
-    let txn = crate::db::begin_write(db).await?;
-    let owned: Vec<i64> = notification::Entity::find()
-        .select_only()
-        .column(notification::Column::Id)
-        .filter(notification::Column::Id.is_in(ids.iter().copied()))
-        .filter(notification::Column::UserId.eq(viewer.user_id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    if owned.len() != ids.len() {
-        return Err(AppError::not_found("notification"));
-    }
-    let changed = notification::Entity::update_many()
-        .col_expr(notification::Column::IsRead, Expr::value(true))
-        .filter(notification::Column::Id.is_in(ids))
-        .filter(notification::Column::IsRead.eq(false))
-        .exec(&txn)
-        .await?
-        .rows_affected;
-    txn.commit().await?;
-    Ok(changed)
+    let user_id = viewer.user_id;
+    chat.store
+        .write(move |txn| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                if store::notifications::count_owned(txn, user_id, &ids).await? != ids.len() {
+                    return Err(AppError::not_found("notification"));
+                }
+                let changed = store::notifications::mark_ids_read(txn, ids).await?;
+                Ok((changed, Vec::new()))
+            })
+        })
+        .await
 }
 
 /// Marks all the viewer's notifications read; returns how many were unread.
-pub async fn mark_all_read(db: &DatabaseConnection, viewer: Viewer) -> AppResult<u64> {
-    Ok(notification::Entity::update_many()
-        .col_expr(notification::Column::IsRead, Expr::value(true))
-        .filter(notification::Column::UserId.eq(viewer.user_id))
-        .filter(notification::Column::IsRead.eq(false))
-        .exec(db)
-        .await?
-        .rows_affected)
-}
-
-/// Reading a conversation up to a message also reads the notifications it caused.
-pub async fn read_through(
-    db: &impl ConnectionTrait,
-    user_id: i64,
-    conversation_id: i64,
-    up_to_message_id: i64,
-) -> AppResult<()> {
-    notification::Entity::update_many()
-        .col_expr(notification::Column::IsRead, Expr::value(true))
-        .filter(notification::Column::UserId.eq(user_id))
-        .filter(notification::Column::ConversationId.eq(conversation_id))
-        .filter(notification::Column::MessageId.lte(up_to_message_id))
-        .filter(notification::Column::IsRead.eq(false))
-        .exec(db)
-        .await?;
-    Ok(())
+pub async fn mark_all_read(chat: &Chat, viewer: Viewer) -> AppResult<u64> {
+    let user_id = viewer.user_id;
+    chat.store
+        .write(move |txn| {
+            Box::pin(async move {
+                let changed = store::notifications::mark_all_read(txn, user_id).await?;
+                Ok((changed, Vec::new()))
+            })
+        })
+        .await
 }
 
 /// Turns MESSAGE/FILE notifications for a conversation off or on for the viewer.
 pub async fn mute(
-    db: &DatabaseConnection,
+    chat: &Chat,
     viewer: Viewer,
     conversation_id: i64,
     muted: bool,
 ) -> AppResult<entity::conversation::Model> {
     let (conversation, _) =
-        conversations::require_member(db, conversation_id, viewer.user_id).await?;
-    member::Entity::update_many()
-        .col_expr(member::Column::Muted, Expr::value(muted))
-        .filter(member::Column::ConversationId.eq(conversation_id))
-        .filter(member::Column::UserId.eq(viewer.user_id))
-        .exec(db)
+        conversations::require_member(&chat.store, conversation_id, viewer.user_id).await?;
+    let user_id = viewer.user_id;
+    chat.store
+        .write(move |txn| {
+            Box::pin(async move {
+                store::conversations::set_muted(txn, conversation_id, user_id, muted).await?;
+                Ok(((), Vec::new()))
+            })
+        })
         .await?;
     Ok(conversation)
 }

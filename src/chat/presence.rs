@@ -18,7 +18,7 @@ use sea_orm::{
 
 use super::{model::now, typing::ConnectionId};
 use crate::{
-    AppState, db,
+    AppState,
     error::AppResult,
     events::{
         Envelope, Event,
@@ -209,7 +209,7 @@ impl Presence {
 /// they share several conversations (`Envelope::new` drops them: sorting in Rust is cheaper than
 /// `DISTINCT` in SQL).
 pub async fn audience(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<i64>> {
-    let mut ids = db::ids(
+    let mut ids = crate::store::ids(
         db,
         "SELECT b.user_id AS id FROM members a \
          JOIN members b ON b.conversation_id = a.conversation_id WHERE a.user_id = $1 \

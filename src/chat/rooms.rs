@@ -21,7 +21,6 @@ use crate::store::changes;
 use crate::{
     AppState,
     auth::Viewer,
-    db,
     error::{AppError, AppResult},
     events::MessageChange,
     text,
@@ -208,7 +207,7 @@ impl RoomTxn {
     /// Locks the room and loads the viewer's membership. Outsiders get NOT_FOUND, as for any
     /// conversation; a direct conversation is not a room.
     async fn open(db: &DatabaseConnection, room_id: i64, user_id: i64) -> AppResult<Self> {
-        let txn = db::begin_write(db).await?;
+        let txn = crate::store::begin_write(db).await?;
         // Taking the sequence number first serialises this operation with every other change to
         // the room, so the checks below cannot be raced. Refusing rolls it back.
         let reserved = changes::next_seq(&txn, room_id).await?;
@@ -311,8 +310,8 @@ impl RoomTxn {
             return Ok(self.room);
         }
         let room_id = self.room.id;
-        messages::commit_and_publish_all(state, self.txn, room_id, self.logged, also).await?;
-        notifications::publish(state, self.notes).await;
+        messages::commit_and_publish_all(&state.chat, self.txn, room_id, self.logged, also).await?;
+        notifications::publish(&state.chat, self.notes).await;
         conversation::Entity::find_by_id(room_id)
             .one(&state.db)
             .await?
@@ -379,7 +378,7 @@ pub async fn create(
             return Err(AppError::bad_input("memberIds names someone twice"));
         }
     }
-    let txn = db::begin_write(&state.db).await?;
+    let txn = crate::store::begin_write(&state.db).await?;
     let mut everyone = new.member_ids.clone();
     everyone.push(viewer.user_id);
     let names = usernames(&txn, &everyone).await?;

@@ -99,7 +99,7 @@ impl Typing {
         is_typing: bool,
         connection: Option<ConnectionId>,
     ) -> AppResult<()> {
-        conversations::require_member(&app.db, conversation_id, viewer.user_id).await?;
+        conversations::require_member(&app.chat.store, conversation_id, viewer.user_id).await?;
         let changed = match &self.shared {
             None => self.set_local(viewer.user_id, conversation_id, is_typing, connection)?,
             Some(shared) => {
@@ -276,7 +276,7 @@ fn spend(state: &mut State, user_id: i64, now: Instant) -> AppResult<()> {
 }
 
 async fn broadcast(app: &AppState, conversation_id: i64, user_id: i64, is_typing: bool) {
-    let recipients = match conversations::member_ids(&app.db, conversation_id).await {
+    let recipients = match conversations::member_ids(&app.chat.store, conversation_id).await {
         Ok(ids) => ids,
         Err(err) => {
             tracing::warn!(error = %err, "typing: could not load members");

@@ -21,12 +21,11 @@ use axum::{
 use entity::message;
 use object_store::{GetOptions, GetRange, path::Path};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use sea_orm::EntityTrait;
 use serde::Deserialize;
 
 use crate::{
     AppState, auth,
-    chat::conversations,
+    chat::messages,
     error::{AppError, AppResult},
     ids::{self, Kind},
 };
@@ -114,12 +113,8 @@ async fn serve(
             .user_id
     };
 
-    let message = message::Entity::find_by_id(message_id)
-        .one(&state.db)
-        .await?
-        .ok_or_else(not_found)?;
     // A signed URL is a member's access lent to a browser: it ends when their membership does.
-    conversations::require_member(&state.db, message.conversation_id, user_id)
+    let message = messages::visible_message(&state.chat.store, user_id, message_id)
         .await
         .map_err(|_| not_found())?;
     if message.deleted_at.is_some() {

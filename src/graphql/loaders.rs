@@ -10,6 +10,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     chat::{conversations, messages, presence, users},
     error::AppError,
+    store::Store,
 };
 
 /// A loader failure, shareable between the waiters of one batch.
@@ -26,14 +27,15 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// Loaders over one database connection pool.
-    pub fn new(db: &DatabaseConnection) -> Self {
+    /// Loaders over the store.
+    pub fn new(store: &Store) -> Self {
+        let db = store.reader();
         Self {
             users: DataLoader::new(UserLoader(db.clone()), tokio::spawn),
-            conversations: DataLoader::new(ConversationLoader(db.clone()), tokio::spawn),
-            messages: DataLoader::new(MessageLoader(db.clone()), tokio::spawn),
-            members: DataLoader::new(MembersLoader(db.clone()), tokio::spawn),
-            unread: DataLoader::new(UnreadLoader(db.clone()), tokio::spawn),
+            conversations: DataLoader::new(ConversationLoader(store.clone()), tokio::spawn),
+            messages: DataLoader::new(MessageLoader(store.clone()), tokio::spawn),
+            members: DataLoader::new(MembersLoader(store.clone()), tokio::spawn),
+            unread: DataLoader::new(UnreadLoader(store.clone()), tokio::spawn),
             visibility: DataLoader::new(VisibilityLoader(db.clone()), tokio::spawn),
         }
     }
@@ -58,7 +60,7 @@ impl Loader<i64> for UserLoader {
     }
 }
 
-pub struct ConversationLoader(DatabaseConnection);
+pub struct ConversationLoader(Store);
 
 impl Loader<i64> for ConversationLoader {
     type Value = conversation::Model;
@@ -69,7 +71,7 @@ impl Loader<i64> for ConversationLoader {
     }
 }
 
-pub struct MessageLoader(DatabaseConnection);
+pub struct MessageLoader(Store);
 
 impl Loader<i64> for MessageLoader {
     type Value = message::Model;
@@ -81,7 +83,7 @@ impl Loader<i64> for MessageLoader {
 }
 
 /// A conversation's members, keyed by conversation id.
-pub struct MembersLoader(DatabaseConnection);
+pub struct MembersLoader(Store);
 
 impl Loader<i64> for MembersLoader {
     type Value = Arc<Vec<member::Model>>;
@@ -96,7 +98,7 @@ impl Loader<i64> for MembersLoader {
 }
 
 /// Unread counts keyed by (viewer, conversation).
-pub struct UnreadLoader(DatabaseConnection);
+pub struct UnreadLoader(Store);
 
 impl Loader<(i64, i64)> for UnreadLoader {
     type Value = i64;

@@ -278,7 +278,7 @@ impl CoreMutation {
                 .map(ClientMessageId::parse)
                 .transpose()?,
         };
-        Ok(Message(messages::send(state, viewer, new).await?))
+        Ok(Message(messages::send(&state.chat, viewer, new).await?))
     }
 
     /// Replaces the body of one's own message.
@@ -296,7 +296,9 @@ impl CoreMutation {
         let state = ctx.state();
         let id = ids::decode(Kind::Message, &id)?;
         let body = MessageBody::parse(&body, state.config.max_message_chars)?;
-        Ok(Message(messages::edit(state, viewer, id, body).await?))
+        Ok(Message(
+            messages::edit(&state.chat, viewer, id, body).await?,
+        ))
     }
 
     /// Deletes one's own message (soft: it stays in history with its content hidden).
@@ -310,7 +312,9 @@ impl CoreMutation {
     ) -> Result<Message> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Message, &id)?;
-        Ok(Message(messages::delete(ctx.state(), viewer, id).await?))
+        Ok(Message(
+            messages::delete(&ctx.state().chat, viewer, id).await?,
+        ))
     }
 
     /// Marks the conversation read up to a message, or entirely. Never moves the marker back.
@@ -327,7 +331,7 @@ impl CoreMutation {
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
         let up_to = ids::decode_opt(Kind::Message, up_to_message_id.as_ref())?;
         Ok(Conversation::new(
-            conversations::mark_read(ctx.state(), viewer, id, up_to).await?,
+            conversations::mark_read(&ctx.state().chat, viewer, id, up_to).await?,
         ))
     }
 
@@ -363,7 +367,7 @@ impl CoreMutation {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
         Ok(Conversation::new(
-            notifications::mute(&ctx.state().db, viewer, id, muted).await?,
+            notifications::mute(&ctx.state().chat, viewer, id, muted).await?,
         ))
     }
 
@@ -379,12 +383,12 @@ impl CoreMutation {
             .iter()
             .map(|id| ids::decode(Kind::Notification, id))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(notifications::mark_read(&ctx.state().db, viewer, &ids).await?)
+        Ok(notifications::mark_read(&ctx.state().chat, viewer, &ids).await?)
     }
 
     /// Marks all one's notifications read; returns how many were unread.
     async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> Result<u64> {
         let viewer = ctx.viewer()?;
-        Ok(notifications::mark_all_read(&ctx.state().db, viewer).await?)
+        Ok(notifications::mark_all_read(&ctx.state().chat, viewer).await?)
     }
 }

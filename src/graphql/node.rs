@@ -113,7 +113,8 @@ pub async fn lookup(
     let notifications: HashMap<i64, _> = if notification_ids.is_empty() {
         HashMap::new()
     } else {
-        notifications::own_by_ids(&ctx.state().db, viewer.user_id, &notification_ids).await?
+        notifications::own_by_ids(&ctx.state().chat.store, viewer.user_id, &notification_ids)
+            .await?
     };
 
     let not_found = |what: &str| Some(Err(AppError::not_found(what).into()));

@@ -183,7 +183,7 @@ impl Query {
             .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
             .transpose()?;
         let page = conversations::list_for_user(
-            &ctx.state().db,
+            &ctx.state().chat.store,
             viewer.user_id,
             kind.map(ConversationKind::as_str),
             after,
@@ -211,7 +211,7 @@ impl Query {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &id)?;
         let (conversation, _) =
-            conversations::require_member(&ctx.state().db, id, viewer.user_id).await?;
+            conversations::require_member(&ctx.state().chat.store, id, viewer.user_id).await?;
         Ok(Some(Conversation::new(conversation)))
     }
 
@@ -228,9 +228,11 @@ impl Query {
         if users::find(db, other).await?.is_none() {
             return Err(AppError::not_found("user").into());
         }
-        Ok(conversations::direct_between(db, viewer.user_id, other)
-            .await?
-            .map(Conversation::new))
+        Ok(
+            conversations::direct_between(&ctx.state().chat.store, viewer.user_id, other)
+                .await?
+                .map(Conversation::new),
+        )
     }
 
     /// A page of a conversation's messages, oldest first within the page. With no arguments, the
@@ -262,9 +264,11 @@ impl Query {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
         let request = message_page_request(first, after, last, before)?;
-        let db = &ctx.state().db;
-        conversations::require_member(db, id, viewer.user_id).await?;
-        Ok(message_connection(messages::page(db, id, request).await?))
+        let store = &ctx.state().chat.store;
+        conversations::require_member(store, id, viewer.user_id).await?;
+        Ok(message_connection(
+            messages::page(store, id, request).await?,
+        ))
     }
 
     /// The messages of the direct conversation with a user (empty if none has started).
@@ -297,9 +301,9 @@ impl Query {
         if users::find(db, other).await?.is_none() {
             return Err(AppError::not_found("user").into());
         }
-        match conversations::direct_between(db, viewer.user_id, other).await? {
+        match conversations::direct_between(&ctx.state().chat.store, viewer.user_id, other).await? {
             Some(conversation) => Ok(message_connection(
-                messages::page(db, conversation.id, request).await?,
+                messages::page(&ctx.state().chat.store, conversation.id, request).await?,
             )),
             None => Ok(Listing::empty()),
         }
@@ -325,8 +329,14 @@ impl Query {
         let after = after
             .map(|c| ids::decode_cursor(CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
             .transpose()?;
-        let page =
-            notifications::list(&ctx.state().db, viewer.user_id, unread_only, after, first).await?;
+        let page = notifications::list(
+            &ctx.state().chat.store,
+            viewer.user_id,
+            unread_only,
+            after,
+            first,
+        )
+        .await?;
         Ok(Listing::of(
             page,
             |n| {
@@ -342,7 +352,7 @@ impl Query {
     /// How many of the viewer's notifications are unread.
     async fn notification_unread_count(&self, ctx: &Context<'_>) -> Result<u64> {
         let viewer = ctx.viewer()?;
-        Ok(notifications::unread_count(&ctx.state().db, viewer.user_id).await?)
+        Ok(notifications::unread_count(&ctx.state().chat.store, viewer.user_id).await?)
     }
 
     /// The audit log, newest first. Server administrators only (FORBIDDEN for anyone else).
@@ -374,6 +384,6 @@ impl Query {
     /// Unread messages across all the viewer's conversations.
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let viewer = ctx.viewer()?;
-        Ok(conversations::total_unread(&ctx.state().db, viewer.user_id).await?)
+        Ok(conversations::total_unread(&ctx.state().chat.store, viewer.user_id).await?)
     }
 }

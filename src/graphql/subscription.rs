@@ -104,7 +104,12 @@ impl Subscription {
         let state = ctx.state().clone();
         let conversation = ids::decode_opt(Kind::Conversation, conversation_id.as_ref())?;
         if let Some(id) = conversation {
-            Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
+            Box::pin(conversations::require_member(
+                &state.chat.store,
+                id,
+                viewer.user_id,
+            ))
+            .await?;
         }
         let user_id = viewer.user_id;
         // Taken when the subscription starts: a block or unblock applies to the next one.
@@ -165,12 +170,17 @@ impl Subscription {
             return Err(from_the_future().into());
         }
         if let Some(id) = conversation {
-            Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
+            Box::pin(conversations::require_member(
+                &state.chat.store,
+                id,
+                viewer.user_id,
+            ))
+            .await?;
         }
         let live = state.bus.subscribe(Topic::Receipts, viewer.user_id);
         let start = (chrono::Utc::now().timestamp_micros(), 0, 0);
         let user_id = viewer.user_id;
-        let db = state.db.clone();
+        let db = state.chat.store.clone();
         let receipt = |r: conversations::Receipt| {
             (
                 (r.read_at.timestamp_micros(), r.conversation_id, r.user_id),
@@ -240,8 +250,11 @@ impl Subscription {
             .map(|c| decode_since(&state, CursorKind::Activity, &c, 2).map(|v| (v[0], v[1])))
             .transpose()?;
         if let Some(position) = since {
-            let newest =
-                Box::pin(notifications::newest_position(&state.db, viewer.user_id)).await?;
+            let newest = Box::pin(notifications::newest_position(
+                &state.chat.store,
+                viewer.user_id,
+            ))
+            .await?;
             if newest.is_none_or(|newest| position > newest) {
                 return Err(from_the_future().into());
             }
@@ -249,7 +262,7 @@ impl Subscription {
         let live = state.bus.subscribe(Topic::Notifications, viewer.user_id);
         let start = (chrono::Utc::now().timestamp_micros(), 0);
         let user_id = viewer.user_id;
-        let db = state.db.clone();
+        let db = state.chat.store.clone();
         let position = |n: &entity::notification::Model| (n.updated_at.timestamp_micros(), n.id);
         Ok(hold(
             slot,
@@ -468,14 +481,19 @@ pub(super) async fn message_events(
     let conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
     let since = since.map(|c| decode_event_cursor(&state, &c)).transpose()?;
     if let Some(id) = conversation {
-        Box::pin(conversations::require_member(&state.db, id, viewer.user_id)).await?;
+        Box::pin(conversations::require_member(
+            &state.chat.store,
+            id,
+            viewer.user_id,
+        ))
+        .await?;
     }
     // What this instance has not handed on yet but had committed before the subscription began
     // precedes it: read before registering, and skipped when it comes.
     let handed_on = state.delivery.position();
     let before: BTreeSet<Position> = if since.is_none() {
         Box::pin(messages::positions_after(
-            &state.db,
+            &state.chat.store,
             handed_on,
             BEFORE_LIMIT,
         ))
@@ -492,7 +510,8 @@ pub(super) async fn message_events(
     let since = match since {
         None => None,
         Some(Since::Position(position)) if position.tx > 0 => {
-            if position > start && position > Box::pin(messages::latest_position(&state.db)).await?
+            if position > start
+                && position > Box::pin(messages::latest_position(&state.chat.store)).await?
             {
                 return Err(from_the_future());
             }
@@ -500,14 +519,14 @@ pub(super) async fn message_events(
         }
         // Rows older than positions (`tx = 0`), named by a position or by their id alone.
         Some(Since::Position(Position { id, .. }) | Since::Legacy(id)) => {
-            if id > Box::pin(messages::latest_event_id(&state.db)).await? {
+            if id > Box::pin(messages::latest_event_id(&state.chat.store)).await? {
                 return Err(from_the_future());
             }
             Some(Position { tx: 0, id })
         }
     };
     let user_id = viewer.user_id;
-    let db = state.db.clone();
+    let db = state.chat.store.clone();
     Ok(hold(
         slot,
         durable(

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use entity::{conversation_event, message};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, Set};
 
+use super::conversations;
 use crate::{
-    chat::{conversations, model::now},
+    chat::model::now,
     error::{AppError, AppResult},
     events::{Envelope, Event, MessageChange, Position},
 };

@@ -5,13 +5,98 @@
 //! (SQLite's single batching writer, PostgreSQL's advisory locks, transaction ids and row tricks)
 //! lives in the backend's own module, named and commented.
 pub mod changes;
+pub mod conversations;
+pub mod messages;
+pub mod notifications;
+pub mod pagination;
+pub mod postgres;
+pub mod sqlite;
 pub mod writer;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    Select, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+};
+use serde::de::DeserializeOwned;
 
 pub use writer::{Made, TxnFuture, Writer};
 
 use crate::error::AppResult;
+
+/// An open write transaction, as [`Store::write`] hands it to its work.
+pub type Txn = DatabaseTransaction;
+
+/// Where a query runs: the store's pool of readers, or inside an open write transaction (which
+/// sees its own writes). Every query in the store takes one, so a rule can ask the same question
+/// before a write and inside it.
+pub trait Reads: Sync {
+    type Conn: ConnectionTrait;
+    fn conn(&self) -> &Self::Conn;
+}
+
+impl Reads for Store {
+    type Conn = DatabaseConnection;
+    fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+impl Reads for DatabaseTransaction {
+    type Conn = DatabaseTransaction;
+    fn conn(&self) -> &DatabaseTransaction {
+        self
+    }
+}
+
+/// Every model `select` finds, in no particular order, in one hand-over on SQLite (see
+/// [`sqlite::all_rows`]).
+pub async fn all_rows<E>(
+    db: &impl ConnectionTrait,
+    select: Select<E>,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: DeserializeOwned,
+{
+    match db.get_database_backend() {
+        DbBackend::Sqlite => sqlite::all_rows(db, select).await,
+        _ => select.all(db).await,
+    }
+}
+
+/// The integers `select` (raw SQL with `$n` placeholders) returns in its one column, `id`; on
+/// SQLite in one hand-over (see [`sqlite::ids`]).
+pub async fn ids(
+    db: &impl ConnectionTrait,
+    select: &str,
+    values: Vec<Value>,
+) -> AppResult<Vec<i64>> {
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Sqlite {
+        return sqlite::ids(db, select, values).await;
+    }
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(backend, select, values))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get::<i64>("", "id"))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
+/// IMMEDIATE`), so a writer waits on the busy timeout instead of failing to upgrade a read lock.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+    } else {
+        db.begin().await
+    }
+}
 
 /// A statement in the connection's dialect, written with `$1`-style placeholders (which SQLite
 /// also understands).
@@ -47,6 +132,16 @@ impl Store {
             db,
             writer,
             backend,
+        }
+    }
+
+    /// The same store, reading on another connection (the delivery's own log reader, whose reads
+    /// neither wait for the requests' pool nor count among their statements).
+    pub fn reading_from(&self, db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            writer: self.writer.clone(),
+            backend: self.backend,
         }
     }
 

@@ -1,11 +1,11 @@
-//! The single writer behind sends: group commit.
+//! The single writer behind every write on SQLite: group commit.
 //!
 //! A send is a handful of small statements and one commit. Run one transaction per send and, on
 //! SQLite, every sender queues for the one write lock (sleeping in the busy handler), and every
 //! commit writes the same hot pages (the conversation, the indexes' tails) to the WAL again. Here
-//! sends are queued to one task, which runs whatever has queued up, up to [`MAX_BATCH`], in one
-//! transaction and one commit, then publishes the jobs' events in commit order and answers the
-//! callers.
+//! writes (sends, edits, deletes, read markers, notifications) are queued to one task, which runs
+//! whatever has queued up, up to [`MAX_BATCH`], in one transaction and one commit, then publishes
+//! the jobs' events in commit order and answers the callers.
 //!
 //! The promise to callers: **a job is answered with success only after the transaction that made
 //! its writes has committed, and its events are published only then.** Two kinds of failure keep
@@ -34,7 +34,6 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Transac
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    db,
     error::{AppError, AppResult},
     events::{Envelope, EventBus},
 };
@@ -203,7 +202,7 @@ impl Writer {
         let jobs = match &self.0 {
             Mode::Batched(jobs) => jobs,
             Mode::Direct(db, bus) => {
-                let txn = db::begin_write(db).await?;
+                let txn = super::begin_write(db).await?;
                 // Dropping the transaction on error rolls it back. A failed commit is an error
                 // too: nothing is published and the caller is not told "done".
                 let (value, events) = work(&txn).await?;
@@ -325,7 +324,7 @@ async fn one_by_one(connection: &mut Connection, bus: &EventBus, batch: &mut Vec
 /// One job in a transaction of its own: true if it committed, false if a rule refused it (and
 /// its transaction was rolled back).
 async fn attempt_alone(db: &DatabaseConnection, job: &mut dyn Job) -> Result<bool, DbErr> {
-    let txn = db::begin_write(db).await?;
+    let txn = super::begin_write(db).await?;
     match job.attempt(&txn, false).await {
         Attempt::Done => txn.commit().await.map(|()| true),
         Attempt::Refused => txn.rollback().await.map(|()| false),
@@ -337,7 +336,7 @@ async fn attempt_alone(db: &DatabaseConnection, job: &mut dyn Job) -> Result<boo
 /// transaction has been rolled back. An error means the database failed; the transaction is
 /// dropped and the caller must not use the connection again.
 async fn attempt_whole(db: &DatabaseConnection, batch: &mut [Box<dyn Job>]) -> Result<bool, DbErr> {
-    let txn = db::begin_write(db).await?;
+    let txn = super::begin_write(db).await?;
     for job in batch.iter_mut() {
         match job.attempt(&txn, false).await {
             Attempt::Done => {}
@@ -354,7 +353,7 @@ async fn attempt_whole(db: &DatabaseConnection, batch: &mut [Box<dyn Job>]) -> R
 /// The batch in one transaction, each job in a savepoint of its own, so that a refused job
 /// undoes only itself.
 async fn attempt_each(db: &DatabaseConnection, batch: &mut [Box<dyn Job>]) -> Result<(), DbErr> {
-    let txn = db::begin_write(db).await?;
+    let txn = super::begin_write(db).await?;
     for job in batch.iter_mut() {
         if let Attempt::Failed(err) = job.attempt(&txn, true).await {
             return Err(err);
@@ -369,6 +368,7 @@ mod tests {
     use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 
     use super::*;
+    use crate::db;
 
     fn temp_url() -> String {
         let dir = std::env::temp_dir().join(format!(
