@@ -41,7 +41,12 @@ impl Kind {
 
 /// The public id of a row.
 pub fn encode(kind: Kind, id: i64) -> ID {
-    ID(format!("{}{id}", kind.prefix()))
+    ID(encode_str(kind, id))
+}
+
+/// The public id of a row, as a plain string (for the domain, which knows no GraphQL types).
+pub fn encode_str(kind: Kind, id: i64) -> String {
+    format!("{}{id}", kind.prefix())
 }
 
 /// Parses a public id of the given kind. Only the spelling [`encode`] gives is accepted: `cnv_01`,

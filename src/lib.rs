@@ -177,6 +177,14 @@ impl Application {
             files: files.clone(),
             settings: Arc::new(chat::Settings::from_config(&config)),
         };
+        let presence = chat::presence::Presence::new(
+            chat.store.clone(),
+            chat.events.clone(),
+            std::time::Duration::from_millis(config.presence_grace_ms),
+            shared.clone(),
+        );
+        let typing =
+            chat::typing::Typing::new(chat.store.clone(), chat.events.clone(), shared.clone());
         let state = AppState {
             chat,
             tokens,
@@ -184,17 +192,14 @@ impl Application {
             bus,
             delivery,
             writer,
-            presence: chat::presence::Presence::new(
-                std::time::Duration::from_millis(config.presence_grace_ms),
-                shared.clone(),
-            ),
+            presence,
             files,
             limits: limits::Limiter::new(shared.clone()),
             config: Arc::new(config),
             statements,
             shared_renders: Arc::default(),
             plain_subscriptions: Arc::default(),
-            typing: chat::typing::Typing::new(shared),
+            typing,
             epoch,
             shutdown,
             tasks,
@@ -202,7 +207,9 @@ impl Application {
             backlog_waiting: Arc::default(),
         };
         chat::notifications::resume_backlog(&state).await?;
-        chat::typing::Typing::spawn_sweeper(state.clone());
+        state
+            .typing
+            .spawn_sweeper(&state.tasks, state.shutdown.clone());
         state
             .presence
             .spawn_heartbeat(&state.tasks, state.shutdown.clone());

@@ -130,11 +130,11 @@ pub async fn send(
             {
                 return Ok(existing);
             }
-            if super::users::find(db, user_id).await?.is_none() {
+            if crate::store::users::find(db, user_id).await?.is_none() {
                 return Err(AppError::not_found("user"));
             }
             super::blocks::ensure_not_blocked(db, user_id, viewer.user_id).await?;
-            let sender = super::users::find(db, viewer.user_id)
+            let sender = crate::store::users::find(db, viewer.user_id)
                 .await?
                 .ok_or_else(|| AppError::not_found("user"))?;
             let direct = conversations::get_or_create_direct(db, viewer.user_id, user_id).await?;

@@ -10,6 +10,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     chat::{conversations, messages, presence, users},
     error::AppError,
+    store::Store,
 };
 
 /// A loader failure, shareable between the waiters of one batch.
@@ -26,15 +27,16 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// Loaders over one database connection pool.
-    pub fn new(db: &DatabaseConnection) -> Self {
+    /// Loaders over the store's readers.
+    pub fn new(store: &Store) -> Self {
+        let db = store.reader();
         Self {
-            users: DataLoader::new(UserLoader(db.clone()), tokio::spawn),
+            users: DataLoader::new(UserLoader(store.clone()), tokio::spawn),
             conversations: DataLoader::new(ConversationLoader(db.clone()), tokio::spawn),
             messages: DataLoader::new(MessageLoader(db.clone()), tokio::spawn),
             members: DataLoader::new(MembersLoader(db.clone()), tokio::spawn),
             unread: DataLoader::new(UnreadLoader(db.clone()), tokio::spawn),
-            visibility: DataLoader::new(VisibilityLoader(db.clone()), tokio::spawn),
+            visibility: DataLoader::new(VisibilityLoader(store.clone()), tokio::spawn),
         }
     }
 }
@@ -47,7 +49,7 @@ pub fn load_error(err: LoadError) -> async_graphql::Error {
     }
 }
 
-pub struct UserLoader(DatabaseConnection);
+pub struct UserLoader(Store);
 
 impl Loader<i64> for UserLoader {
     type Value = user::Model;
@@ -119,7 +121,7 @@ impl Loader<(i64, i64)> for UnreadLoader {
 
 /// How (viewer, user)'s presence shows, if at all: only when they share a conversation, and
 /// subject to blocks (see [`presence::visible_to`]). A key with no value shows nothing.
-pub struct VisibilityLoader(DatabaseConnection);
+pub struct VisibilityLoader(Store);
 
 impl Loader<(i64, i64)> for VisibilityLoader {
     type Value = presence::Sight;

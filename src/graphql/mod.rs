@@ -49,7 +49,7 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 
 /// Builds the API around the server's state.
 pub fn build_api(state: AppState) -> Api {
-    let loaders = Loaders::new(&state.db);
+    let loaders = Loaders::new(&state.chat.store);
     let shape = shape::QueryShape {
         max_root_fields: state.config.max_root_fields,
         max_aliases: state.config.max_aliases,

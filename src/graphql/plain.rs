@@ -203,7 +203,7 @@ const KEPT_QUERIES: usize = 64;
 impl PlainEvents {
     pub fn new(state: AppState) -> Self {
         let renderer = Schema::build(RenderRoot, EmptyMutation, EmptySubscription)
-            .data(Loaders::new(&state.db))
+            .data(Loaders::new(&state.chat.store))
             .data(state.clone())
             // The queries are spelled from shapes, which only valid selections have.
             .validation_mode(ValidationMode::Fast)

@@ -4,7 +4,12 @@
 //! read the same on both backends are written once, with sea-orm; what differs between the two
 //! (SQLite's single batching writer, PostgreSQL's advisory locks, transaction ids and row tricks)
 //! lives in the backend's own module, named and commented.
+pub mod audit;
+pub mod blocks;
 pub mod changes;
+pub mod presence;
+pub mod rooms;
+pub mod users;
 pub mod writer;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
