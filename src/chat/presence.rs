@@ -202,6 +202,56 @@ impl Presence {
         });
     }
 
+    /// After `blocker` blocked or unblocked `other`: tells `other`'s `presence` subscriptions
+    /// how the blocker appears to them now, if the blocker is online (an offline blocker reads
+    /// OFFLINE either way). A block makes an online blocker go OFFLINE for them, as if they had
+    /// left, so that a subscription that saw them come online does not show them online for
+    /// ever; an unblock brings them back.
+    pub async fn block_changed(&self, blocker: i64, other: i64) {
+        if !self.is_online(blocker).await {
+            return;
+        }
+        let sight = match visible_to(&self.store, other, &[blocker]).await {
+            Ok(visible) => visible.get(&blocker).copied(),
+            Err(err) => {
+                tracing::warn!(error = %err, "presence: could not read what a block changed");
+                return;
+            }
+        };
+        let Some(sight) = sight else {
+            // They share no conversation (or `other` has blocked the blocker): nothing was shown.
+            return;
+        };
+        self.events
+            .publish(Envelope::new(
+                vec![other],
+                Event::Presence {
+                    user_id: blocker,
+                    online: sight == Sight::Real,
+                    last_seen_at: None,
+                },
+            ))
+            .await;
+    }
+
+    async fn publish(&self, user_id: i64, online: bool, last_seen_at: Option<DateTime<Utc>>) {
+        match audience(&self.store, user_id).await {
+            Ok(recipients) => {
+                self.events
+                    .publish(Envelope::new(
+                        recipients,
+                        Event::Presence {
+                            user_id,
+                            online,
+                            last_seen_at,
+                        },
+                    ))
+                    .await
+            }
+            Err(err) => tracing::warn!(error = %err, "presence: could not load audience"),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -247,56 +297,4 @@ pub async fn visible_to(
         visible.insert(viewer, Sight::Real);
     }
     Ok(visible)
-}
-
-impl Presence {
-    /// After `blocker` blocked or unblocked `other`: tells `other`'s `presence` subscriptions how
-    /// the blocker appears to them now, if the blocker is online (an offline blocker reads OFFLINE
-    /// either way). A block makes an online blocker go OFFLINE for them, as if they had left, so that
-    /// a subscription that saw them come online does not show them online for ever; an unblock brings
-    /// them back.
-    pub async fn block_changed(&self, blocker: i64, other: i64) {
-        if !self.is_online(blocker).await {
-            return;
-        }
-        let sight = match visible_to(&self.store, other, &[blocker]).await {
-            Ok(visible) => visible.get(&blocker).copied(),
-            Err(err) => {
-                tracing::warn!(error = %err, "presence: could not read what a block changed");
-                return;
-            }
-        };
-        let Some(sight) = sight else {
-            // They share no conversation (or `other` has blocked the blocker): nothing was shown.
-            return;
-        };
-        self.events
-            .publish(Envelope::new(
-                vec![other],
-                Event::Presence {
-                    user_id: blocker,
-                    online: sight == Sight::Real,
-                    last_seen_at: None,
-                },
-            ))
-            .await;
-    }
-
-    async fn publish(&self, user_id: i64, online: bool, last_seen_at: Option<DateTime<Utc>>) {
-        match audience(&self.store, user_id).await {
-            Ok(recipients) => {
-                self.events
-                    .publish(Envelope::new(
-                        recipients,
-                        Event::Presence {
-                            user_id,
-                            online,
-                            last_seen_at,
-                        },
-                    ))
-                    .await
-            }
-            Err(err) => tracing::warn!(error = %err, "presence: could not load audience"),
-        }
-    }
 }

@@ -319,12 +319,18 @@ enum Outcome {
 
 /// Runs a room operation that may turn out to change nothing in a savepoint of its own, rolled
 /// back if it did: a room whose name is set to what it was keeps its place in everyone's list.
-async fn unless_unchanged<'t, F>(txn: &'t DatabaseTransaction, op: F) -> Made<conversation::Model>
+async fn unless_unchanged<F>(txn: &DatabaseTransaction, op: F) -> Made<conversation::Model>
 where
     F: for<'s> FnOnce(&'s DatabaseTransaction) -> TxnFuture<'s, Made<Outcome>>,
 {
     let savepoint = txn.begin().await?;
-    let (outcome, events) = op(&savepoint).await?;
+    let (outcome, events) = match op(&savepoint).await {
+        Ok(made) => made,
+        Err(err) => {
+            savepoint.rollback().await?;
+            return Err(err);
+        }
+    };
     match outcome {
         Outcome::Changed(room) => {
             savepoint.commit().await?;
