@@ -241,6 +241,28 @@ impl Typing {
         }
     }
 
+    /// Tells the conversation's members that the user started or stopped typing.
+    async fn broadcast(&self, conversation_id: i64, user_id: i64, is_typing: bool) {
+        let recipients = match conversations::member_ids(self.store.reader(), conversation_id).await
+        {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(error = %err, "typing: could not load members");
+                return;
+            }
+        };
+        self.events
+            .publish(Envelope::new(
+                recipients,
+                Event::Typing {
+                    conversation_id,
+                    user_id,
+                    is_typing,
+                },
+            ))
+            .await;
+    }
+
     fn take(&self, matches: impl Fn(&Indicator, Instant) -> bool) -> Vec<(i64, i64)> {
         let mut state = self.lock();
         let now = Instant::now();
@@ -282,27 +304,4 @@ fn spend(state: &mut State, user_id: i64, now: Instant) -> AppResult<()> {
     }
     *count += 1;
     Ok(())
-}
-
-impl Typing {
-    async fn broadcast(&self, conversation_id: i64, user_id: i64, is_typing: bool) {
-        let recipients = match conversations::member_ids(self.store.reader(), conversation_id).await
-        {
-            Ok(ids) => ids,
-            Err(err) => {
-                tracing::warn!(error = %err, "typing: could not load members");
-                return;
-            }
-        };
-        self.events
-            .publish(Envelope::new(
-                recipients,
-                Event::Typing {
-                    conversation_id,
-                    user_id,
-                    is_typing,
-                },
-            ))
-            .await;
-    }
 }
