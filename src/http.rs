@@ -696,9 +696,7 @@ async fn serve_socket(
             if let Some(tx) = lock(&session_tx).take() {
                 let _ = tx.send((viewer, ends));
             }
-            app.presence
-                .connected(&app, viewer.user_id, connection)
-                .await;
+            app.presence.connected(viewer.user_id, connection).await;
             let mut data = async_graphql::Data::default();
             data.insert(Auth::User(viewer));
             data.insert(connection);
@@ -825,13 +823,13 @@ async fn serve_socket(
         // Frames fed before it go out first.
         let _ = sink.send(close(*code, reason)).await;
     }
-    app.typing.connection_closed(&app, connection).await;
+    app.typing.connection_closed(connection).await;
     // A socket that signed in just before it closed may not have picked its session up yet.
     if session.is_none() {
         session = session_rx.try_recv().ok();
     }
     if let Some((viewer, _)) = session {
-        app.presence.disconnected(&app, viewer.user_id, connection);
+        app.presence.disconnected(viewer.user_id, connection);
     }
     if ending.is_some() {
         // The TCP connection is dropped only once the client has answered the close frame (or

@@ -183,30 +183,37 @@ impl Application {
                 shutdown.clone(),
             )),
         };
+        let presence = chat::presence::Presence::new(
+            chat.store.clone(),
+            chat.events.clone(),
+            std::time::Duration::from_millis(config.presence_grace_ms),
+            shared.clone(),
+        );
+        let typing =
+            chat::typing::Typing::new(chat.store.clone(), chat.events.clone(), shared.clone());
         let state = AppState {
             chat,
             tokens,
             db,
             bus,
             delivery,
-            presence: chat::presence::Presence::new(
-                std::time::Duration::from_millis(config.presence_grace_ms),
-                shared.clone(),
-            ),
+            presence,
             files,
             limits: limits::Limiter::new(shared.clone()),
             config: Arc::new(config),
             statements,
             shared_renders: Arc::default(),
             plain_subscriptions: Arc::default(),
-            typing: chat::typing::Typing::new(shared),
+            typing,
             epoch,
             shutdown,
             tasks,
             connections: Default::default(),
         };
         chat::notifications::resume_backlog(&state.chat).await?;
-        chat::typing::Typing::spawn_sweeper(state.clone());
+        state
+            .typing
+            .spawn_sweeper(&state.tasks, state.shutdown.clone());
         state
             .presence
             .spawn_heartbeat(&state.tasks, state.shutdown.clone());

@@ -91,7 +91,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.app
             .presence
-            .disconnected(&self.app, self.user_id, self.connection);
+            .disconnected(self.user_id, self.connection);
     }
 }
 
@@ -128,9 +128,7 @@ pub(crate) async fn respond(app: AppState, api: Api, caller: Caller, request: Re
             return too_many(&app, media);
         }
         session = Some((viewer, app.bus.subscribe(Topic::Sessions, viewer.user_id)));
-        app.presence
-            .connected(&app, viewer.user_id, connection)
-            .await;
+        app.presence.connected(viewer.user_id, connection).await;
         held = Some(Held {
             app: app.clone(),
             user_id: viewer.user_id,

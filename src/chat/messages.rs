@@ -18,8 +18,8 @@ use crate::{
     files::{StoredFile, ValidFile},
     ids,
     store::{
-        self, Reads, Txn,
-        changes::{Logged, envelopes, log_change, next_seq, recipients},
+        self, Reads,
+        changes::{envelopes, log_change, next_seq, recipients},
         messages::{Draft, DraftFile},
     },
     text,
@@ -125,11 +125,14 @@ pub async fn send(chat: &Chat, viewer: Viewer, mut new: NewMessage) -> AppResult
             {
                 return Ok(existing);
             }
-            if super::users::find(db.reader(), user_id).await?.is_none() {
+            if crate::store::users::find(db.reader(), user_id)
+                .await?
+                .is_none()
+            {
                 return Err(AppError::not_found("user"));
             }
             super::blocks::ensure_not_blocked(db.reader(), user_id, viewer.user_id).await?;
-            let sender = super::users::find(db.reader(), viewer.user_id)
+            let sender = crate::store::users::find(db.reader(), viewer.user_id)
                 .await?
                 .ok_or_else(|| AppError::not_found("user"))?;
             let direct = conversations::get_or_create_direct(chat, viewer.user_id, user_id).await?;
@@ -298,23 +301,6 @@ async fn check_send(
 
 /// Why the writer refused a send whose client message id was taken meanwhile.
 const DUPLICATE_SEND: &str = "a message with this clientMessageId was sent meanwhile";
-
-/// Commits, then tells the conversation's members (as they are at commit, so a member removed in
-/// this transaction is left out unless named in `also`) about each logged change, in order.
-pub(crate) async fn commit_and_publish_all(
-    chat: &Chat,
-    txn: Txn,
-    conversation_id: i64,
-    logged: Vec<Logged>,
-    also: &[i64],
-) -> AppResult<()> {
-    let recipients = recipients(&txn, conversation_id, also).await?;
-    txn.commit().await?;
-    for envelope in envelopes(logged, recipients) {
-        chat.events.publish(envelope).await;
-    }
-    Ok(())
-}
 
 /// Loads a message the user may see, or NOT_FOUND.
 pub async fn visible_message(

@@ -10,21 +10,15 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use entity::user;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Value,
-    sea_query::Expr,
-};
 
 use super::{model::now, typing::ConnectionId};
 use crate::{
-    AppState,
     error::AppResult,
     events::{
-        Envelope, Event,
+        Envelope, Event, EventBus,
         shared_state::{HEARTBEAT, SharedState},
     },
-    store::sql,
+    store::{self, Store},
 };
 
 #[derive(Default)]
@@ -37,9 +31,11 @@ struct State {
     live: HashMap<ConnectionId, i64>,
 }
 
-/// The presence bookkeeping of this instance.
+/// The presence bookkeeping of this instance, announcing transitions on its event bus.
 #[derive(Clone)]
 pub struct Presence {
+    store: Store,
+    events: EventBus,
     state: Arc<Mutex<State>>,
     grace: Duration,
     shared: Option<SharedState>,
@@ -49,8 +45,15 @@ pub struct Presence {
 
 impl Presence {
     /// Presence with the given reconnect grace period, kept in Redis when `shared` is given.
-    pub fn new(grace: Duration, shared: Option<SharedState>) -> Self {
+    pub fn new(
+        store: Store,
+        events: EventBus,
+        grace: Duration,
+        shared: Option<SharedState>,
+    ) -> Self {
         Self {
+            store,
+            events,
             state: Arc::default(),
             grace,
             shared,
@@ -103,7 +106,6 @@ impl Presence {
         }
     }
 
-    /// A connection of the user was authenticated.
     /// How many connections the user holds open: on any instance with Redis (falling back to
     /// this instance's count if Redis cannot be asked), else on this one.
     pub async fn open_connections(&self, user_id: i64) -> u64 {
@@ -118,7 +120,8 @@ impl Presence {
         }
     }
 
-    pub async fn connected(&self, app: &AppState, user_id: i64, connection: ConnectionId) {
+    /// A connection of the user was authenticated.
+    pub async fn connected(&self, user_id: i64, connection: ConnectionId) {
         let announce_here = {
             let mut state = self.lock();
             *state.connections.entry(user_id).or_insert(0) += 1;
@@ -142,12 +145,12 @@ impl Presence {
             }
         };
         if announce {
-            publish(app, user_id, true, None).await;
+            self.publish(user_id, true, None).await;
         }
     }
 
     /// A connection of the user closed. After the grace period, if none is open, they go offline.
-    pub fn disconnected(&self, app: &AppState, user_id: i64, connection: ConnectionId) {
+    pub fn disconnected(&self, user_id: i64, connection: ConnectionId) {
         {
             let mut state = self.lock();
             state.live.remove(&connection);
@@ -159,7 +162,6 @@ impl Presence {
             }
         }
         let presence = self.clone();
-        let app = app.clone();
         let name = self.name(connection);
         tokio::spawn(async move {
             if let Some(shared) = &presence.shared
@@ -183,17 +185,71 @@ impl Presence {
             };
             if went_offline {
                 let seen = now();
-                let stored = user::Entity::update_many()
-                    .col_expr(user::Column::LastSeenAt, Expr::value(seen))
-                    .filter(user::Column::Id.eq(user_id))
-                    .exec(&app.db)
+                let stored = presence
+                    .store
+                    .write(move |txn| {
+                        Box::pin(async move {
+                            store::users::set_last_seen(txn, user_id, seen).await?;
+                            Ok(((), Vec::new()))
+                        })
+                    })
                     .await;
                 if let Err(err) = stored {
                     tracing::warn!(error = %err, "presence: could not store last-seen time");
                 }
-                publish(&app, user_id, false, Some(seen)).await;
+                presence.publish(user_id, false, Some(seen)).await;
             }
         });
+    }
+
+    /// After `blocker` blocked or unblocked `other`: tells `other`'s `presence` subscriptions
+    /// how the blocker appears to them now, if the blocker is online (an offline blocker reads
+    /// OFFLINE either way). A block makes an online blocker go OFFLINE for them, as if they had
+    /// left, so that a subscription that saw them come online does not show them online for
+    /// ever; an unblock brings them back.
+    pub async fn block_changed(&self, blocker: i64, other: i64) {
+        if !self.is_online(blocker).await {
+            return;
+        }
+        let sight = match visible_to(&self.store, other, &[blocker]).await {
+            Ok(visible) => visible.get(&blocker).copied(),
+            Err(err) => {
+                tracing::warn!(error = %err, "presence: could not read what a block changed");
+                return;
+            }
+        };
+        let Some(sight) = sight else {
+            // They share no conversation (or `other` has blocked the blocker): nothing was shown.
+            return;
+        };
+        self.events
+            .publish(Envelope::new(
+                vec![other],
+                Event::Presence {
+                    user_id: blocker,
+                    online: sight == Sight::Real,
+                    last_seen_at: None,
+                },
+            ))
+            .await;
+    }
+
+    async fn publish(&self, user_id: i64, online: bool, last_seen_at: Option<DateTime<Utc>>) {
+        match audience(&self.store, user_id).await {
+            Ok(recipients) => {
+                self.events
+                    .publish(Envelope::new(
+                        recipients,
+                        Event::Presence {
+                            user_id,
+                            online,
+                            last_seen_at,
+                        },
+                    ))
+                    .await
+            }
+            Err(err) => tracing::warn!(error = %err, "presence: could not load audience"),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -206,20 +262,9 @@ impl Presence {
 /// Everyone whom the user's transitions are announced to: the user, and those who share a
 /// conversation with them, except whom the user has blocked (they are not told when the blocker
 /// comes and goes) and who have blocked the user (they asked not to see it). With repeats when
-/// they share several conversations (`Envelope::new` drops them: sorting in Rust is cheaper than
-/// `DISTINCT` in SQL).
-pub async fn audience(db: &impl ConnectionTrait, user_id: i64) -> AppResult<Vec<i64>> {
-    let mut ids = crate::store::ids(
-        db,
-        "SELECT b.user_id AS id FROM members a \
-         JOIN members b ON b.conversation_id = a.conversation_id WHERE a.user_id = $1 \
-         AND NOT EXISTS (SELECT 1 FROM blocks k \
-         WHERE k.blocker_id = $1 AND k.blocked_id = b.user_id) \
-         AND NOT EXISTS (SELECT 1 FROM blocks k \
-         WHERE k.blocker_id = b.user_id AND k.blocked_id = $1)",
-        vec![user_id.into()],
-    )
-    .await?;
+/// they share several conversations (`Envelope::new` drops them).
+async fn audience(store: &Store, user_id: i64) -> AppResult<Vec<i64>> {
+    let mut ids = store::presence::audience(store.reader(), user_id).await?;
     ids.push(user_id);
     Ok(ids)
 }
@@ -238,95 +283,18 @@ pub enum Sight {
 /// with self) and is not blocked by the viewer appears to the viewer. Users left out are shown
 /// nothing.
 pub async fn visible_to(
-    db: &DatabaseConnection,
+    store: &Store,
     viewer: i64,
     others: &[i64],
 ) -> AppResult<HashMap<i64, Sight>> {
-    if others.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let list = (0..others.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut values: Vec<Value> = vec![viewer.into()];
-    values.extend(others.iter().map(|id| Value::from(*id)));
-    let rows = db
-        .query_all_raw(sql(
-            db,
-            &format!(
-                "SELECT DISTINCT b.user_id AS user_id, \
-                 CASE WHEN EXISTS (SELECT 1 FROM blocks k \
-                 WHERE k.blocker_id = b.user_id AND k.blocked_id = $1) THEN 1 ELSE 0 END AS masked \
-                 FROM members a \
-                 JOIN members b ON b.conversation_id = a.conversation_id \
-                 WHERE a.user_id = $1 AND b.user_id IN ({list}) \
-                 AND NOT EXISTS (SELECT 1 FROM blocks k \
-                 WHERE k.blocker_id = $1 AND k.blocked_id = b.user_id)"
-            ),
-            values,
-        ))
-        .await?;
-    let mut visible = rows
-        .iter()
-        .map(|row| {
-            let masked = row.try_get::<i32>("", "masked")? != 0;
-            let sight = if masked { Sight::Offline } else { Sight::Real };
-            Ok((row.try_get::<i64>("", "user_id")?, sight))
-        })
-        .collect::<Result<HashMap<_, _>, sea_orm::DbErr>>()?;
+    let mut visible: HashMap<i64, Sight> =
+        store::presence::sharing_with(store.reader(), viewer, others)
+            .await?
+            .into_iter()
+            .map(|(id, masked)| (id, if masked { Sight::Offline } else { Sight::Real }))
+            .collect();
     if others.contains(&viewer) {
         visible.insert(viewer, Sight::Real);
     }
     Ok(visible)
-}
-
-/// After `blocker` blocked or unblocked `other`: tells `other`'s `presence` subscriptions how
-/// the blocker appears to them now, if the blocker is online (an offline blocker reads OFFLINE
-/// either way). A block makes an online blocker go OFFLINE for them, as if they had left, so that
-/// a subscription that saw them come online does not show them online for ever; an unblock brings
-/// them back.
-pub async fn block_changed(app: &AppState, blocker: i64, other: i64) {
-    if !app.presence.is_online(blocker).await {
-        return;
-    }
-    let sight = match visible_to(&app.db, other, &[blocker]).await {
-        Ok(visible) => visible.get(&blocker).copied(),
-        Err(err) => {
-            tracing::warn!(error = %err, "presence: could not read what a block changed");
-            return;
-        }
-    };
-    let Some(sight) = sight else {
-        // They share no conversation (or `other` has blocked the blocker): nothing was shown.
-        return;
-    };
-    app.bus
-        .publish(Envelope::new(
-            vec![other],
-            Event::Presence {
-                user_id: blocker,
-                online: sight == Sight::Real,
-                last_seen_at: None,
-            },
-        ))
-        .await;
-}
-
-async fn publish(app: &AppState, user_id: i64, online: bool, last_seen_at: Option<DateTime<Utc>>) {
-    match audience(&app.db, user_id).await {
-        Ok(recipients) => {
-            app.bus
-                .publish(Envelope::new(
-                    recipients,
-                    Event::Presence {
-                        user_id,
-                        online,
-                        last_seen_at,
-                    },
-                ))
-                .await
-        }
-        Err(err) => tracing::warn!(error = %err, "presence: could not load audience"),
-    }
 }

@@ -6,23 +6,20 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use entity::{conversation, member, message, notification, user};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, Set, sea_query::Expr,
-};
+use entity::{conversation, member, message, notification};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
 
 use super::{
-    blocks, conversations, messages,
+    Chat, blocks, conversations,
     model::{ROOM, Role, SystemKind, now},
     notifications::{self, NotificationKind},
 };
-use crate::store::changes;
 use crate::{
-    AppState,
     auth::Viewer,
     error::{AppError, AppResult},
     events::MessageChange,
+    ids,
+    store::{self, Made, TxnFuture, changes},
     text,
 };
 
@@ -175,7 +172,7 @@ pub fn authorize_moderation(
 }
 
 /// A room to create, parsed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewRoom {
     pub name: RoomName,
     pub topic: RoomTopic,
@@ -184,16 +181,16 @@ pub struct NewRoom {
 }
 
 /// A change to a room's settings, parsed; `None` leaves a field as it is.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RoomUpdate {
     pub name: Option<RoomName>,
     pub topic: Option<RoomTopic>,
 }
 
-/// A room operation in progress: the write transaction, holding the conversation's lock, with the
-/// room and the acting member as they are under that lock.
-struct RoomTxn {
-    txn: DatabaseTransaction,
+/// A room operation in progress, inside the writer's transaction: the room and the acting member
+/// as they are under the conversation's lock, and what the operation has recorded so far.
+struct RoomTxn<'t> {
+    txn: &'t DatabaseTransaction,
     room: conversation::Model,
     actor: member::Model,
     /// The sequence number the lock took, used by the first system message.
@@ -203,15 +200,14 @@ struct RoomTxn {
     notes: Vec<notification::Model>,
 }
 
-impl RoomTxn {
+impl<'t> RoomTxn<'t> {
     /// Locks the room and loads the viewer's membership. Outsiders get NOT_FOUND, as for any
     /// conversation; a direct conversation is not a room.
-    async fn open(db: &DatabaseConnection, room_id: i64, user_id: i64) -> AppResult<Self> {
-        let txn = crate::store::begin_write(db).await?;
+    async fn open(txn: &'t DatabaseTransaction, room_id: i64, user_id: i64) -> AppResult<Self> {
         // Taking the sequence number first serialises this operation with every other change to
         // the room, so the checks below cannot be raced. Refusing rolls it back.
-        let reserved = changes::next_seq(&txn, room_id).await?;
-        let (room, actor) = conversations::require_member(&txn, room_id, user_id).await?;
+        let reserved = changes::next_seq(txn, room_id).await?;
+        let (room, actor) = conversations::require_member(txn, room_id, user_id).await?;
         if room.kind != ROOM {
             return Err(AppError::bad_input(
                 "this is a direct conversation, not a room",
@@ -233,50 +229,43 @@ impl RoomTxn {
 
     /// The membership of `user_id`, or NOT_FOUND.
     async fn member(&self, user_id: i64) -> AppResult<member::Model> {
-        member::Entity::find_by_id((self.room.id, user_id))
-            .one(&self.txn)
+        store::rooms::member(self.txn, self.room.id, user_id)
             .await?
             .ok_or_else(|| AppError::not_found("member"))
     }
 
-    /// Writes a SYSTEM message (the room's next message) and logs it.
+    /// Writes a SYSTEM message (the room's next message), audits and logs it; returns its
+    /// sequence number.
     async fn note(
         &mut self,
         kind: SystemKind,
-        target: Option<i64>,
+        target_id: Option<i64>,
         role: Option<Role>,
         body: String,
     ) -> AppResult<i64> {
         let (seq, at) = match self.reserved.take() {
             Some(reserved) => reserved,
-            None => changes::next_seq(&self.txn, self.room.id).await?,
+            None => changes::next_seq(self.txn, self.room.id).await?,
         };
         super::audit::record(
-            &self.txn,
+            self.txn,
             Some(self.actor.user_id),
             &format!("room.{}", kind.as_str().to_ascii_lowercase()),
-            Some(crate::ids::encode(crate::ids::Kind::Conversation, self.room.id).0),
+            Some(ids::public_id(ids::Kind::Conversation, self.room.id)),
             Some(body.clone()),
         )
         .await?;
-        let message = message::ActiveModel {
-            conversation_id: Set(self.room.id),
-            seq: Set(seq),
-            sender_id: Set(None),
-            kind: Set("SYSTEM".into()),
-            body: Set(Some(body)),
-            created_at: Set(at),
-            system_kind: Set(Some(kind.as_str().into())),
-            system_actor_id: Set(Some(self.actor.user_id)),
-            system_target_id: Set(target),
-            system_role: Set(role.map(|r| r.as_str().into())),
-            ..Default::default()
-        }
-        .insert(&self.txn)
-        .await?;
-        // The conversation's `last_message_id` follows by trigger (migration 000009).
+        let system = store::rooms::SystemMessage {
+            kind,
+            actor_id: self.actor.user_id,
+            target_id,
+            role,
+            body,
+        };
+        let message =
+            store::rooms::insert_system_message(self.txn, self.room.id, seq, at, system).await?;
         self.logged
-            .push(changes::log_change(&self.txn, MessageChange::Created, message, seq).await?);
+            .push(changes::log_change(self.txn, MessageChange::Created, message, seq).await?);
         Ok(seq)
     }
 
@@ -288,7 +277,7 @@ impl RoomTxn {
         text: String,
     ) -> AppResult<()> {
         let note = notifications::create_one(
-            &self.txn,
+            self.txn,
             user_id,
             Some(self.actor.user_id),
             kind,
@@ -301,67 +290,78 @@ impl RoomTxn {
         Ok(())
     }
 
-    /// Commits and publishes the system messages to the members as they are now, plus `also`
-    /// (someone who just left or was removed hears about it, and nothing after). Returns the room
-    /// as committed. With nothing noted, nothing changed: the transaction is rolled back.
-    async fn commit(self, state: &AppState, also: &[i64]) -> AppResult<conversation::Model> {
+    /// Ends the operation: the room as it will be committed, and the events that tell the members
+    /// as they are now, plus `also` (someone who just left or was removed hears about it, and
+    /// nothing after), about the system messages, then the notifications. With nothing noted,
+    /// nothing changed: see [`unless_unchanged`].
+    async fn finish(self, also: &[i64]) -> Made<Outcome> {
         if self.logged.is_empty() {
-            self.txn.rollback().await?;
-            return Ok(self.room);
+            return Ok((Outcome::Unchanged(self.room), Vec::new()));
         }
         let room_id = self.room.id;
-        messages::commit_and_publish_all(&state.chat, self.txn, room_id, self.logged, also).await?;
-        notifications::publish(&state.chat, self.notes).await;
-        conversation::Entity::find_by_id(room_id)
-            .one(&state.db)
+        let recipients = changes::recipients(self.txn, room_id, also).await?;
+        let mut events = changes::envelopes(self.logged, recipients);
+        events.extend(notifications::envelope(self.notes));
+        let room = store::rooms::find(self.txn, room_id)
             .await?
-            .ok_or_else(|| AppError::not_found("conversation"))
+            .ok_or_else(|| AppError::not_found("conversation"))?;
+        Ok((Outcome::Changed(room), events))
     }
 }
 
-/// Usernames by id, for the text of system messages.
+/// What a room operation came to.
+enum Outcome {
+    Changed(conversation::Model),
+    /// Nothing to record: its transaction's writes (the sequence number the lock took, the
+    /// activity time) must not stand.
+    Unchanged(conversation::Model),
+}
+
+/// Runs a room operation that may turn out to change nothing in a savepoint of its own, rolled
+/// back if it did: a room whose name is set to what it was keeps its place in everyone's list.
+async fn unless_unchanged<F>(txn: &DatabaseTransaction, op: F) -> Made<conversation::Model>
+where
+    F: for<'s> FnOnce(&'s DatabaseTransaction) -> TxnFuture<'s, Made<Outcome>>,
+{
+    let savepoint = txn.begin().await?;
+    let (outcome, events) = match op(&savepoint).await {
+        Ok(made) => made,
+        Err(err) => {
+            savepoint.rollback().await?;
+            return Err(err);
+        }
+    };
+    match outcome {
+        Outcome::Changed(room) => {
+            savepoint.commit().await?;
+            Ok((room, events))
+        }
+        Outcome::Unchanged(room) => {
+            savepoint.rollback().await?;
+            Ok((room, events))
+        }
+    }
+}
+
+/// The room an operation that always changes something returns.
+fn changed(made: Made<Outcome>) -> Made<conversation::Model> {
+    let (outcome, events) = made?;
+    match outcome {
+        Outcome::Changed(room) | Outcome::Unchanged(room) => Ok((room, events)),
+    }
+}
+
+/// Usernames by id, for the text of system messages; NOT_FOUND unless every one exists.
 async fn usernames(txn: &DatabaseTransaction, ids: &[i64]) -> AppResult<HashMap<i64, String>> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Id.is_in(ids.iter().copied()))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.username))
-        .collect())
-}
-
-/// The username of one user, or NOT_FOUND.
-async fn username(txn: &DatabaseTransaction, id: i64) -> AppResult<String> {
-    usernames(txn, &[id])
-        .await?
-        .remove(&id)
-        .ok_or_else(|| AppError::not_found("user"))
-}
-
-fn new_member(
-    room_id: i64,
-    user_id: i64,
-    role: Role,
-    read_up_to: i64,
-    at: DateTime<Utc>,
-) -> member::ActiveModel {
-    member::ActiveModel {
-        conversation_id: Set(room_id),
-        user_id: Set(user_id),
-        role: Set(role.as_str().into()),
-        last_read_seq: Set(read_up_to),
-        last_read_at: Set(None),
-        joined_at: Set(at),
-        muted: Set(false),
+    let names = store::users::usernames(txn, ids).await?;
+    if ids.iter().any(|id| !names.contains_key(id)) {
+        return Err(AppError::not_found("user"));
     }
+    Ok(names)
 }
 
 /// Creates a room with the viewer as its owner and the given users as members.
-pub async fn create(
-    state: &AppState,
-    viewer: Viewer,
-    new: NewRoom,
-) -> AppResult<conversation::Model> {
+pub async fn create(chat: &Chat, viewer: Viewer, new: NewRoom) -> AppResult<conversation::Model> {
     if new.member_ids.len() > MAX_INITIAL_MEMBERS {
         return Err(AppError::bad_input(format!(
             "a room starts with at most {MAX_INITIAL_MEMBERS} members besides its owner"
@@ -378,41 +378,35 @@ pub async fn create(
             return Err(AppError::bad_input("memberIds names someone twice"));
         }
     }
-    let txn = crate::store::begin_write(&state.db).await?;
+    chat.store
+        .write(move |txn| {
+            let new = new.clone();
+            Box::pin(async move { changed(create_in(txn, viewer, new).await) })
+        })
+        .await
+}
+
+async fn create_in(txn: &DatabaseTransaction, viewer: Viewer, new: NewRoom) -> Made<Outcome> {
     let mut everyone = new.member_ids.clone();
     everyone.push(viewer.user_id);
-    let names = usernames(&txn, &everyone).await?;
-    if names.len() != everyone.len() {
-        return Err(AppError::not_found("user"));
-    }
-    if let Some(blocker) = blocks::first_blocker_of(&txn, viewer.user_id, &new.member_ids).await? {
-        let name = names.get(&blocker).map_or("", String::as_str);
-        return Err(blocks::refused_room(name));
-    }
+    let names = usernames(txn, &everyone).await?;
+    blocks::ensure_may_add(txn, viewer.user_id, &new.member_ids, &names).await?;
     let at = now();
-    let room = conversation::ActiveModel {
-        kind: Set(ROOM.into()),
-        name: Set(Some(new.name.as_str().to_owned())),
-        topic: Set(new.topic.0),
-        direct_key: Set(None),
-        last_seq: Set(0),
-        last_message_id: Set(None),
-        last_activity_at: Set(at),
-        created_at: Set(at),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
+    let room = store::rooms::insert(txn, new.name.as_str().to_owned(), new.topic.0, at).await?;
     // Markers start before the creation message, so everyone but the creator sees it as unread:
     // that is how they learn they are in a new room.
-    member::Entity::insert_many(
-        std::iter::once(new_member(room.id, viewer.user_id, Role::Owner, 0, at)).chain(
-            new.member_ids
-                .iter()
-                .map(|id| new_member(room.id, *id, Role::Member, 0, at)),
-        ),
+    let member = |user_id, role| store::rooms::NewMember {
+        user_id,
+        role,
+        read_up_to: 0,
+    };
+    store::rooms::insert_members(
+        txn,
+        room.id,
+        at,
+        std::iter::once(member(viewer.user_id, Role::Owner))
+            .chain(new.member_ids.iter().map(|id| member(*id, Role::Member))),
     )
-    .exec(&txn)
     .await?;
     let actor = member::Model {
         conversation_id: room.id,
@@ -423,11 +417,8 @@ pub async fn create(
         joined_at: at,
         muted: false,
     };
-    let body = format!(
-        "{} created the room “{}”",
-        names.get(&viewer.user_id).map_or("", String::as_str),
-        new.name.as_str()
-    );
+    let creator = names.get(&viewer.user_id).cloned().unwrap_or_default();
+    let body = format!("{creator} created the room “{}”", new.name.as_str());
     let mut op = RoomTxn {
         txn,
         room,
@@ -437,17 +428,16 @@ pub async fn create(
         notes: Vec::new(),
     };
     op.note(SystemKind::RoomCreated, None, None, body).await?;
-    let creator = names.get(&viewer.user_id).cloned().unwrap_or_default();
     for id in &new.member_ids {
         let text = format!("{creator} added you to “{}”", new.name.as_str());
         op.notify(*id, NotificationKind::RoomAdded, text).await?;
     }
-    op.commit(state, &[]).await
+    op.finish(&[]).await
 }
 
 /// Changes a room's name or topic (owners and admins).
 pub async fn update(
-    state: &AppState,
+    chat: &Chat,
     viewer: Viewer,
     room_id: i64,
     update: RoomUpdate,
@@ -455,39 +445,55 @@ pub async fn update(
     if update.name.is_none() && update.topic.is_none() {
         return Err(AppError::bad_input("give a name or a topic to change"));
     }
-    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    chat.store
+        .write(move |txn| {
+            let update = update.clone();
+            Box::pin(unless_unchanged(txn, move |txn| {
+                Box::pin(update_in(txn, viewer, room_id, update))
+            }))
+        })
+        .await
+}
+
+async fn update_in(
+    txn: &DatabaseTransaction,
+    viewer: Viewer,
+    room_id: i64,
+    update: RoomUpdate,
+) -> Made<Outcome> {
+    let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     authorize(op.actor_role(), Action::UpdateRoom)?;
-    let actor_name = username(&op.txn, viewer.user_id).await?;
-    let mut active: conversation::ActiveModel = op.room.clone().into();
-    let mut changed = false;
-    if let Some(name) = update
+    let actor_name = usernames(txn, &[viewer.user_id])
+        .await?
+        .remove(&viewer.user_id)
+        .unwrap_or_default();
+    let room = op.room.clone();
+    let name = update
         .name
-        .filter(|n| op.room.name.as_deref() != Some(n.as_str()))
-    {
-        active.name = Set(Some(name.as_str().to_owned()));
-        changed = true;
-        let body = format!("{actor_name} renamed the room to “{}”", name.as_str());
+        .filter(|n| room.name.as_deref() != Some(n.as_str()))
+        .map(|n| n.0);
+    if let Some(name) = &name {
+        let body = format!("{actor_name} renamed the room to “{name}”");
         op.note(SystemKind::RoomRenamed, None, None, body).await?;
     }
-    if let Some(topic) = update.topic.filter(|t| op.room.topic != t.0) {
-        let body = match &topic.0 {
+    let topic = update.topic.filter(|t| room.topic != t.0).map(|t| t.0);
+    if let Some(topic) = &topic {
+        let body = match topic {
             Some(_) => format!("{actor_name} changed the topic"),
             None => format!("{actor_name} cleared the topic"),
         };
-        active.topic = Set(topic.0);
-        changed = true;
         op.note(SystemKind::TopicChanged, None, None, body).await?;
     }
-    if changed {
-        // Writes only the fields set above; the notes moved the sequence and last message.
-        active.update(&op.txn).await?;
+    if name.is_some() || topic.is_some() {
+        // Writes only the fields given; the notes moved the sequence and last message.
+        store::rooms::update_settings(txn, room, name, topic).await?;
     }
-    op.commit(state, &[]).await
+    op.finish(&[]).await
 }
 
 /// Adds a user to a room with a role (MEMBER by default at the API).
 pub async fn add_member(
-    state: &AppState,
+    chat: &Chat,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,
@@ -498,53 +504,66 @@ pub async fn add_member(
             "a room has one owner: add as ADMIN or MEMBER, then transferOwnership",
         ));
     }
-    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    chat.store
+        .write(move |txn| {
+            Box::pin(
+                async move { changed(add_member_in(txn, viewer, room_id, user_id, role).await) },
+            )
+        })
+        .await
+}
+
+async fn add_member_in(
+    txn: &DatabaseTransaction,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+    role: Role,
+) -> Made<Outcome> {
+    let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     authorize(op.actor_role(), Action::AddMember(role))?;
-    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
-    let target_name = names
-        .get(&user_id)
-        .cloned()
-        .ok_or_else(|| AppError::not_found("user"))?;
-    if member::Entity::find_by_id((room_id, user_id))
-        .one(&op.txn)
-        .await?
-        .is_some()
-    {
+    let names = usernames(txn, &[viewer.user_id, user_id]).await?;
+    let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
+    if store::rooms::member(txn, room_id, user_id).await?.is_some() {
         return Err(AppError::Conflict(format!(
-            "{target_name} is already a member"
+            "{} is already a member",
+            name(user_id)
         )));
     }
-    if blocks::first_blocker_of(&op.txn, viewer.user_id, &[user_id])
-        .await?
-        .is_some()
-    {
-        return Err(blocks::refused_room(&target_name));
-    }
-    let actor_name = names.get(&viewer.user_id).cloned().unwrap_or_default();
+    blocks::ensure_may_add(txn, viewer.user_id, &[user_id], &names).await?;
     let body = match role {
-        Role::Member => format!("{actor_name} added {target_name}"),
-        _ => format!("{actor_name} added {target_name} as {}", role.noun()),
+        Role::Member => format!("{} added {}", name(viewer.user_id), name(user_id)),
+        _ => format!(
+            "{} added {} as {}",
+            name(viewer.user_id),
+            name(user_id),
+            role.noun()
+        ),
     };
     let seq = op
         .note(SystemKind::MemberAdded, Some(user_id), Some(role), body)
         .await?;
     // The newcomer's marker sits just before the message announcing them: what was said earlier
     // is visible history, not a pile of unread messages.
-    member::Entity::insert(new_member(room_id, user_id, role, seq - 1, now()))
-        .exec(&op.txn)
-        .await?;
+    let newcomer = store::rooms::NewMember {
+        user_id,
+        role,
+        read_up_to: seq - 1,
+    };
+    store::rooms::insert_members(txn, room_id, now(), [newcomer]).await?;
     let text = format!(
-        "{actor_name} added you to “{}”",
+        "{} added you to “{}”",
+        name(viewer.user_id),
         op.room.name.clone().unwrap_or_default()
     );
     op.notify(user_id, NotificationKind::RoomAdded, text)
         .await?;
-    op.commit(state, &[]).await
+    op.finish(&[]).await
 }
 
 /// Removes a member (by someone who outranks them). The removed member is told, then nothing more.
 pub async fn remove_member(
-    state: &AppState,
+    chat: &Chat,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,
@@ -552,17 +571,28 @@ pub async fn remove_member(
     if user_id == viewer.user_id {
         return Err(AppError::bad_input("use leaveRoom to leave a room"));
     }
-    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    chat.store
+        .write(move |txn| {
+            Box::pin(async move { changed(remove_member_in(txn, viewer, room_id, user_id).await) })
+        })
+        .await
+}
+
+async fn remove_member_in(
+    txn: &DatabaseTransaction,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+) -> Made<Outcome> {
+    let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     let target = op.member(user_id).await?;
     authorize(
         op.actor_role(),
         Action::RemoveMember(Role::parse(&target.role)),
     )?;
-    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let names = usernames(txn, &[viewer.user_id, user_id]).await?;
     let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
-    member::Entity::delete_by_id((room_id, user_id))
-        .exec(&op.txn)
-        .await?;
+    store::rooms::delete_member(txn, room_id, user_id).await?;
     let body = format!("{} removed {}", name(viewer.user_id), name(user_id));
     op.note(SystemKind::MemberRemoved, Some(user_id), None, body)
         .await?;
@@ -573,21 +603,29 @@ pub async fn remove_member(
     );
     op.notify(user_id, NotificationKind::RoomRemoved, text)
         .await?;
-    op.commit(state, &[user_id]).await
+    op.finish(&[user_id]).await
 }
 
 /// The viewer leaves a room. The owner must transfer ownership first.
-pub async fn leave(state: &AppState, viewer: Viewer, room_id: i64) -> AppResult<()> {
-    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+pub async fn leave(chat: &Chat, viewer: Viewer, room_id: i64) -> AppResult<()> {
+    chat.store
+        .write(move |txn| Box::pin(async move { changed(leave_in(txn, viewer, room_id).await) }))
+        .await?;
+    Ok(())
+}
+
+async fn leave_in(txn: &DatabaseTransaction, viewer: Viewer, room_id: i64) -> Made<Outcome> {
+    let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     if op.actor_role() == Role::Owner {
         return Err(AppError::Conflict(
             "the owner cannot leave: transfer ownership to another member first".into(),
         ));
     }
-    let name = username(&op.txn, viewer.user_id).await?;
-    member::Entity::delete_by_id((room_id, viewer.user_id))
-        .exec(&op.txn)
-        .await?;
+    let name = usernames(txn, &[viewer.user_id])
+        .await?
+        .remove(&viewer.user_id)
+        .unwrap_or_default();
+    store::rooms::delete_member(txn, room_id, viewer.user_id).await?;
     op.note(
         SystemKind::MemberLeft,
         Some(viewer.user_id),
@@ -595,14 +633,13 @@ pub async fn leave(state: &AppState, viewer: Viewer, room_id: i64) -> AppResult<
         format!("{name} left"),
     )
     .await?;
-    op.commit(state, &[viewer.user_id]).await?;
-    Ok(())
+    op.finish(&[viewer.user_id]).await
 }
 
 /// Makes a member an admin or an admin a member (owner only). Setting the role someone already has
 /// changes nothing.
 pub async fn set_role(
-    state: &AppState,
+    chat: &Chat,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,
@@ -613,7 +650,23 @@ pub async fn set_role(
             "use transferOwnership to make someone the owner",
         ));
     }
-    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    chat.store
+        .write(move |txn| {
+            Box::pin(unless_unchanged(txn, move |txn| {
+                Box::pin(set_role_in(txn, viewer, room_id, user_id, role))
+            }))
+        })
+        .await
+}
+
+async fn set_role_in(
+    txn: &DatabaseTransaction,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+    role: Role,
+) -> Made<Outcome> {
+    let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     authorize(op.actor_role(), Action::SetRole)?;
     let target = op.member(user_id).await?;
     if Role::parse(&target.role) == Role::Owner {
@@ -622,11 +675,11 @@ pub async fn set_role(
         ));
     }
     if Role::parse(&target.role) == role {
-        return op.commit(state, &[]).await;
+        return op.finish(&[]).await;
     }
-    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let names = usernames(txn, &[viewer.user_id, user_id]).await?;
     let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
-    set_member_role(&op.txn, room_id, user_id, role).await?;
+    store::rooms::set_role(txn, room_id, user_id, role).await?;
     let body = format!(
         "{} made {} {}",
         name(viewer.user_id),
@@ -635,26 +688,41 @@ pub async fn set_role(
     );
     op.note(SystemKind::RoleChanged, Some(user_id), Some(role), body)
         .await?;
-    op.commit(state, &[]).await
+    op.finish(&[]).await
 }
 
 /// Hands the room to another member (owner only); the previous owner becomes an admin.
 pub async fn transfer_ownership(
-    state: &AppState,
+    chat: &Chat,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,
 ) -> AppResult<conversation::Model> {
-    let mut op = RoomTxn::open(&state.db, room_id, viewer.user_id).await?;
+    chat.store
+        .write(move |txn| {
+            Box::pin(
+                async move { changed(transfer_ownership_in(txn, viewer, room_id, user_id).await) },
+            )
+        })
+        .await
+}
+
+async fn transfer_ownership_in(
+    txn: &DatabaseTransaction,
+    viewer: Viewer,
+    room_id: i64,
+    user_id: i64,
+) -> Made<Outcome> {
+    let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     authorize(op.actor_role(), Action::TransferOwnership)?;
     if user_id == viewer.user_id {
         return Err(AppError::bad_input("you already own this room"));
     }
     op.member(user_id).await?;
-    let names = usernames(&op.txn, &[viewer.user_id, user_id]).await?;
+    let names = usernames(txn, &[viewer.user_id, user_id]).await?;
     let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
-    set_member_role(&op.txn, room_id, user_id, Role::Owner).await?;
-    set_member_role(&op.txn, room_id, viewer.user_id, Role::Admin).await?;
+    store::rooms::set_role(txn, room_id, user_id, Role::Owner).await?;
+    store::rooms::set_role(txn, room_id, viewer.user_id, Role::Admin).await?;
     let body = format!("{} made {} the owner", name(viewer.user_id), name(user_id));
     op.note(
         SystemKind::OwnershipTransferred,
@@ -663,22 +731,7 @@ pub async fn transfer_ownership(
         body,
     )
     .await?;
-    op.commit(state, &[]).await
-}
-
-async fn set_member_role(
-    txn: &DatabaseTransaction,
-    room_id: i64,
-    user_id: i64,
-    role: Role,
-) -> AppResult<()> {
-    member::Entity::update_many()
-        .col_expr(member::Column::Role, Expr::value(role.as_str()))
-        .filter(member::Column::ConversationId.eq(room_id))
-        .filter(member::Column::UserId.eq(user_id))
-        .exec(txn)
-        .await?;
-    Ok(())
+    op.finish(&[]).await
 }
 
 #[cfg(test)]

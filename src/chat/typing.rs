@@ -11,10 +11,10 @@ use std::{
 
 use super::conversations;
 use crate::{
-    AppState,
     auth::Viewer,
     error::{AppError, AppResult},
-    events::{Envelope, Event, shared_state::SharedState},
+    events::{Envelope, Event, EventBus, shared_state::SharedState},
+    store::Store,
 };
 
 /// How long an indicator lasts without a refresh.
@@ -40,42 +40,51 @@ struct State {
     budget: HashMap<i64, (Instant, u32)>,
 }
 
-/// The typing indicators this instance started (and, with Redis, the shared ones).
-#[derive(Clone, Default)]
+/// The typing indicators this instance started (and, with Redis, the shared ones), announced on
+/// its event bus to the conversation's members.
+#[derive(Clone)]
 pub struct Typing {
+    store: Store,
+    events: EventBus,
     state: Arc<Mutex<State>>,
     shared: Option<SharedState>,
 }
 
 impl Typing {
     /// Indicators kept in this process, or in Redis when `shared` is given.
-    pub fn new(shared: Option<SharedState>) -> Self {
+    pub fn new(store: Store, events: EventBus, shared: Option<SharedState>) -> Self {
         Self {
+            store,
+            events,
             state: Arc::default(),
             shared,
         }
     }
 
-    /// Starts the task that lapses indicators nobody refreshed, until the server shuts down.
-    pub fn spawn_sweeper(app: AppState) {
-        let tasks = app.tasks.clone();
+    /// Starts the task that lapses indicators nobody refreshed, on `tasks` until `shutdown`.
+    pub fn spawn_sweeper(
+        &self,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let typing = self.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    () = app.shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return,
                 }
-                let lapsed = app.typing.take(|indicator, now| indicator.expires <= now);
+                let lapsed = typing.take(|indicator, now| indicator.expires <= now);
                 for (conversation_id, user_id) in lapsed {
-                    if let Some(shared) = &app.typing.shared
+                    if let Some(shared) = &typing.shared
                         && shared
                             .is_typing(conversation_id, user_id)
                             .await
                             .unwrap_or(false)
                     {
                         // Refreshed through another instance: still typing, look again later.
-                        app.typing.lock().active.insert(
+                        typing.lock().active.insert(
                             (conversation_id, user_id),
                             Indicator {
                                 expires: Instant::now() + TYPING_TTL,
@@ -84,7 +93,7 @@ impl Typing {
                         );
                         continue;
                     }
-                    broadcast(&app, conversation_id, user_id, false).await;
+                    typing.broadcast(conversation_id, user_id, false).await;
                 }
             }
         });
@@ -93,13 +102,12 @@ impl Typing {
     /// Sets or clears the viewer's indicator in a conversation.
     pub async fn set(
         &self,
-        app: &AppState,
         viewer: Viewer,
         conversation_id: i64,
         is_typing: bool,
         connection: Option<ConnectionId>,
     ) -> AppResult<()> {
-        conversations::require_member(&app.chat.store, conversation_id, viewer.user_id).await?;
+        conversations::require_member(self.store.reader(), conversation_id, viewer.user_id).await?;
         let changed = match &self.shared {
             None => self.set_local(viewer.user_id, conversation_id, is_typing, connection)?,
             Some(shared) => {
@@ -123,7 +131,8 @@ impl Typing {
             }
         };
         if changed {
-            broadcast(app, conversation_id, viewer.user_id, is_typing).await;
+            self.broadcast(conversation_id, viewer.user_id, is_typing)
+                .await;
         }
         Ok(())
     }
@@ -217,7 +226,7 @@ impl Typing {
     }
 
     /// Ends every indicator set over a connection that has closed.
-    pub async fn connection_closed(&self, app: &AppState, connection: ConnectionId) {
+    pub async fn connection_closed(&self, connection: ConnectionId) {
         let ended = self.take(|indicator, _| indicator.connection == Some(connection));
         for (conversation_id, user_id) in ended {
             if let Some(shared) = &self.shared
@@ -228,8 +237,30 @@ impl Typing {
             {
                 continue;
             }
-            broadcast(app, conversation_id, user_id, false).await;
+            self.broadcast(conversation_id, user_id, false).await;
         }
+    }
+
+    /// Tells the conversation's members that the user started or stopped typing.
+    async fn broadcast(&self, conversation_id: i64, user_id: i64, is_typing: bool) {
+        let recipients = match conversations::member_ids(self.store.reader(), conversation_id).await
+        {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(error = %err, "typing: could not load members");
+                return;
+            }
+        };
+        self.events
+            .publish(Envelope::new(
+                recipients,
+                Event::Typing {
+                    conversation_id,
+                    user_id,
+                    is_typing,
+                },
+            ))
+            .await;
     }
 
     fn take(&self, matches: impl Fn(&Indicator, Instant) -> bool) -> Vec<(i64, i64)> {
@@ -273,24 +304,4 @@ fn spend(state: &mut State, user_id: i64, now: Instant) -> AppResult<()> {
     }
     *count += 1;
     Ok(())
-}
-
-async fn broadcast(app: &AppState, conversation_id: i64, user_id: i64, is_typing: bool) {
-    let recipients = match conversations::member_ids(&app.chat.store, conversation_id).await {
-        Ok(ids) => ids,
-        Err(err) => {
-            tracing::warn!(error = %err, "typing: could not load members");
-            return;
-        }
-    };
-    app.bus
-        .publish(Envelope::new(
-            recipients,
-            Event::Typing {
-                conversation_id,
-                user_id,
-                is_typing,
-            },
-        ))
-        .await;
 }

@@ -1,18 +1,13 @@
 //! Accounts: registration, login, logout and lookup.
 use std::collections::HashMap;
 
-use chrono::Utc;
 use entity::user;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait, Func},
-};
 
 use super::pagination::Page;
 use crate::{
     auth::{password, tokens},
     error::{AppError, AppResult, is_unique_violation},
+    store::{Store, users},
     text,
 };
 
@@ -101,7 +96,7 @@ pub fn parse_display_name(raw: Option<&str>, username: &Username) -> AppResult<S
 
 /// Creates an account and signs it in.
 pub async fn register(
-    db: &DatabaseConnection,
+    store: &Store,
     username: &str,
     password: &str,
     display_name: Option<&str>,
@@ -110,43 +105,44 @@ pub async fn register(
     let username = Username::parse(username)?;
     let password = Password::parse(password, &username)?;
     let display_name = parse_display_name(display_name, &username)?;
-    if find_by_username(db, &username).await?.is_some() {
+    if find_by_username(store, &username).await?.is_some() {
         return Err(AppError::Conflict("that username is taken".into()));
     }
-    let hash = password::hash(password.0).await?;
-    let user = user::ActiveModel {
-        username_key: Set(username.key()),
-        username: Set(username.0),
-        display_name: Set(display_name),
-        password_hash: Set(hash),
-        is_admin: Set(false),
-        created_at: Set(Utc::now()),
-        last_seen_at: Set(None),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .map_err(|err| {
-        if is_unique_violation(&err) {
-            AppError::Conflict("that username is taken".into())
-        } else {
-            err.into()
-        }
-    })?;
-    let token = tokens::issue(db, user.id, token_ttl_secs).await?;
-    Ok((user, token))
+    let password_hash = password::hash(password.0).await?;
+    let new = users::NewUser {
+        username_key: username.key(),
+        username: username.0,
+        display_name,
+        password_hash,
+    };
+    store
+        .write(move |txn| {
+            let new = new.clone();
+            Box::pin(async move {
+                let user = users::insert(txn, new).await.map_err(|err| {
+                    if is_unique_violation(&err) {
+                        AppError::Conflict("that username is taken".into())
+                    } else {
+                        err.into()
+                    }
+                })?;
+                let token = tokens::issue(txn, user.id, token_ttl_secs).await?;
+                Ok(((user, token), Vec::new()))
+            })
+        })
+        .await
 }
 
 /// Changes a user's password after checking the current one, and signs out every other session
 /// (a thief holding one of them loses it); the session `keep` (the one asking) stays.
 pub async fn change_password(
-    db: &DatabaseConnection,
+    store: &Store,
     user_id: i64,
     keep: i64,
     current: &str,
     new: &str,
 ) -> AppResult<()> {
-    let user = find(db, user_id)
+    let user = find(store, user_id)
         .await?
         .ok_or(AppError::Unauthenticated("the account no longer exists"))?;
     let new = Password::parse(new, &Username(user.username.clone()))?;
@@ -156,34 +152,34 @@ pub async fn change_password(
         ));
     }
     let hash = password::hash(new.0).await?;
-    let txn = db.begin().await?;
-    // Only if the password is still the one checked: of two changes at once, one wins.
-    let updated = user::Entity::update_many()
-        .col_expr(user::Column::PasswordHash, Expr::value(hash))
-        .filter(user::Column::Id.eq(user_id))
-        .filter(user::Column::PasswordHash.eq(user.password_hash))
-        .exec(&txn)
-        .await?;
-    if updated.rows_affected != 1 {
-        return Err(AppError::Conflict(
-            "the password was changed at the same time; try again".into(),
-        ));
-    }
-    tokens::revoke_others(&txn, user_id, keep).await?;
-    txn.commit().await?;
-    Ok(())
+    let checked = user.password_hash;
+    store
+        .write(move |txn| {
+            let (hash, checked) = (hash.clone(), checked.clone());
+            Box::pin(async move {
+                // Only if the password is still the one checked: of two changes at once, one wins.
+                if !users::replace_password_hash(txn, user_id, &checked, hash).await? {
+                    return Err(AppError::Conflict(
+                        "the password was changed at the same time; try again".into(),
+                    ));
+                }
+                tokens::revoke_others(txn, user_id, keep).await?;
+                Ok(((), Vec::new()))
+            })
+        })
+        .await
 }
 
 /// Signs a user in. Unknown users and wrong passwords get the same answer, after the same work.
 pub async fn login(
-    db: &DatabaseConnection,
+    store: &Store,
     username: &str,
     password: &str,
     token_ttl_secs: u64,
 ) -> AppResult<(user::Model, String)> {
     const REFUSED: AppError = AppError::Unauthenticated("invalid username or password");
     let found = match Username::parse(username) {
-        Ok(name) => find_by_username(db, &name).await?,
+        Ok(name) => find_by_username(store, &name).await?,
         Err(_) => None,
     };
     let stored = found.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| {
@@ -195,69 +191,56 @@ pub async fn login(
     let tried: String = username.trim().chars().take(64).collect();
     match found {
         Some(user) if ok => {
-            let token = tokens::issue(db, user.id, token_ttl_secs).await?;
-            super::audit::record_or_log(db, Some(user.id), "login.succeeded", Some(tried)).await;
+            let user_id = user.id;
+            let token = store
+                .write(move |txn| {
+                    Box::pin(async move {
+                        Ok((
+                            tokens::issue(txn, user_id, token_ttl_secs).await?,
+                            Vec::new(),
+                        ))
+                    })
+                })
+                .await?;
+            super::audit::record_or_log(store, Some(user.id), "login.succeeded", Some(tried)).await;
             Ok((user, token))
         }
         _ => {
-            super::audit::record_or_log(db, None, "login.failed", Some(tried)).await;
+            super::audit::record_or_log(store, None, "login.failed", Some(tried)).await;
             Err(REFUSED)
         }
     }
 }
 
-async fn find_by_username(
-    db: &DatabaseConnection,
-    username: &Username,
-) -> AppResult<Option<user::Model>> {
-    Ok(user::Entity::find()
-        .filter(user::Column::UsernameKey.eq(username.key()))
-        .one(db)
-        .await?)
+async fn find_by_username(store: &Store, username: &Username) -> AppResult<Option<user::Model>> {
+    users::find_by_key(store.reader(), &username.key()).await
 }
 
 /// One user by id.
-pub async fn find(db: &DatabaseConnection, id: i64) -> AppResult<Option<user::Model>> {
-    Ok(user::Entity::find_by_id(id).one(db).await?)
+pub async fn find(store: &Store, id: i64) -> AppResult<Option<user::Model>> {
+    users::find(store.reader(), id).await
 }
 
 /// Users by id, for batching.
-pub async fn by_ids(db: &DatabaseConnection, ids: &[i64]) -> AppResult<HashMap<i64, user::Model>> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u))
-        .collect())
+pub async fn by_ids(store: &Store, ids: &[i64]) -> AppResult<HashMap<i64, user::Model>> {
+    users::by_ids(store.reader(), ids).await
 }
 
 /// Users whose username or display name contains `search` (case-insensitive), in id order.
 pub async fn search(
-    db: &DatabaseConnection,
+    store: &Store,
     search: Option<&str>,
     after_id: Option<i64>,
     first: u64,
 ) -> AppResult<Page<user::Model>> {
-    let mut query = user::Entity::find().order_by_asc(user::Column::Id);
-    if let Some(after) = after_id {
-        query = query.filter(user::Column::Id.gt(after));
-    }
+    let mut pattern = None;
     if let Some(term) = search.map(str::trim).filter(|s| !s.is_empty()) {
         if term.chars().count() > 64 {
             return Err(AppError::bad_input("search must be at most 64 characters"));
         }
-        let pattern = format!("%{}%", escape_like(&term.to_lowercase()));
-        query = query.filter(
-            Expr::col(user::Column::UsernameKey)
-                .like(sea_orm::sea_query::LikeExpr::new(pattern.clone()).escape('\\'))
-                .or(
-                    Expr::expr(Func::lower(Expr::col(user::Column::DisplayName)))
-                        .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
-                ),
-        );
+        pattern = Some(format!("%{}%", escape_like(&term.to_lowercase())));
     }
-    let rows = query.limit(first + 1).all(db).await?;
+    let rows = users::search(store.reader(), pattern, after_id, first + 1).await?;
     Ok(Page::forward(rows, first, after_id.is_some()))
 }
 

@@ -123,7 +123,8 @@ async fn serve(
     let file = Attachment::of(&message).ok_or_else(not_found)?;
     if signed {
         let target = Some(ids::encode(Kind::Message, message.id).0);
-        crate::chat::audit::record_or_log(&state.db, None, "file.signed_download", target).await;
+        crate::chat::audit::record_or_log(&state.chat.store, None, "file.signed_download", target)
+            .await;
     }
 
     let etag = format!("\"{}\"", file.sha256);

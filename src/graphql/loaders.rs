@@ -5,7 +5,6 @@ use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{conversation, member, message, user};
-use sea_orm::DatabaseConnection;
 
 use crate::{
     chat::{conversations, messages, presence, users},
@@ -29,14 +28,13 @@ pub struct Loaders {
 impl Loaders {
     /// Loaders over the store.
     pub fn new(store: &Store) -> Self {
-        let db = store.reader();
         Self {
-            users: DataLoader::new(UserLoader(db.clone()), tokio::spawn),
+            users: DataLoader::new(UserLoader(store.clone()), tokio::spawn),
             conversations: DataLoader::new(ConversationLoader(store.clone()), tokio::spawn),
             messages: DataLoader::new(MessageLoader(store.clone()), tokio::spawn),
             members: DataLoader::new(MembersLoader(store.clone()), tokio::spawn),
             unread: DataLoader::new(UnreadLoader(store.clone()), tokio::spawn),
-            visibility: DataLoader::new(VisibilityLoader(db.clone()), tokio::spawn),
+            visibility: DataLoader::new(VisibilityLoader(store.clone()), tokio::spawn),
         }
     }
 }
@@ -49,7 +47,7 @@ pub fn load_error(err: LoadError) -> async_graphql::Error {
     }
 }
 
-pub struct UserLoader(DatabaseConnection);
+pub struct UserLoader(Store);
 
 impl Loader<i64> for UserLoader {
     type Value = user::Model;
@@ -121,7 +119,7 @@ impl Loader<(i64, i64)> for UnreadLoader {
 
 /// How (viewer, user)'s presence shows, if at all: only when they share a conversation, and
 /// subject to blocks (see [`presence::visible_to`]). A key with no value shows nothing.
-pub struct VisibilityLoader(DatabaseConnection);
+pub struct VisibilityLoader(Store);
 
 impl Loader<(i64, i64)> for VisibilityLoader {
     type Value = presence::Sight;

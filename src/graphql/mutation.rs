@@ -10,7 +10,7 @@ use crate::{
     chat::{
         audit, blocks, conversations,
         messages::{self, ClientMessageId, MessageBody, NewMessage, Target},
-        notifications, presence,
+        notifications,
         typing::ConnectionId,
         users,
     },
@@ -70,7 +70,7 @@ impl CoreMutation {
     ) -> Result<AuthPayload> {
         let state = ctx.state();
         let (user, token) = users::register(
-            &state.db,
+            &state.chat.store,
             &input.username,
             &input.password,
             input.display_name.as_deref(),
@@ -107,8 +107,13 @@ impl CoreMutation {
             .limits
             .take(Budget::LoginUser, &user_key, config.login_user_rate)
             .await?;
-        let (user, token) =
-            users::login(&state.db, &username, &password, config.token_ttl_secs).await?;
+        let (user, token) = users::login(
+            &state.chat.store,
+            &username,
+            &password,
+            config.token_ttl_secs,
+        )
+        .await?;
         // Only failures count against the username, so its owner signing in costs nothing.
         state
             .limits
@@ -128,7 +133,13 @@ impl CoreMutation {
         };
         auth::end_sessions(state, viewer.user_id, ended).await;
         let session = Some(ids::encode(Kind::Session, viewer.token_id).0);
-        audit::record_or_log(db, Some(viewer.user_id), "session.logout", session).await;
+        audit::record_or_log(
+            &state.chat.store,
+            Some(viewer.user_id),
+            "session.logout",
+            session,
+        )
+        .await;
         Ok(true)
     }
 
@@ -149,7 +160,13 @@ impl CoreMutation {
         }
         auth::end_sessions(state, viewer.user_id, Ended::One { token_id }).await;
         let session = Some(ids::encode(Kind::Session, token_id).0);
-        audit::record_or_log(db, Some(viewer.user_id), "session.revoked", session).await;
+        audit::record_or_log(
+            &state.chat.store,
+            Some(viewer.user_id),
+            "session.revoked",
+            session,
+        )
+        .await;
         Ok(true)
     }
 
@@ -171,7 +188,7 @@ impl CoreMutation {
         let key = format!("change-password:{}", viewer.user_id);
         state.limits.take(Budget::LoginUser, &key, rate).await?;
         users::change_password(
-            &state.db,
+            &state.chat.store,
             viewer.user_id,
             viewer.token_id,
             &current_password,
@@ -183,7 +200,13 @@ impl CoreMutation {
         };
         auth::end_sessions(state, viewer.user_id, ended).await;
         state.limits.refund(Budget::LoginUser, &key, rate).await;
-        audit::record_or_log(&state.db, Some(viewer.user_id), "password.changed", None).await;
+        audit::record_or_log(
+            &state.chat.store,
+            Some(viewer.user_id),
+            "password.changed",
+            None,
+        )
+        .await;
         Ok(true)
     }
 
@@ -199,8 +222,8 @@ impl CoreMutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let blocked = ids::decode(Kind::User, &user_id)?;
-        blocks::block(&state.db, viewer.user_id, blocked).await?;
-        presence::block_changed(state, viewer.user_id, blocked).await;
+        blocks::block(&state.chat.store, viewer.user_id, blocked).await?;
+        state.presence.block_changed(viewer.user_id, blocked).await;
         Ok(true)
     }
 
@@ -213,8 +236,8 @@ impl CoreMutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let blocked = ids::decode(Kind::User, &user_id)?;
-        blocks::unblock(&state.db, viewer.user_id, blocked).await?;
-        presence::block_changed(state, viewer.user_id, blocked).await;
+        blocks::unblock(&state.chat.store, viewer.user_id, blocked).await?;
+        state.presence.block_changed(viewer.user_id, blocked).await;
         Ok(true)
     }
 
@@ -349,10 +372,7 @@ impl CoreMutation {
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
         let state = ctx.state();
         let connection = ctx.data_opt::<ConnectionId>().copied();
-        state
-            .typing
-            .set(state, viewer, id, is_typing, connection)
-            .await?;
+        state.typing.set(viewer, id, is_typing, connection).await?;
         Ok(true)
     }
 

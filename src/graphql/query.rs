@@ -73,9 +73,9 @@ impl Query {
     /// The users the viewer has blocked, most recently blocked first.
     async fn blocked_users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
         let viewer = ctx.viewer()?;
-        let db = &ctx.state().db;
-        let ids = blocks::blocked_by(db, viewer.user_id).await?;
-        let mut found = users::by_ids(db, &ids).await?;
+        let store = &ctx.state().chat.store;
+        let ids = blocks::blocked_by(store, viewer.user_id).await?;
+        let mut found = users::by_ids(store, &ids).await?;
         Ok(ids
             .iter()
             .filter_map(|id| found.remove(id))
@@ -152,7 +152,7 @@ impl Query {
         let after = after
             .map(|c| ids::decode_cursor(CursorKind::Row, &c, 1).map(|v| v[0]))
             .transpose()?;
-        let page = users::search(&ctx.state().db, search.as_deref(), after, first).await?;
+        let page = users::search(&ctx.state().chat.store, search.as_deref(), after, first).await?;
         Ok(Listing::of(
             page,
             |u| ids::cursor(CursorKind::Row, &[u.id]),
@@ -224,8 +224,7 @@ impl Query {
     ) -> Result<Option<Conversation>> {
         let viewer = ctx.viewer()?;
         let other = ids::decode(Kind::User, &user_id)?;
-        let db = &ctx.state().db;
-        if users::find(db, other).await?.is_none() {
+        if users::find(&ctx.state().chat.store, other).await?.is_none() {
             return Err(AppError::not_found("user").into());
         }
         Ok(
@@ -297,8 +296,7 @@ impl Query {
         let viewer = ctx.viewer()?;
         let other = ids::decode(Kind::User, &user_id)?;
         let request = message_page_request(first, after, last, before)?;
-        let db = &ctx.state().db;
-        if users::find(db, other).await?.is_none() {
+        if users::find(&ctx.state().chat.store, other).await?.is_none() {
             return Err(AppError::not_found("user").into());
         }
         match conversations::direct_between(&ctx.state().chat.store, viewer.user_id, other).await? {
@@ -373,7 +371,7 @@ impl Query {
         let after = after
             .map(|c| ids::decode_cursor(CursorKind::Row, &c, 1).map(|v| v[0]))
             .transpose()?;
-        let page = audit::list(&ctx.state().db, viewer, after, first).await?;
+        let page = audit::list(&ctx.state().chat.store, viewer, after, first).await?;
         Ok(Listing::of(
             page,
             |e| ids::cursor(CursorKind::Row, &[e.id]),

@@ -60,7 +60,7 @@ impl RoomMutation {
                 .collect::<Result<_, _>>()?,
         };
         Ok(Conversation::new(
-            rooms::create(ctx.state(), viewer, new).await?,
+            rooms::create(&ctx.state().chat, viewer, new).await?,
         ))
     }
 
@@ -82,7 +82,7 @@ impl RoomMutation {
             topic: input.topic.as_deref().map(RoomTopic::parse).transpose()?,
         };
         Ok(Conversation::new(
-            rooms::update(ctx.state(), viewer, room_id, update).await?,
+            rooms::update(&ctx.state().chat, viewer, room_id, update).await?,
         ))
     }
 
@@ -108,7 +108,7 @@ impl RoomMutation {
         let user_id = ids::decode(Kind::User, &user_id)?;
         let role = role.unwrap_or(MemberRole::Member).into();
         Ok(Conversation::new(
-            rooms::add_member(ctx.state(), viewer, room_id, user_id, role).await?,
+            rooms::add_member(&ctx.state().chat, viewer, room_id, user_id, role).await?,
         ))
     }
 
@@ -129,7 +129,7 @@ impl RoomMutation {
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
         Ok(Conversation::new(
-            rooms::remove_member(ctx.state(), viewer, room_id, user_id).await?,
+            rooms::remove_member(&ctx.state().chat, viewer, room_id, user_id).await?,
         ))
     }
 
@@ -144,7 +144,7 @@ impl RoomMutation {
     ) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
-        rooms::leave(ctx.state(), viewer, room_id).await?;
+        rooms::leave(&ctx.state().chat, viewer, room_id).await?;
         Ok(true)
     }
 
@@ -164,7 +164,7 @@ impl RoomMutation {
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
         Ok(Conversation::new(
-            rooms::set_role(ctx.state(), viewer, room_id, user_id, role.into()).await?,
+            rooms::set_role(&ctx.state().chat, viewer, room_id, user_id, role.into()).await?,
         ))
     }
 
@@ -182,7 +182,7 @@ impl RoomMutation {
         let room_id = ids::decode(Kind::Conversation, &room_id)?;
         let user_id = ids::decode(Kind::User, &user_id)?;
         Ok(Conversation::new(
-            rooms::transfer_ownership(ctx.state(), viewer, room_id, user_id).await?,
+            rooms::transfer_ownership(&ctx.state().chat, viewer, room_id, user_id).await?,
         ))
     }
 }

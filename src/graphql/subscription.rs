@@ -113,7 +113,7 @@ impl Subscription {
         }
         let user_id = viewer.user_id;
         // Taken when the subscription starts: a block or unblock applies to the next one.
-        let blocked = Box::pin(blocks::blocked_set(&state.db, user_id)).await?;
+        let blocked = Box::pin(blocks::blocked_set(&state.chat.store, user_id)).await?;
         Ok(hold(
             slot,
             live(
@@ -320,12 +320,17 @@ impl Subscription {
         };
         let rx = state.bus.subscribe(Topic::Presence, viewer.user_id);
         // Taken when the subscription starts: a block or unblock applies to the next one.
-        let blocked = Box::pin(blocks::blocked_set(&state.db, viewer.user_id)).await?;
+        let blocked = Box::pin(blocks::blocked_set(&state.chat.store, viewer.user_id)).await?;
         let mut snapshot = Vec::new();
         if let Some(wanted) = &wanted {
             let list: Vec<i64> = wanted.iter().copied().collect();
-            let visible = Box::pin(presence::visible_to(&state.db, viewer.user_id, &list)).await?;
-            let found = Box::pin(users::by_ids(&state.db, &list)).await?;
+            let visible = Box::pin(presence::visible_to(
+                &state.chat.store,
+                viewer.user_id,
+                &list,
+            ))
+            .await?;
+            let found = Box::pin(users::by_ids(&state.chat.store, &list)).await?;
             for (id, sight) in list
                 .into_iter()
                 .filter_map(|id| Some((id, *visible.get(&id)?)))

@@ -4,13 +4,18 @@
 //! read the same on both backends are written once, with sea-orm; what differs between the two
 //! (SQLite's single batching writer, PostgreSQL's advisory locks, transaction ids and row tricks)
 //! lives in the backend's own module, named and commented.
+pub mod audit;
+pub mod blocks;
 pub mod changes;
 pub mod conversations;
 pub mod messages;
 pub mod notifications;
 pub mod pagination;
 pub mod postgres;
+pub mod presence;
+pub mod rooms;
 pub mod sqlite;
+pub mod users;
 pub mod writer;
 
 use sea_orm::{
@@ -38,6 +43,15 @@ impl Reads for Store {
     type Conn = DatabaseConnection;
     fn conn(&self) -> &DatabaseConnection {
         &self.db
+    }
+}
+
+/// A bare connection reads like the store: for callers that hold the pool alone (loaders over
+/// the store's readers, the `admin` command).
+impl Reads for DatabaseConnection {
+    type Conn = DatabaseConnection;
+    fn conn(&self) -> &DatabaseConnection {
+        self
     }
 }
 
