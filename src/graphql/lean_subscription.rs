@@ -13,6 +13,7 @@
 //!
 //! A selection that reaches fields whose value depends on the viewer (`isRead`,
 //! `conversation { unreadCount }`, ...) is served here too, rendered for each subscriber alone.
+//! `/metrics` counts the subscriptions served here (`palaver_subscriptions_plain_total`).
 //!
 //! A document this module cannot vouch for is left to the schema, which answers it as it always
 //! did: anything but a single subscription operation holding one `messageEvents` field, named
