@@ -13,7 +13,7 @@ use std::{
     collections::{HashMap, VecDeque},
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -25,6 +25,7 @@ use async_graphql::{
     registry::Registry,
 };
 use async_graphql_value::RAW_VALUE_TOKEN;
+use moka::ops::compute::Op;
 use tokio::sync::OnceCell;
 
 use super::{
@@ -33,12 +34,10 @@ use super::{
 };
 use crate::{events::Position, lock};
 
-/// Most distinct selections kept; past it, the least used give way. A subscription keeps its
-/// [`Shape`] however long it lives: one given way only stops being found by new subscribers,
-/// whose renders then go to a new one.
+/// Most distinct selections a new subscription can find; past it, the least used give way. A
+/// subscription keeps its [`Shape`] however long it lives: one given way only stops being found
+/// by new subscribers, whose renders then go to a new one.
 const MAX_SHAPES: u64 = 1024;
-/// How long a selection no subscription has started with stays kept.
-const SHAPE_IDLE: Duration = Duration::from_secs(600);
 /// Most events one shape keeps renders for, and for how long: a subscriber further behind
 /// resolves the event on its own.
 const RECENT_EVENTS: usize = 32;
@@ -47,7 +46,9 @@ const RECENT_FOR: Duration = Duration::from_secs(10);
 /// The selections subscriptions to `messageEvents` make, each with its recent renders.
 pub struct RenderCache {
     rules: SelectionRules,
-    shapes: moka::sync::Cache<Arc<str>, Arc<Shape>>,
+    /// By their spelling. Held by their subscriptions alone: a shape and its renders go with the
+    /// last subscription that made its selection.
+    shapes: moka::sync::Cache<Arc<str>, Weak<Shape>>,
     /// Deliveries served from a render another subscriber made (`/metrics`).
     copies: Arc<AtomicU64>,
 }
@@ -56,10 +57,7 @@ impl RenderCache {
     pub fn new(copies: Arc<AtomicU64>) -> Self {
         Self {
             rules: SelectionRules::of::<MessageEvent>(),
-            shapes: moka::sync::Cache::builder()
-                .max_capacity(MAX_SHAPES)
-                .time_to_idle(SHAPE_IDLE)
-                .build(),
+            shapes: moka::sync::Cache::new(MAX_SHAPES),
             copies,
         }
     }
@@ -75,13 +73,23 @@ impl RenderCache {
 
     /// The shape every subscription making this selection shares.
     pub fn shape(&self, selection: Selection) -> Arc<Shape> {
-        self.shapes.get_with(selection.shape.clone(), || {
-            Arc::new(Shape {
-                selection,
-                recent: Mutex::default(),
-                copies: self.copies.clone(),
-            })
-        })
+        let made = Arc::new(Shape {
+            selection,
+            recent: Mutex::default(),
+            copies: self.copies.clone(),
+        });
+        let mut shape = made.clone();
+        // Atomic for one spelling, so that subscriptions starting together share one shape.
+        self.shapes
+            .entry(made.selection.shape.clone())
+            .and_compute_with(|kept| match kept.and_then(|k| k.into_value().upgrade()) {
+                Some(kept) => {
+                    shape = kept;
+                    Op::Nop
+                }
+                None => Op::Put(Arc::downgrade(&made)),
+            });
+        shape
     }
 
     /// The shape of the schema's `messageEvents` field being resolved, when its renders can be
@@ -342,5 +350,13 @@ mod tests {
         let a = cache.shape(selection("kind "));
         assert!(Arc::ptr_eq(&a, &cache.shape(selection("kind "))));
         assert!(!Arc::ptr_eq(&a, &cache.shape(selection("cursor "))));
+        // Once no subscription holds it, the next one starts afresh.
+        let weak = Arc::downgrade(&a);
+        drop(a);
+        assert!(weak.upgrade().is_none());
+        assert_eq!(
+            cache.shape(selection("kind ")).selection.shape.as_ref(),
+            "kind "
+        );
     }
 }
