@@ -147,7 +147,9 @@ impl Shape {
     }
 
     /// The slot of one event's render, searched from the newest: subscribers reach an event soon
-    /// after it is published, and every delivery looks here.
+    /// after it is published. Every delivery looks here, which is why each shape keeps its own
+    /// few recent events behind a lock held for a short scan, rather than every render living in
+    /// one concurrent map keyed by event and shape.
     fn slot(&self, event: &MessageEvent) -> Option<Arc<OnceCell<Value>>> {
         if !self.selection.same_for_every_viewer {
             return None;
