@@ -45,7 +45,8 @@ pub struct AppState {
     pub statements: Arc<AtomicU64>,
     /// Subscription deliveries served from a render another subscriber made; on `/metrics`.
     pub shared_renders: Arc<AtomicU64>,
-    /// `messageEvents` subscriptions served plainly, beside the schema (see `graphql::plain`).
+    /// `messageEvents` subscriptions served beside the schema, without a per-subscription
+    /// executor (see `graphql::lean_subscription`); on `/metrics`.
     pub plain_subscriptions: Arc<AtomicU64>,
     pub typing: chat::typing::Typing,
     pub presence: chat::presence::Presence,

@@ -8,12 +8,11 @@ pub mod shared_state;
 
 pub use hub::{Lagged, Receiver, Topic};
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use entity::{message, notification};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 /// How many events a slow subscription may fall behind before it must catch up from the database.
 pub(crate) const LOCAL_CAPACITY: usize = 4096;
@@ -111,64 +110,18 @@ pub struct Envelope {
     /// Sorted and without repeats (see [`Envelope::new`]), so that `is_for` can binary-search.
     recipients: Vec<i64>,
     pub event: Event,
-    /// What subscriptions on this instance resolved the event to, kept for the other subscribers
-    /// who asked the same (see `graphql::shared`). Never sent between instances.
-    #[serde(skip)]
-    pub renders: Renders,
 }
 
 impl Envelope {
     pub fn new(mut recipients: Vec<i64>, event: Event) -> Self {
         recipients.sort_unstable();
         recipients.dedup();
-        Self {
-            recipients,
-            event,
-            renders: Renders::default(),
-        }
+        Self { recipients, event }
     }
 
     /// Whether `user_id` may see this event (a binary search: `recipients` is kept sorted).
     pub fn is_for(&self, user_id: i64) -> bool {
         self.recipients.binary_search(&user_id).is_ok()
-    }
-}
-
-/// How many selection shapes one event keeps renders for; subscribers asking in yet another
-/// shape resolve the event on their own.
-const MAX_SHAPES: usize = 16;
-
-/// One resolved GraphQL value per selection shape, each made once by whichever subscriber gets
-/// there first while the others wait for it.
-#[derive(Default)]
-pub struct Renders(Mutex<Vec<(String, Arc<OnceCell<async_graphql::Value>>)>>);
-
-impl Renders {
-    /// The slot for one shape (None when the event already keeps [`MAX_SHAPES`] others).
-    pub fn slot(&self, shape: &str) -> Option<Arc<OnceCell<async_graphql::Value>>> {
-        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, cell)) = slots.iter().find(|(s, _)| s == shape) {
-            return Some(cell.clone());
-        }
-        if slots.len() >= MAX_SHAPES {
-            return None;
-        }
-        let cell = Arc::new(OnceCell::new());
-        slots.push((shape.to_owned(), cell.clone()));
-        Some(cell)
-    }
-}
-
-/// A copy of an envelope renders afresh.
-impl Clone for Renders {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl std::fmt::Debug for Renders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Renders")
     }
 }
 

@@ -1,9 +1,9 @@
 //! The schema as the transports run it. Every request's document is parsed and held to the
-//! [`QueryShape`] limits before async-graphql sees it, and every response, each item of a
+//! [`QueryLimits`] before async-graphql sees it, and every response, each item of a
 //! subscription included, goes through `error::set_graphql_code`.
 //!
-//! A plain `messageEvents` subscription, nearly every client's, is served beside the schema
-//! rather than through it (see `plain`).
+//! A lean `messageEvents` subscription, nearly every client's, is served beside the schema
+//! rather than through it (see `lean_subscription`).
 //!
 //! Clients send the same few documents again and again (an Apollo client spells each operation
 //! once), so a document that passed the checks is kept, parsed, under its text: the next request
@@ -28,9 +28,9 @@ use futures_util::StreamExt;
 
 use super::{
     AppSchema,
+    lean_subscription::{LeanSubscription, LeanSubscriptions},
     persisted::Persisted,
-    plain::{Plain, PlainEvents},
-    shape::QueryShape,
+    query_limits::QueryLimits,
 };
 use crate::{error::set_graphql_code, lock};
 
@@ -38,17 +38,17 @@ use crate::{error::set_graphql_code, lock};
 #[derive(Clone)]
 pub struct Api {
     schema: AppSchema,
-    shape: QueryShape,
+    limits: QueryLimits,
     /// Behind one pointer: every WebSocket connection holds clones of the API in its state, so
     /// the API's size is paid once per idle connection, and a field added here can move that
     /// state into a bigger allocation (BENCHMARKS.md, idle memory). Keep the API one pointer
-    /// beside the schema and the shape.
+    /// beside the schema and the limits.
     kept: Arc<Kept>,
 }
 
 /// What every clone of the API shares.
 struct Kept {
-    plain: Arc<PlainEvents>,
+    lean: Arc<LeanSubscriptions>,
     documents: Documents,
     /// Documents named by hash (automatic persisted queries, trusted documents).
     persisted: Persisted,
@@ -60,16 +60,16 @@ struct Kept {
 impl Api {
     pub(super) fn new(
         schema: AppSchema,
-        shape: QueryShape,
-        plain: PlainEvents,
+        limits: QueryLimits,
+        lean: LeanSubscriptions,
         persisted: Persisted,
         deadline: std::time::Duration,
     ) -> Self {
         Self {
             schema,
-            shape,
+            limits,
             kept: Arc::new(Kept {
-                plain: Arc::new(plain),
+                lean: Arc::new(lean),
                 documents: Documents::default(),
                 persisted,
                 deadline,
@@ -79,11 +79,11 @@ impl Api {
 
     /// Gives the request its parsed document (kept in the request, so async-graphql does not parse
     /// it again): a copy of the one kept for its text, or else parsed now and checked against the
-    /// shape limits, then kept. The text is checked before it is parsed (parsing costs time in
+    /// query limits, then kept. The text is checked before it is parsed (parsing costs time in
     /// proportion to the text; a fragment bomb is refused without it), the document again once parsed,
     /// both before async-graphql's own checks and validation see it (in `execute`, after this):
     /// those walk every fragment spread out, which for a fragment bomb is exponential, where the
-    /// shape checks are linear.
+    /// limit checks are linear.
     fn admit(&self, request: &mut Request) -> ServerResult<()> {
         self.kept.persisted.resolve(request)?;
         if let Some(document) = self.kept.documents.get(&request.query) {
@@ -91,9 +91,9 @@ impl Api {
             return Ok(());
         }
         let keep = request.query.len() <= KEPT_TEXT;
-        self.shape.check_text(&request.query)?;
+        self.limits.check_text(&request.query)?;
         let document = request.parsed_query()?;
-        self.shape.check(document)?;
+        self.limits.check(document)?;
         if keep {
             let document = document.clone();
             self.kept.documents.keep(&request.query, document);
@@ -102,7 +102,7 @@ impl Api {
     }
 }
 
-/// Documents that passed parsing and the shape check, by their text. The check depends on the
+/// Documents that passed parsing and the limit checks, by their text. The check depends on the
 /// document alone, so a kept document needs neither again. Bounded in count and in the length of
 /// the texts kept; past [`KEPT_DOCUMENTS`] it starts over, so a client sending ever new texts
 /// costs the others their hits, never memory.
@@ -129,16 +129,18 @@ impl Documents {
 }
 
 impl Api {
-    /// The request as a plain `messageEvents` subscription, if it is one (see `plain`).
-    fn plain_subscription(&self, request: &mut Request) -> Option<Plain> {
+    /// The request as a lean `messageEvents` subscription, if it is one (see
+    /// `lean_subscription`).
+    fn lean_subscription(&self, request: &mut Request) -> Option<LeanSubscription> {
         let operation = request.operation_name.clone();
         let variables = std::mem::take(&mut request.variables);
-        let plain = request
-            .parsed_query()
-            .ok()
-            .and_then(|document| Plain::read(document, operation.as_deref(), &variables));
+        let lean = request.parsed_query().ok().and_then(|document| {
+            self.kept
+                .lean
+                .read(document, operation.as_deref(), &variables)
+        });
         request.variables = variables;
-        plain
+        lean
     }
 }
 
@@ -280,12 +282,12 @@ impl Executor for Api {
             ]))))
             .boxed();
         }
-        if let Some(plain) = self.plain_subscription(&mut request) {
+        if let Some(lean) = self.lean_subscription(&mut request) {
             return self
                 .kept
-                .plain
+                .lean
                 .clone()
-                .stream(plain, session_data)
+                .stream(lean, session_data)
                 .map(with_codes)
                 .boxed();
         }

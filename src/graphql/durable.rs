@@ -1,4 +1,4 @@
-//! The shape every resumable subscription shares: listen to the bus, replay from the database
+//! What every resumable subscription does: listen to the bus, replay from the database
 //! what changed after the client's position, then follow the bus live, skipping what the replay
 //! already delivered, and replaying again whenever the bus may have dropped something (the
 //! subscriber fell behind, or Redis was away).

@@ -3,17 +3,20 @@
 mod api;
 mod connection;
 mod durable;
+mod lean_subscription;
 mod loaders;
 mod mutation;
 mod node;
 mod persisted;
-mod plain;
 mod query;
+mod query_limits;
+mod render_cache;
 mod rooms;
-mod shape;
-mod shared;
+mod selection;
 mod subscription;
 mod types;
+
+use std::sync::Arc;
 
 use async_graphql::{Context, MergedObject, Schema};
 
@@ -50,13 +53,13 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 /// Builds the API around the server's state.
 pub fn build_api(state: AppState) -> Api {
     let loaders = Loaders::new(&state.chat.store);
-    let shape = shape::QueryShape {
+    let limits = query_limits::QueryLimits {
         max_root_fields: state.config.max_root_fields,
         max_aliases: state.config.max_aliases,
         introspection: state.config.introspection,
-        max_tokens: shape::MAX_TOKENS,
-        max_fragments: shape::MAX_FRAGMENTS,
-        max_selections: shape::MAX_SELECTIONS,
+        max_tokens: query_limits::MAX_TOKENS,
+        max_fragments: query_limits::MAX_FRAGMENTS,
+        max_selections: query_limits::MAX_SELECTIONS,
     };
     // No schema extensions: an extension runs on every field and every subscription item (see
     // `api`).
@@ -66,16 +69,18 @@ pub fn build_api(state: AppState) -> Api {
         .limit_recursive_depth(32)
         .limit_directives(8);
     if !state.config.introspection {
-        // `QueryShape` already refuses with a code; this makes sure nothing slips past it.
+        // `QueryLimits` already refuses with a code; this makes sure nothing slips past it.
         builder = builder.disable_introspection();
     }
-    let plain = plain::PlainEvents::new(state.clone());
+    // One render cache for both ways `messageEvents` is served, so that their subscribers share.
+    let renders = Arc::new(render_cache::RenderCache::new(state.shared_renders.clone()));
+    let lean = lean_subscription::LeanSubscriptions::new(state.clone(), renders.clone());
     let deadline = std::time::Duration::from_millis(state.config.request_timeout_ms.max(1));
     let persisted = persisted::Persisted::new(state.config.trusted_documents.clone());
     Api::new(
-        builder.data(loaders).data(state).finish(),
-        shape,
-        plain,
+        builder.data(loaders).data(renders).data(state).finish(),
+        limits,
+        lean,
         persisted,
         deadline,
     )

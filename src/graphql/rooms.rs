@@ -235,11 +235,13 @@ pub struct SystemEvent {
 #[Object]
 impl SystemEvent {
     /// What happened.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn kind(&self) -> SystemEventKind {
         self.kind.into()
     }
 
     /// Who made the change.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         match self.actor_id {
             Some(id) => load_user(ctx, id).await,
@@ -248,6 +250,7 @@ impl SystemEvent {
     }
 
     /// Whom it was about (for membership and role changes).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn target(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         match self.target_id {
             Some(id) => load_user(ctx, id).await,
@@ -256,6 +259,7 @@ impl SystemEvent {
     }
 
     /// The role given (MEMBER_ADDED, ROLE_CHANGED, OWNERSHIP_TRANSFERRED).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn role(&self) -> Option<MemberRole> {
         self.role.map(Into::into)
     }

@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 use super::{
     ContextExt,
     durable::durable,
-    shared::{self, Shared},
+    render_cache::{RenderCache, Rendered, Shape},
     types::{
         MessageEvent, Notification, PresenceEvent, PresenceStatus, ReadReceiptEvent, TypingEvent,
     },
@@ -72,13 +72,10 @@ impl Subscription {
             desc = "The `cursor` of the last `MessageEvent` received: the events after it are replayed first, then live ones follow, none missed or repeated. A cursor this server's data did not hand out (another database, or ahead of it) is RESYNC_REQUIRED: reload, then subscribe without `since`."
         )]
         since: Option<String>,
-    ) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>> {
+    ) -> Result<impl Stream<Item = Rendered> + use<>> {
         let viewer = ctx.viewer()?;
         let slot = claim_slot(ctx)?;
-        let shape = shared::shape_of(
-            ctx,
-            &<MessageEvent as async_graphql::OutputType>::type_name(),
-        );
+        let shape = ctx.data_unchecked::<Arc<RenderCache>>().shape_of_field(ctx);
         Ok(Box::pin(message_events(
             ctx.state().clone(),
             viewer,
@@ -472,17 +469,17 @@ where
     }
 }
 
-/// The events of a `messageEvents` subscription, for the schema's resolver and for plain
-/// subscriptions served without it (`plain`). `shape` is the subscriber's selection when it reads
-/// the same to every viewer, so that live events share their renders.
+/// The events of a `messageEvents` subscription, for the schema's resolver and for lean
+/// subscriptions served without it (`lean_subscription`). `shape` is the subscriber's selection,
+/// given to live events so that they share their renders when it reads the same to every viewer.
 pub(super) async fn message_events(
     state: AppState,
     viewer: Viewer,
     slot: Option<SlotGuard>,
     conversation_id: Option<&ID>,
     since: Option<String>,
-    shape: Option<Arc<str>>,
-) -> Result<impl Stream<Item = Shared<MessageEvent>> + use<>, AppError> {
+    shape: Option<Arc<Shape>>,
+) -> Result<impl Stream<Item = Rendered> + use<>, AppError> {
     let conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
     let since = since.map(|c| decode_event_cursor(&state, &c)).transpose()?;
     if let Some(id) = conversation {
@@ -555,11 +552,14 @@ pub(super) async fn message_events(
                             };
                             Some((
                                 position,
-                                Shared::alone(MessageEvent {
-                                    position,
-                                    kind: change.into(),
-                                    message: Arc::new(message),
-                                }),
+                                Rendered {
+                                    event: MessageEvent {
+                                        position,
+                                        kind: change.into(),
+                                        message: Arc::new(message),
+                                    },
+                                    shape: None,
+                                },
                             ))
                         })
                         .collect())
@@ -575,15 +575,14 @@ pub(super) async fn message_events(
                 {
                     Some((
                         *position,
-                        Shared::live(
-                            MessageEvent {
+                        Rendered {
+                            event: MessageEvent {
                                 position: *position,
                                 kind: (*change).into(),
                                 message: message.clone(),
                             },
-                            envelope,
-                            shape.as_ref(),
-                        ),
+                            shape: shape.clone(),
+                        },
                     ))
                 }
                 _ => None,

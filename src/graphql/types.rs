@@ -119,22 +119,26 @@ impl User {
 #[Object]
 impl User {
     /// Opaque and stable (`usr_…`).
+    #[graphql(tag = "same_for_every_viewer")]
     pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::User, self.0.id)
     }
 
     /// The name they sign in with: 3–32 letters, digits, `_`, `.` or `-`, unique regardless of
     /// case, and what `@mentions` name.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn username(&self, ctx: &Context<'_>) -> Result<&str> {
         Ok(&self.row(ctx).await?.username)
     }
 
     /// The name to show: chosen at registration, the username when none was given.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn display_name(&self, ctx: &Context<'_>) -> Result<&str> {
         Ok(&self.row(ctx).await?.display_name)
     }
 
     /// When the account was registered.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
@@ -142,6 +146,7 @@ impl User {
     /// Online or offline, and when last seen. Null unless the viewer shares a conversation with
     /// this user (or is this user) and has not blocked them; always OFFLINE, never seen, if this
     /// user has blocked the viewer.
+    #[graphql(tag = "per_viewer")]
     async fn presence(&self, ctx: &Context<'_>) -> Result<Option<Presence>> {
         let viewer = ctx.viewer()?;
         let sight = ctx
@@ -261,11 +266,13 @@ impl Conversation {
 #[Object]
 impl Conversation {
     /// Opaque and stable (`cnv_…`).
+    #[graphql(tag = "same_for_every_viewer")]
     pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Conversation, self.0.id)
     }
 
     /// DIRECT or ROOM.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn kind(&self, ctx: &Context<'_>) -> Result<ConversationKind> {
         Ok(if self.row(ctx).await?.kind == crate::chat::model::ROOM {
             ConversationKind::Room
@@ -275,18 +282,21 @@ impl Conversation {
     }
 
     /// The room's name; null for direct conversations (see `title`).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn name(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         Ok(self.row(ctx).await?.name.as_deref())
     }
 
     /// The room's topic (up to 500 characters); null when none is set, and for direct
     /// conversations.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn topic(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         Ok(self.row(ctx).await?.topic.as_deref())
     }
 
     /// What to show as the conversation's heading: the room's name, or for a direct conversation
     /// the other person's display name.
+    #[graphql(tag = "per_viewer")]
     async fn title(&self, ctx: &Context<'_>) -> Result<String> {
         if let Some(name) = &self.row(ctx).await?.name {
             return Ok(name.clone());
@@ -312,6 +322,7 @@ impl Conversation {
 
     /// Everyone in it now, with their role and read position: both people of a direct
     /// conversation, every member of a room.
+    #[graphql(tag = "per_viewer")]
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Member>> {
         Ok(self
             .members_rows(ctx)
@@ -323,6 +334,7 @@ impl Conversation {
     }
 
     /// The most recent message (possibly deleted: then its body is hidden).
+    #[graphql(tag = "per_viewer")]
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
         match self.row(ctx).await?.last_message_id {
             Some(id) => load_message(ctx, id).await,
@@ -331,6 +343,7 @@ impl Conversation {
     }
 
     /// Messages from others that the viewer has not read (deleted ones do not count).
+    #[graphql(tag = "per_viewer")]
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let viewer = ctx.viewer()?;
         Ok(ctx
@@ -343,6 +356,7 @@ impl Conversation {
     }
 
     /// Whether the viewer muted this conversation's MESSAGE and FILE notifications.
+    #[graphql(tag = "per_viewer")]
     async fn muted(&self, ctx: &Context<'_>) -> Result<bool> {
         let viewer = ctx.viewer()?;
         Ok(self
@@ -354,11 +368,13 @@ impl Conversation {
 
     /// When anything last happened in it (a message sent, edited or deleted, a membership
     /// change); the order of `Query.conversations`.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.last_activity_at)
     }
 
     /// When it was created (a direct conversation: with its first message).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
@@ -445,21 +461,25 @@ pub async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>>
 #[Object]
 impl Message {
     /// Opaque and stable (`msg_…`).
+    #[graphql(tag = "same_for_every_viewer")]
     pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Message, self.0.id)
     }
 
     /// The conversation it was sent in.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn conversation(&self) -> Conversation {
         Conversation::by_id(self.0.conversation_id)
     }
 
     /// Null for system messages.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn sender(&self) -> Option<User> {
         self.0.sender_id.map(User::by_id)
     }
 
     /// TEXT, SYSTEM, or the kind of its attachment (decided from the file's content).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn kind(&self) -> MessageKind {
         match self.0.kind.as_str() {
             "IMAGE" => MessageKind::Image,
@@ -474,6 +494,7 @@ impl Message {
     }
 
     /// Null once the message is deleted.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn body(&self) -> Option<&str> {
         if self.0.deleted_at.is_some() {
             None
@@ -483,6 +504,7 @@ impl Message {
     }
 
     /// For system messages, what happened, by whom, to whom (the body says the same in words).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn system_event(&self) -> Option<SystemEvent> {
         let kind = SystemKind::parse(self.0.system_kind.as_deref()?)?;
         Some(SystemEvent {
@@ -495,6 +517,7 @@ impl Message {
 
     /// The attached file; null for text messages and once the message is deleted. Its
     /// `downloadUrl` is made for the viewer (it names them and ends with their membership).
+    #[graphql(tag = "same_for_every_viewer")]
     async fn attachment(&self, ctx: &Context<'_>) -> Result<Option<Attachment>> {
         let m = &self.0;
         if m.deleted_at.is_some() || m.attachment_key.is_none() {
@@ -516,6 +539,7 @@ impl Message {
     }
 
     /// The message this one answers, if any.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn reply_to(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
         match self.0.reply_to_id {
             Some(id) => load_message(ctx, id).await,
@@ -524,6 +548,7 @@ impl Message {
     }
 
     /// The sender's own id for the send, shown to the sender only.
+    #[graphql(tag = "per_viewer")]
     async fn client_message_id(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         let viewer = ctx.viewer()?;
         Ok(if self.0.sender_id == Some(viewer.user_id) {
@@ -534,21 +559,25 @@ impl Message {
     }
 
     /// When it was sent.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
     /// When its body was last changed by `editMessage`; null if never edited.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn edited_at(&self) -> Option<DateTime<Utc>> {
         self.0.edited_at
     }
 
     /// When it was deleted; null while it stands.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.0.deleted_at
     }
 
     /// Members other than the sender whose read marker has reached this message.
+    #[graphql(tag = "per_viewer")]
     async fn read_by(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
         let readers: Vec<i64> = self.readers(ctx).await?;
         let users = ctx
@@ -565,6 +594,7 @@ impl Message {
 
     /// For the viewer's own message: whether every other member has read it. For anyone else's:
     /// whether the viewer has.
+    #[graphql(tag = "per_viewer")]
     async fn is_read(&self, ctx: &Context<'_>) -> Result<bool> {
         let viewer = ctx.viewer()?;
         let members = ctx
@@ -611,16 +641,21 @@ impl Message {
 pub struct Attachment {
     /// The sender's file name, reduced to its last path component, without control,
     /// bidirectional or invisible characters.
+    #[graphql(tag = "same_for_every_viewer")]
     pub filename: String,
     /// Decided from the file's content (magic bytes), not from the name or the client's claim.
+    #[graphql(tag = "same_for_every_viewer")]
     pub content_type: String,
     /// In bytes.
+    #[graphql(tag = "same_for_every_viewer")]
     pub size: i64,
     /// Lower-case hex SHA-256 of the bytes.
+    #[graphql(tag = "same_for_every_viewer")]
     pub sha256: String,
     /// `GET` it without a token (e.g. `<img src>`) until it expires, and while the viewer it
     /// was made for is still a member; with `Authorization: Bearer`, `/files/{messageId}` works
     /// for members at any time.
+    #[graphql(tag = "per_viewer")]
     pub download_url: String,
 }
 
@@ -658,11 +693,13 @@ pub struct MessageEvent {
 #[Object]
 impl MessageEvent {
     /// Whether the message was created, edited or deleted.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn kind(&self) -> MessageEventKind {
         self.kind
     }
 
     /// Pass as `since` when resubscribing to receive everything after this event.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn cursor(&self, ctx: &Context<'_>) -> String {
         ids::cursor(
             CursorKind::Event,
@@ -671,6 +708,7 @@ impl MessageEvent {
     }
 
     /// The message as it is after the change.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn message(&self) -> Message {
         Message(self.message.as_ref().clone())
     }

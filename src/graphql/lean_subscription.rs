@@ -1,4 +1,4 @@
-//! Plain `messageEvents` subscriptions, served without async-graphql's per-subscription
+//! Lean `messageEvents` subscriptions, served without async-graphql's per-subscription
 //! execution.
 //!
 //! Nearly every client subscribes the same way: one `messageEvents` field, perhaps a
@@ -7,29 +7,28 @@
 //! keeps its parsed document and an executor for as long as it lives, and runs that executor
 //! once per event it receives. Here the document is read once, when the subscription starts, and
 //! dropped: what is kept is the response key, the shape of the selection, and the stream of
-//! events. Each event is then resolved once per shape for everyone (by [`PlainEvents`]), and every
-//! subscriber copies the result under its response key.
+//! events. Each event is resolved by a renderer whose one field is the event, with the
+//! subscriber's selection; when that selection reads the same to every viewer, once per shape for
+//! everyone (see `render_cache`), and every subscriber copies the result under its response key.
 //!
 //! A selection that reaches fields whose value depends on the viewer (`isRead`,
 //! `conversation { unreadCount }`, ...) is served here too, rendered for each subscriber alone.
+//! `/metrics` counts the subscriptions served here (`palaver_subscriptions_plain_total`).
 //!
 //! A document this module cannot vouch for is left to the schema, which answers it as it always
 //! did: anything but a single subscription operation holding one `messageEvents` field, named
 //! fragments, directives, variables other than the field's two arguments, and any selection
-//! [`shared::valid_selection`] refuses (unknown fields, fields with arguments, repeated response
-//! keys, selections beyond its size bounds). What is served here is therefore a valid document,
-//! answered exactly as the schema would answer it.
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering},
-};
+//! `selection` refuses (unknown fields, fields with arguments, repeated response keys, selections
+//! beyond its size bounds). What is served here is therefore a valid document, answered exactly
+//! as the schema would answer it.
+use std::sync::{Arc, atomic::Ordering};
 
 use async_graphql::{
     Context, EmptyMutation, EmptySubscription, ID, Name, Object, PathSegment, Pos, Positioned,
     Request, Response, Schema, ServerError, ValidationMode, Value, Variables,
     parser::parse_query,
     parser::types::{
-        BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, Type,
+        BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection as Item, Type,
         VariableDefinition,
     },
 };
@@ -38,7 +37,8 @@ use futures_util::{Stream, StreamExt};
 
 use super::{
     Loaders,
-    shared::{self, Shared},
+    render_cache::{RenderCache, Rendered, Shape},
+    selection::Selection,
     subscription,
     types::MessageEvent,
 };
@@ -48,31 +48,28 @@ use crate::{
     error::AppError,
     files::RequestOrigin,
     limits::SubscriptionSlots,
-    lock,
 };
 
 /// A `messageEvents` subscription read from its document.
 #[derive(Debug, PartialEq)]
-pub struct Plain {
+pub struct LeanSubscription {
     /// Where the subscriber wants the events: the field's alias, or `messageEvents`.
     key: Name,
     /// The field's place in the document, for errors.
     pos: Pos,
     conversation_id: Option<ID>,
     since: Option<String>,
-    /// The selection, spelled canonically (see `shared`).
-    shape: Arc<str>,
-    /// Whether the selection reads the same to every member, so that its renders are shared.
-    shared: bool,
+    selection: Selection,
 }
 
 /// The two arguments of `messageEvents`, and the type a variable given for each must have.
 const ARGUMENTS: [(&str, &str); 2] = [("conversationId", "ID"), ("since", "String")];
 
-impl Plain {
-    /// Reads a subscription that can be served plainly, or None to leave the document to the
+impl LeanSubscription {
+    /// Reads a subscription that can be served leanly, or None to leave the document to the
     /// schema.
     pub fn read(
+        cache: &RenderCache,
         document: &ExecutableDocument,
         operation_name: Option<&str>,
         variables: &Variables,
@@ -98,7 +95,7 @@ impl Plain {
         let [selection] = operation.selection_set.node.items.as_slice() else {
             return None;
         };
-        let Selection::Field(field) = &selection.node else {
+        let Item::Field(field) = &selection.node else {
             return None;
         };
         let pos = field.pos;
@@ -170,38 +167,33 @@ impl Plain {
             Some(Value::String(cursor)) => Some(cursor),
             Some(_) => return None,
         };
-        let (shape, shared) = shared::valid_selection(
-            &document.fragments,
-            "MessageEvent",
-            &field.selection_set.node,
-            true,
-        )?;
+        let selection = cache.read(&document.fragments, &field.selection_set.node)?;
         Some(Self {
             key: field.response_key().node.clone(),
             pos,
             conversation_id,
             since,
-            shape,
-            shared,
+            selection,
         })
     }
 }
 
-/// Serves plain subscriptions: starts their streams and resolves their events.
-pub struct PlainEvents {
+/// Serves lean subscriptions: starts their streams and resolves their events.
+pub struct LeanSubscriptions {
     state: AppState,
+    renders: Arc<RenderCache>,
     renderer: Schema<RenderRoot, EmptyMutation, EmptySubscription>,
     /// The renderer's query for each shape seen lately, parsed: the query is the same for every
     /// event of a shape, and in direct conversations each event is rendered for its one
     /// subscriber, so parsing it per render would parse it once per send.
-    queries: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
+    queries: moka::sync::Cache<Arc<str>, ExecutableDocument>,
 }
 
-/// Shapes whose render queries are kept parsed; past this many the cache starts over.
-const KEPT_QUERIES: usize = 64;
+/// Most shapes whose render queries are kept parsed.
+const KEPT_QUERIES: u64 = 64;
 
-impl PlainEvents {
-    pub fn new(state: AppState) -> Self {
+impl LeanSubscriptions {
+    pub fn new(state: AppState, renders: Arc<RenderCache>) -> Self {
         let renderer = Schema::build(RenderRoot, EmptyMutation, EmptySubscription)
             .data(Loaders::new(&state.chat.store))
             .data(state.clone())
@@ -210,29 +202,48 @@ impl PlainEvents {
             .finish();
         Self {
             state,
+            renders,
             renderer,
-            queries: Mutex::default(),
+            queries: moka::sync::Cache::new(KEPT_QUERIES),
         }
+    }
+
+    /// Reads a subscription that can be served here (see [`LeanSubscription::read`]).
+    pub fn read(
+        &self,
+        document: &ExecutableDocument,
+        operation_name: Option<&str>,
+        variables: &Variables,
+    ) -> Option<LeanSubscription> {
+        LeanSubscription::read(&self.renders, document, operation_name, variables)
     }
 
     /// The subscription's responses, as async-graphql would give them: the events, or one
     /// response with the error that refused the subscription.
     pub fn stream(
         self: Arc<Self>,
-        plain: Plain,
+        subscription: LeanSubscription,
         session: Option<Arc<async_graphql::Data>>,
     ) -> impl Stream<Item = Response> + Send + 'static {
         self.state
             .plain_subscriptions
             .fetch_add(1, Ordering::Relaxed);
+        let LeanSubscription {
+            key,
+            pos,
+            conversation_id,
+            since,
+            selection,
+        } = subscription;
+        let shape = self.renders.shape(selection);
         async_stream::stream! {
             // Boxed, so that what starting the subscription takes is not kept, inline, in the
             // state of every idle subscription.
-            let events = Box::pin(self.open(&plain, session.as_deref())).await;
+            let events = Box::pin(self.open(&shape, conversation_id, since, session.as_deref())).await;
             let (viewer, events) = match events {
                 Ok(opened) => opened,
                 Err(err) => {
-                    yield Response::from_errors(vec![field_error(&plain, err)]);
+                    yield Response::from_errors(vec![field_error(&key, pos, err)]);
                     return;
                 }
             };
@@ -240,16 +251,18 @@ impl PlainEvents {
             // The origin the socket was opened on, for the links in an event (`downloadUrl`).
             let origin = session_item::<RequestOrigin>(session.as_deref());
             while let Some(event) = events.next().await {
-                yield Box::pin(self.respond(&plain, viewer, origin, event)).await;
+                yield Box::pin(self.respond(&key, &shape, viewer, origin, event)).await;
             }
         }
     }
 
     async fn open(
         &self,
-        plain: &Plain,
+        shape: &Arc<Shape>,
+        conversation_id: Option<ID>,
+        since: Option<String>,
         session: Option<&async_graphql::Data>,
-    ) -> Result<(Viewer, impl Stream<Item = Shared<MessageEvent>> + use<>), AppError> {
+    ) -> Result<(Viewer, impl Stream<Item = Rendered> + use<>), AppError> {
         let viewer = session_item::<Auth>(session)
             .unwrap_or(&Auth::Anonymous)
             .viewer()?;
@@ -260,9 +273,9 @@ impl PlainEvents {
             self.state.clone(),
             viewer,
             slot,
-            plain.conversation_id.as_ref(),
-            plain.since.clone(),
-            plain.shared.then(|| plain.shape.clone()),
+            conversation_id.as_ref(),
+            since,
+            Some(shape.clone()),
         )
         .await?;
         Ok((viewer, events))
@@ -273,64 +286,51 @@ impl PlainEvents {
     /// an event replayed from the change log, is rendered for this subscriber alone.
     async fn respond(
         &self,
-        plain: &Plain,
+        key: &Name,
+        shape: &Shape,
         viewer: Viewer,
         origin: Option<&RequestOrigin>,
-        event: Shared<MessageEvent>,
+        rendered: Rendered,
     ) -> Response {
-        let slot = event
-            .shared
-            .as_ref()
-            .and_then(|(envelope, shape)| envelope.renders.slot(shape));
-        let Some(slot) = slot else {
-            return self.render(plain, viewer, origin, &event.item).await;
-        };
-        let mut made_here = false;
-        let render = slot
-            .get_or_try_init(|| async {
-                made_here = true;
-                let mut response = self.render(plain, viewer, origin, &event.item).await;
+        let event = &rendered.event;
+        if rendered.shape.is_none() {
+            return self.render(key, shape, viewer, origin, event).await;
+        }
+        let shared = shape
+            .shared(event, || async {
+                let mut response = self.render(key, shape, viewer, origin, event).await;
                 let value = match &mut response.data {
-                    Value::Object(data) if response.errors.is_empty() => {
-                        data.swap_remove(&plain.key)
-                    }
+                    Value::Object(data) if response.errors.is_empty() => data.swap_remove(key),
                     _ => None,
                 };
-                value.map(shared::serialized_once).ok_or(response)
+                value.ok_or(response)
             })
             .await;
-        match render {
-            Ok(value) => {
-                if !made_here {
-                    self.state.shared_renders.fetch_add(1, Ordering::Relaxed);
-                }
-                Response::new(Value::Object(
-                    [(plain.key.clone(), value.clone())].into_iter().collect(),
-                ))
+        match shared {
+            None => self.render(key, shape, viewer, origin, event).await,
+            Some(Ok(value)) => {
+                Response::new(Value::Object([(key.clone(), value)].into_iter().collect()))
             }
-            Err(response) => response,
+            Some(Err(response)) => response,
         }
     }
 
     /// The renderer's query for a shape, parsed (None only if it does not parse, which a shape
     /// always does; the request then reports the error).
     fn query(&self, shape: &Arc<str>) -> Option<ExecutableDocument> {
-        let mut queries = lock(&self.queries);
-        if let Some(document) = queries.get(shape) {
-            return Some(document.clone());
+        if let Some(document) = self.queries.get(shape) {
+            return Some(document);
         }
         let document = parse_query(format!("{{event{{{shape}}}}}")).ok()?;
-        if queries.len() >= KEPT_QUERIES {
-            queries.clear();
-        }
-        queries.insert(shape.clone(), document.clone());
+        self.queries.insert(shape.clone(), document.clone());
         Some(document)
     }
 
     /// Resolves one event in the subscriber's selection, as the schema would for this viewer.
     async fn render(
         &self,
-        plain: &Plain,
+        key: &Name,
+        shape: &Shape,
         viewer: Viewer,
         origin: Option<&RequestOrigin>,
         event: &MessageEvent,
@@ -341,20 +341,21 @@ impl PlainEvents {
         if let Some(origin) = origin {
             request = request.data(origin.clone());
         }
-        match self.query(&plain.shape) {
+        let shape = &shape.selection.shape;
+        match self.query(shape) {
             Some(document) => request.set_parsed_query(document),
-            None => request.query = format!("{{event{{{}}}}}", plain.shape),
+            None => request.query = format!("{{event{{{shape}}}}}"),
         }
         let mut response = self.renderer.execute(request).await;
         // The renderer's field is `event`; the subscriber's is its response key.
         if let Value::Object(data) = &mut response.data
             && let Some(value) = data.swap_remove("event")
         {
-            data.insert(plain.key.clone(), value);
+            data.insert(key.clone(), value);
         }
         for error in &mut response.errors {
             if let Some(PathSegment::Field(first)) = error.path.first_mut() {
-                *first = plain.key.to_string();
+                *first = key.to_string();
             }
             // Positions in the renderer's query mean nothing to the client.
             error.locations.clear();
@@ -371,10 +372,10 @@ fn session_item<T: std::any::Any>(session: Option<&async_graphql::Data>) -> Opti
 }
 
 /// An error that refused a subscription, placed on its field as async-graphql places it.
-fn field_error(plain: &Plain, err: AppError) -> ServerError {
+fn field_error(key: &Name, pos: Pos, err: AppError) -> ServerError {
     async_graphql::Error::from(err)
-        .into_server_error(plain.pos)
-        .with_path(vec![PathSegment::Field(plain.key.to_string())])
+        .into_server_error(pos)
+        .with_path(vec![PathSegment::Field(key.to_string())])
 }
 
 /// The renderer's one field: the event in the request's data.
@@ -392,54 +393,67 @@ mod tests {
     use async_graphql::{ID, Variables, parser::parse_query};
     use serde_json::json;
 
-    use super::Plain;
+    use super::{LeanSubscription, RenderCache};
 
-    fn read(query: &str, operation: Option<&str>, variables: serde_json::Value) -> Option<Plain> {
+    fn read(
+        query: &str,
+        operation: Option<&str>,
+        variables: serde_json::Value,
+    ) -> Option<LeanSubscription> {
         let document = parse_query(query).expect("the test's query parses");
-        Plain::read(&document, operation, &Variables::from_json(variables))
+        let cache = RenderCache::new(Default::default());
+        LeanSubscription::read(
+            &cache,
+            &document,
+            operation,
+            &Variables::from_json(variables),
+        )
     }
 
     #[test]
-    fn plain_subscriptions_are_read_with_their_arguments() {
-        let plain = read(
+    fn lean_subscriptions_are_read_with_their_arguments() {
+        let lean = read(
             "subscription On($c: ID, $s: String) { live: messageEvents(conversationId: $c, since: $s) { kind cursor message { id body sender { id } } } }",
             Some("On"),
             json!({ "c": "cnv_1", "s": "cursor" }),
         )
-        .expect("served plainly");
-        assert_eq!(plain.key.as_str(), "live");
-        assert_eq!(plain.conversation_id, Some(ID::from("cnv_1")));
-        assert_eq!(plain.since.as_deref(), Some("cursor"));
-        assert_eq!(&*plain.shape, "kind cursor message{id body sender{id } } ");
+        .expect("served leanly");
+        assert_eq!(lean.key.as_str(), "live");
+        assert_eq!(lean.conversation_id, Some(ID::from("cnv_1")));
+        assert_eq!(lean.since.as_deref(), Some("cursor"));
+        assert_eq!(
+            &*lean.selection.shape,
+            "kind cursor message{id body sender{id } } "
+        );
 
-        let plain = read(
+        let lean = read(
             "subscription { messageEvents(conversationId: 7) { __typename message { id } } }",
             None,
             json!({}),
         )
-        .expect("served plainly");
-        assert_eq!(plain.key.as_str(), "messageEvents");
-        assert_eq!(plain.conversation_id, Some(ID::from("7")));
-        assert_eq!(plain.since, None);
+        .expect("served leanly");
+        assert_eq!(lean.key.as_str(), "messageEvents");
+        assert_eq!(lean.conversation_id, Some(ID::from("7")));
+        assert_eq!(lean.since, None);
 
         // A nullable variable left out is null.
-        let plain = read(
+        let lean = read(
             "subscription($c: ID) { messageEvents(conversationId: $c) { kind } }",
             None,
             json!({}),
         )
-        .expect("served plainly");
-        assert_eq!(plain.conversation_id, None);
-        assert!(plain.shared);
+        .expect("served leanly");
+        assert_eq!(lean.conversation_id, None);
+        assert!(lean.selection.same_for_every_viewer);
 
-        // Fields that differ per viewer are served plainly too, each subscriber rendered alone.
-        let plain = read(
+        // Fields that differ per viewer are served leanly too, each subscriber rendered alone.
+        let lean = read(
             "subscription { messageEvents { message { id isRead conversation { unreadCount } } } }",
             None,
             json!({}),
         )
-        .expect("served plainly");
-        assert!(!plain.shared);
+        .expect("served leanly");
+        assert!(!lean.selection.same_for_every_viewer);
     }
 
     #[test]
@@ -548,7 +562,7 @@ mod tests {
                 Some("A"),
                 json!({}),
             ),
-            // Deeper than the shape's bounds.
+            // Deeper than the selection's bounds.
             (
                 "subscription { messageEvents { message { replyTo { replyTo { replyTo { replyTo { replyTo { id } } } } } } } }",
                 None,

@@ -14,9 +14,9 @@
 //! let through spreads out to at most [`MAX_SELECTIONS`] selections in all.
 //!
 //! The costs are first read from the text, token by token, before it is parsed
-//! ([`QueryShape::check_text`]): async-graphql's parser takes about a microsecond a byte, so a
+//! ([`QueryLimits::check_text`]): async-graphql's parser takes about a microsecond a byte, so a
 //! document refused for its cost (a fragment bomb) is refused in microseconds, without being
-//! parsed. They are read again from the parsed document ([`QueryShape::check`]), together with the
+//! parsed. They are read again from the parsed document ([`QueryLimits::check`]), together with the
 //! aliases and introspection. Both readings give the same outline of a well-formed document (a
 //! property test holds them to it); of text the parser refuses, the first is only an estimate.
 use std::collections::{HashMap, hash_map::Entry};
@@ -40,7 +40,7 @@ pub const MAX_SELECTIONS: usize = 10_000;
 
 /// The limits a document must keep.
 #[derive(Clone, Copy, Debug)]
-pub struct QueryShape {
+pub struct QueryLimits {
     pub max_root_fields: usize,
     pub max_aliases: usize,
     pub introspection: bool,
@@ -57,7 +57,7 @@ fn too_complex(message: String) -> ServerError {
     refusal("QUERY_TOO_COMPLEX", message)
 }
 
-impl QueryShape {
+impl QueryLimits {
     /// Checks a document's text before it is parsed: its tokens, its fragments, what they spread
     /// out to, its root fields. Reads the text once, and stops as soon as a bound is passed.
     pub fn check_text(&self, text: &str) -> ServerResult<()> {
@@ -549,7 +549,7 @@ mod tests {
 
     use super::*;
 
-    const SHAPE: QueryShape = QueryShape {
+    const LIMITS: QueryLimits = QueryLimits {
         max_root_fields: 20,
         max_aliases: 50,
         introspection: true,
@@ -571,8 +571,8 @@ mod tests {
     /// The answer before parsing, and the answer once parsed (None: accepted).
     fn check(text: &str) -> (Option<String>, Option<String>) {
         (
-            code(SHAPE.check_text(text)),
-            code(SHAPE.check(&parse_query(text).unwrap())),
+            code(LIMITS.check_text(text)),
+            code(LIMITS.check(&parse_query(text).unwrap())),
         )
     }
 
@@ -603,13 +603,13 @@ mod tests {
             // Refused from the text alone: parsing costs time in proportion to the text, and the
             // check must not.
             let started = Instant::now();
-            let answer = code(SHAPE.check_text(&text));
+            let answer = code(LIMITS.check_text(&text));
             let took = started.elapsed();
             assert_eq!(answer, too_complex(), "{levels}");
             assert!(took < BOUND, "{levels}: {took:?}");
             if levels <= 30 {
                 let document = parse_query(&text).unwrap();
-                assert_eq!(code(SHAPE.check(&document)), too_complex(), "{levels}");
+                assert_eq!(code(LIMITS.check(&document)), too_complex(), "{levels}");
             }
         }
         // At the root, where root fields are counted through the fragments.
@@ -655,7 +655,7 @@ mod tests {
         let text = format!("query {{ me {{ ...F0 }} }} {chain}");
         assert_eq!(check(&text), (too_complex(), too_complex()));
         let text = format!("query {{ me {{ {} }} }}", "id ".repeat(MAX_TOKENS));
-        assert_eq!(code(SHAPE.check_text(&text)), too_complex());
+        assert_eq!(code(LIMITS.check_text(&text)), too_complex());
     }
 
     #[test]
@@ -843,21 +843,21 @@ mod tests {
             Some(cost)
         }
 
-        /// Whether the document keeps `shape`'s root field and selection bounds, by the naive
+        /// Whether the document keeps `limits`'s root field and selection bounds, by the naive
         /// count.
-        fn keeps(&self, shape: &QueryShape) -> bool {
+        fn keeps(&self, limits: &QueryLimits) -> bool {
             let mut total = 0usize;
             for (i, set) in self.sets.iter().enumerate() {
-                let mut budget = shape.max_selections;
+                let mut budget = limits.max_selections;
                 let Some(cost) = self.naive(set, true, &mut budget) else {
                     return false;
                 };
-                if i == self.fragments() && cost.roots > shape.max_root_fields {
+                if i == self.fragments() && cost.roots > limits.max_root_fields {
                     return false;
                 }
                 total += cost.selections;
             }
-            total <= shape.max_selections
+            total <= limits.max_selections
         }
 
         fn aliases(items: &[Item]) -> usize {
@@ -883,11 +883,11 @@ mod tests {
             roots in 1usize..12,
             selections in 1usize..400,
         ) {
-            let shape = QueryShape {
+            let limits = QueryLimits {
                 max_root_fields: roots,
                 max_selections: selections,
                 max_aliases: 1_000,
-                ..SHAPE
+                ..LIMITS
             };
             let text = doc.text();
             let document = parse_query(&text).unwrap();
@@ -896,16 +896,16 @@ mod tests {
                 Outline::of_document(&document),
                 "{}", text
             );
-            let keeps = doc.keeps(&shape);
-            prop_assert_eq!(shape.check_text(&text).is_ok(), keeps, "{}", text);
-            prop_assert_eq!(shape.check(&document).is_ok(), keeps, "{}", text);
+            let keeps = doc.keeps(&limits);
+            prop_assert_eq!(limits.check_text(&text).is_ok(), keeps, "{}", text);
+            prop_assert_eq!(limits.check(&document).is_ok(), keeps, "{}", text);
             // Aliases are counted as written, once each.
             let aliases: usize = doc.sets.iter().map(|set| Doc::aliases(set)).sum();
-            let few = QueryShape {
+            let few = QueryLimits {
                 max_aliases: aliases.saturating_sub(1),
                 max_selections: usize::MAX,
                 max_root_fields: usize::MAX,
-                ..shape
+                ..limits
             };
             prop_assert_eq!(few.check(&document).is_ok(), aliases == 0);
         }
@@ -919,9 +919,9 @@ mod tests {
         #[test]
         fn big_documents_are_answered_at_once(doc in doc(60, 12)) {
             let text = doc.text();
-            let shape = QueryShape { max_aliases: usize::MAX, ..SHAPE };
+            let limits = QueryLimits { max_aliases: usize::MAX, ..LIMITS };
             let started = Instant::now();
-            let answer = shape.check_text(&text);
+            let answer = limits.check_text(&text);
             let took = started.elapsed();
             prop_assert!(took < BOUND, "{:?}", took);
             if let Err(refused) = &answer {
@@ -929,11 +929,11 @@ mod tests {
             }
             let tokens = (Tokens { text: &text, at: 0 }).count();
             if tokens <= MAX_TOKENS {
-                let keeps = doc.keeps(&shape);
+                let keeps = doc.keeps(&limits);
                 prop_assert_eq!(answer.is_ok(), keeps);
                 let document = parse_query(&text).unwrap();
                 let started = Instant::now();
-                prop_assert_eq!(shape.check(&document).is_ok(), keeps);
+                prop_assert_eq!(limits.check(&document).is_ok(), keeps);
                 prop_assert!(started.elapsed() < BOUND);
             } else {
                 prop_assert!(answer.is_err());
