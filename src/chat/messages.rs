@@ -560,7 +560,11 @@ pub async fn delete(
     let (seq, _) = next_seq(&txn, message.conversation_id).await?;
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(now()));
+    // A deleted message keeps no reactions and no pin.
+    active.pinned_at = Set(None);
+    active.pinned_by_id = Set(None);
     let message = active.update(&txn).await?;
+    crate::store::reactions::clear(&txn, message.id).await?;
     let target = Some(crate::ids::encode(crate::ids::Kind::Message, message.id).0);
     let detail = (message.sender_id != Some(viewer.user_id)).then(|| "by a moderator".to_owned());
     super::audit::record(

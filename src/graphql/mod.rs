@@ -9,6 +9,7 @@ mod node;
 mod persisted;
 mod plain;
 mod query;
+mod reactions;
 mod rooms;
 mod shape;
 mod shared;
@@ -37,7 +38,11 @@ use crate::{
 /// object as the viewer now sees it.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct Mutation(mutation::CoreMutation, rooms::RoomMutation);
+pub struct Mutation(
+    mutation::CoreMutation,
+    rooms::RoomMutation,
+    reactions::ReactionMutation,
+);
 
 /// The executable schema.
 pub type AppSchema = Schema<Query, Mutation, Subscription>;

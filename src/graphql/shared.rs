@@ -297,7 +297,11 @@ fn same_for_every_viewer(type_name: &str, field: &str) -> Option<Option<&'static
     Some(match (type_name, field) {
         ("MessageEvent", "kind" | "cursor") => None,
         ("MessageEvent", "message") => Some("Message"),
-        ("Message", "id" | "kind" | "body" | "createdAt" | "editedAt" | "deletedAt") => None,
+        (
+            "Message",
+            "id" | "kind" | "body" | "createdAt" | "editedAt" | "deletedAt" | "pinnedAt",
+        ) => None,
+        ("Message", "pinnedBy") => Some("User"),
         ("Message", "sender") => Some("User"),
         ("Message", "replyTo") => Some("Message"),
         ("Message", "attachment") => Some("Attachment"),
@@ -319,6 +323,9 @@ fn resolved_per_viewer(type_name: &str, field: &str) -> Option<Option<&'static s
     Some(match (type_name, field) {
         ("Message", "clientMessageId" | "isRead") => None,
         ("Message", "readBy") => Some("User"),
+        ("Message", "reactions") => Some("Reaction"),
+        ("Reaction", "emoji" | "count" | "reactedByMe") => None,
+        ("Conversation", "pinnedMessages") => Some("Message"),
         ("Conversation", "title" | "unreadCount" | "muted") => None,
         ("Conversation", "members") => Some("Member"),
         ("Conversation", "lastMessage") => Some("Message"),
@@ -392,7 +399,7 @@ mod tests {
             }
         }
         assert_eq!(
-            checked, 32,
+            checked, 34,
             "every field in the table was found in the schema"
         );
         // Viewer-dependent fields stay out.
@@ -417,6 +424,7 @@ mod tests {
             "User",
             "Presence",
             "Attachment",
+            "Reaction",
         ] {
             for (name, ty) in fields(type_name) {
                 if let Some(leads_to) = resolved_per_viewer(type_name, &name) {
@@ -434,7 +442,7 @@ mod tests {
             }
         }
         assert_eq!(
-            per_viewer, 16,
+            per_viewer, 21,
             "every per-viewer field was found in the schema"
         );
     }

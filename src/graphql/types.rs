@@ -362,6 +362,15 @@ impl Conversation {
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
+
+    /// Its pinned messages, most recently pinned first (at most 50).
+    async fn pinned_messages(&self, ctx: &Context<'_>) -> Result<Vec<Message>> {
+        Ok(crate::chat::pins::pinned(&ctx.state().chat, self.0.id)
+            .await?
+            .into_iter()
+            .map(Message)
+            .collect())
+    }
 }
 
 impl Conversation {
@@ -548,6 +557,30 @@ impl Message {
         self.0.deleted_at
     }
 
+    /// The reactions, one entry per emoji in the order each was first used. Empty once the
+    /// message is deleted.
+    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<super::reactions::Reaction>> {
+        let viewer = ctx.viewer()?;
+        let rows = ctx
+            .loaders()
+            .reactions
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?
+            .unwrap_or_default();
+        Ok(super::reactions::Reaction::group(&rows, viewer.user_id))
+    }
+
+    /// When it was pinned to its conversation; null when it is not pinned.
+    async fn pinned_at(&self) -> Option<DateTime<Utc>> {
+        self.0.pinned_at
+    }
+
+    /// Who pinned it; null when it is not pinned.
+    async fn pinned_by(&self) -> Option<User> {
+        self.0.pinned_by_id.map(User::by_id)
+    }
+
     /// Members other than the sender whose read marker has reached this message.
     async fn read_by(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
         let readers: Vec<i64> = self.readers(ctx).await?;
@@ -633,6 +666,12 @@ pub enum MessageEventKind {
     Edited,
     /// A message was deleted; `message` has `deletedAt` set and no body.
     Deleted,
+    /// Someone added or removed a reaction; `message.reactions` has them.
+    Reacted,
+    /// The message was pinned (`message.pinnedAt`, `message.pinnedBy`).
+    Pinned,
+    /// The message was unpinned.
+    Unpinned,
 }
 
 impl From<MessageChange> for MessageEventKind {
@@ -641,6 +680,9 @@ impl From<MessageChange> for MessageEventKind {
             MessageChange::Created => MessageEventKind::Created,
             MessageChange::Edited => MessageEventKind::Edited,
             MessageChange::Deleted => MessageEventKind::Deleted,
+            MessageChange::Reacted => MessageEventKind::Reacted,
+            MessageChange::Pinned => MessageEventKind::Pinned,
+            MessageChange::Unpinned => MessageEventKind::Unpinned,
         }
     }
 }
@@ -769,6 +811,9 @@ pub enum NotificationKind {
     RoomAdded,
     /// Someone removed the viewer from a room (the room itself is no longer visible).
     RoomRemoved,
+    /// Someone reacted to one of the viewer's messages (unread ones for one message collapse
+    /// into one notification; see `count`).
+    Reaction,
 }
 
 /// Something for the viewer to look at.
@@ -791,6 +836,7 @@ impl Notification {
             "MENTION" => NotificationKind::Mention,
             "ROOM_ADDED" => NotificationKind::RoomAdded,
             "ROOM_REMOVED" => NotificationKind::RoomRemoved,
+            "REACTION" => NotificationKind::Reaction,
             _ => NotificationKind::Message,
         }
     }

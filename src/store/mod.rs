@@ -5,6 +5,7 @@
 //! (SQLite's single batching writer, PostgreSQL's advisory locks, transaction ids and row tricks)
 //! lives in the backend's own module, named and commented.
 pub mod changes;
+pub mod reactions;
 pub mod writer;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};

@@ -27,6 +27,7 @@ mod pagination;
 mod persisted_documents;
 mod presence;
 mod rate_limits;
+mod reactions;
 mod resilience;
 mod rooms;
 mod scale_out;
