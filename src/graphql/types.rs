@@ -687,7 +687,7 @@ impl From<MessageChange> for MessageEventKind {
     }
 }
 
-/// A message was created, edited or deleted.
+/// A message was created, edited, deleted, reacted to, pinned or unpinned.
 #[derive(Clone)]
 pub struct MessageEvent {
     pub position: crate::events::Position,
@@ -699,7 +699,7 @@ pub struct MessageEvent {
 /// saw them.
 #[Object]
 impl MessageEvent {
-    /// Whether the message was created, edited or deleted.
+    /// What happened to the message: created, edited, deleted, reacted to, pinned or unpinned.
     async fn kind(&self) -> MessageEventKind {
         self.kind
     }
