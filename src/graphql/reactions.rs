@@ -7,12 +7,30 @@ use entity::reaction;
 
 use super::{ContextExt, loaders::load_error, types::Message, types::User};
 use crate::{
+    auth::Viewer,
     chat::{
         pins,
         reactions::{self, Emoji},
     },
     ids::{self, Kind},
+    limits::Budget,
 };
+
+/// The signed-in viewer, charged one write against the send budget: reactions and pins are
+/// writes into a conversation like messages, and share their rate limit.
+async fn writer(ctx: &Context<'_>) -> Result<Viewer> {
+    let viewer = ctx.viewer()?;
+    let state = ctx.state();
+    state
+        .limits
+        .take(
+            Budget::Send,
+            &viewer.user_id.to_string(),
+            state.config.send_rate,
+        )
+        .await?;
+    Ok(viewer)
+}
 
 /// The reaction and pin mutations.
 #[derive(Default)]
@@ -33,7 +51,7 @@ impl ReactionMutation {
         )]
         emoji: String,
     ) -> Result<Message> {
-        let viewer = ctx.viewer()?;
+        let viewer = writer(ctx).await?;
         let message_id = ids::decode(Kind::Message, &message_id)?;
         let emoji = Emoji::parse(&emoji)?;
         Ok(Message(
@@ -49,7 +67,7 @@ impl ReactionMutation {
         message_id: ID,
         #[graphql(desc = "The emoji to take back, as it was added.")] emoji: String,
     ) -> Result<Message> {
-        let viewer = ctx.viewer()?;
+        let viewer = writer(ctx).await?;
         let message_id = ids::decode(Kind::Message, &message_id)?;
         let emoji = Emoji::parse(&emoji)?;
         Ok(Message(
@@ -66,7 +84,7 @@ impl ReactionMutation {
         #[graphql(desc = "A message in one of the viewer's conversations (`msg_…`).")]
         message_id: ID,
     ) -> Result<Message> {
-        let viewer = ctx.viewer()?;
+        let viewer = writer(ctx).await?;
         let message_id = ids::decode(Kind::Message, &message_id)?;
         Ok(Message(
             pins::set(&ctx.state().chat, viewer, message_id, true).await?,
@@ -81,7 +99,7 @@ impl ReactionMutation {
         #[graphql(desc = "A message in one of the viewer's conversations (`msg_…`).")]
         message_id: ID,
     ) -> Result<Message> {
-        let viewer = ctx.viewer()?;
+        let viewer = writer(ctx).await?;
         let message_id = ids::decode(Kind::Message, &message_id)?;
         Ok(Message(
             pins::set(&ctx.state().chat, viewer, message_id, false).await?,

@@ -388,3 +388,44 @@ async fn subscribers_see_reactions_and_pins_live_and_again_after_a_cursor_in_ord
     let marker = app.probe_message(&alice, &conversation).await;
     again.expect_next_event("m", &marker).await;
 }
+
+#[tokio::test]
+async fn reactions_and_pins_share_the_send_rate_limit_and_a_refused_one_changes_nothing() {
+    let mut config = test_config().await;
+    config.send_rate = "3/1m".parse().unwrap();
+    let app = spawn_app_with(config).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    // Alice's one send of the budget starts the conversation.
+    let conversation = app.direct(&alice, &bob).await;
+    let message = app
+        .data(
+            &bob.token,
+            "query($c: ID!) { messages(conversationId: $c, last: 1) { edges { node { id } } } }",
+            json!({ "c": conversation }),
+        )
+        .await["messages"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    react(&app, &alice, &message, "👍").await;
+    app.data(&alice.token, PIN, json!({ "m": message })).await;
+    let refused = app
+        .gql(
+            Some(&alice.token),
+            REACT,
+            json!({ "m": message, "e": "🎉" }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), Some("RATE_LIMITED"), "{refused}");
+    assert!(refused["errors"][0]["extensions"]["retryAfter"].as_u64() >= Some(1));
+    // Bob has his own budget, and sees only what went through.
+    let seen = react(&app, &bob, &message, "👀").await;
+    let emoji: Vec<&str> = seen["reactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["emoji"].as_str().unwrap())
+        .collect();
+    assert_eq!(emoji, ["👍", "👀"]);
+}
