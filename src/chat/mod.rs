@@ -13,6 +13,7 @@ pub mod pagination;
 pub mod pins;
 pub mod presence;
 pub mod reactions;
+pub mod reads;
 pub mod rooms;
 pub mod typing;
 pub mod users;

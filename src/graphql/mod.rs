@@ -10,6 +10,7 @@ mod persisted;
 mod plain;
 mod query;
 mod reactions;
+mod reads;
 mod rooms;
 mod shape;
 mod shared;
@@ -42,6 +43,7 @@ pub struct Mutation(
     mutation::CoreMutation,
     rooms::RoomMutation,
     reactions::ReactionMutation,
+    reads::ReadMutation,
 );
 
 /// The executable schema.

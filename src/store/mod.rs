@@ -6,6 +6,7 @@
 //! lives in the backend's own module, named and commented.
 pub mod changes;
 pub mod reactions;
+pub mod reads;
 pub mod writer;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};

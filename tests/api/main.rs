@@ -19,6 +19,7 @@ mod graphiql;
 mod graphql_over_http;
 mod http_subscriptions;
 mod limits;
+mod mark_unread;
 mod messages;
 mod nodes;
 mod notifications;
