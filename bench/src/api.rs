@@ -170,6 +170,8 @@ const REGISTER: &str = "mutation BenchRegister($input: RegisterInput!) { registe
 const LOGIN: &str = "mutation BenchLogin($username: String!, $password: String!) { login(username: $username, password: $password) { token user { id } } }";
 const CREATE_ROOM: &str =
     "mutation BenchCreateRoom($input: CreateRoomInput!) { createRoom(input: $input) { id } }";
+const REACT: &str =
+    "mutation BenchReact($m: ID!, $e: String!) { addReaction(messageId: $m, emoji: $e) { id } }";
 const SEND: &str = "mutation BenchSend($input: SendMessageInput!) { sendMessage(input: $input) { id conversation { id } } }";
 const MESSAGES: &str = "query BenchPage($conversationId: ID!, $first: Int, $after: String) { messages(conversationId: $conversationId, first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
 
@@ -346,6 +348,17 @@ impl Api {
         }});
         let data = self.execute(Some(token), SEND, vars).await?;
         str_at(&data, &["sendMessage", "id"])
+    }
+
+    /// Adds the user's reaction to a message.
+    pub async fn add_reaction(
+        &self,
+        token: &str,
+        message_id: &str,
+        emoji: &str,
+    ) -> Result<(), GqlError> {
+        let vars = json!({ "m": message_id, "e": emoji });
+        self.execute(Some(token), REACT, vars).await.map(|_| ())
     }
 
     /// Several `sendMessage`s in one request (aliases), for seeding. Returns how many

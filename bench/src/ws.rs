@@ -29,6 +29,9 @@ pub const MESSAGE_EVENTS: &str = "subscription BenchEvents($conversationId: ID) 
 /// The same, with fields resolved per viewer (`--viewer-fields`).
 pub const MESSAGE_EVENTS_PER_VIEWER: &str = "subscription BenchEvents($conversationId: ID) { messageEvents(conversationId: $conversationId) { kind cursor message { id body createdAt isRead conversation { id unreadCount } sender { id } } } }";
 
+/// The plain selection plus each message's reactions (`fanout --reactions`).
+pub const MESSAGE_EVENTS_WITH_REACTIONS: &str = "subscription BenchEvents($conversationId: ID) { messageEvents(conversationId: $conversationId) { kind cursor message { id body createdAt conversation { id } sender { id } reactions { emoji count reactedByMe } } } }";
+
 /// Opens WebSocket connections to the target, spreading them over the source addresses.
 pub struct Connector {
     target: Arc<Target>,

@@ -7,5 +7,6 @@ pub mod conversation_event;
 pub mod member;
 pub mod message;
 pub mod notification;
+pub mod reaction;
 pub mod setting;
 pub mod user;

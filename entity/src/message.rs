@@ -46,6 +46,12 @@ pub struct Model {
     /// Lower-case hex SHA-256 of the bytes; also the download's ETag.
     #[serde(default)]
     pub attachment_sha256: Option<String>,
+    /// When the message was pinned to its conversation; null when it is not pinned.
+    #[serde(default)]
+    pub pinned_at: Option<DateTimeUtc>,
+    /// Who pinned it.
+    #[serde(default)]
+    pub pinned_by_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -23,6 +23,10 @@ pub enum MessageChange {
     Created,
     Edited,
     Deleted,
+    /// A reaction was added or removed.
+    Reacted,
+    Pinned,
+    Unpinned,
 }
 
 impl MessageChange {
@@ -32,6 +36,9 @@ impl MessageChange {
             MessageChange::Created => "CREATED",
             MessageChange::Edited => "EDITED",
             MessageChange::Deleted => "DELETED",
+            MessageChange::Reacted => "REACTED",
+            MessageChange::Pinned => "PINNED",
+            MessageChange::Unpinned => "UNPINNED",
         }
     }
 
@@ -41,6 +48,9 @@ impl MessageChange {
             "CREATED" => Some(MessageChange::Created),
             "EDITED" => Some(MessageChange::Edited),
             "DELETED" => Some(MessageChange::Deleted),
+            "REACTED" => Some(MessageChange::Reacted),
+            "PINNED" => Some(MessageChange::Pinned),
+            "UNPINNED" => Some(MessageChange::Unpinned),
             _ => None,
         }
     }

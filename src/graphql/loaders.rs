@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use entity::{conversation, member, message, user};
+use entity::{conversation, member, message, reaction, user};
 
 use crate::{
     chat::{conversations, messages, presence, users},
@@ -23,6 +23,7 @@ pub struct Loaders {
     pub members: DataLoader<MembersLoader>,
     pub unread: DataLoader<UnreadLoader>,
     pub visibility: DataLoader<VisibilityLoader>,
+    pub reactions: DataLoader<ReactionsLoader>,
 }
 
 impl Loaders {
@@ -35,6 +36,7 @@ impl Loaders {
             members: DataLoader::new(MembersLoader(store.clone()), tokio::spawn),
             unread: DataLoader::new(UnreadLoader(store.clone()), tokio::spawn),
             visibility: DataLoader::new(VisibilityLoader(store.clone()), tokio::spawn),
+            reactions: DataLoader::new(ReactionsLoader(store.clone()), tokio::spawn),
         }
     }
 }
@@ -77,6 +79,21 @@ impl Loader<i64> for MessageLoader {
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         messages::by_ids(&self.0, keys).await.map_err(Arc::new)
+    }
+}
+
+/// A message's reactions in the order they were made, keyed by message id.
+pub struct ReactionsLoader(Store);
+
+impl Loader<i64> for ReactionsLoader {
+    type Value = Arc<Vec<reaction::Model>>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        let found = crate::store::reactions::of_messages(self.0.reader(), keys)
+            .await
+            .map_err(Arc::new)?;
+        Ok(found.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
     }
 }
 

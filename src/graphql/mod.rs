@@ -10,6 +10,8 @@ mod node;
 mod persisted;
 mod query;
 mod query_limits;
+mod reactions;
+mod reads;
 mod render_cache;
 mod rooms;
 mod selection;
@@ -40,7 +42,12 @@ use crate::{
 /// object as the viewer now sees it.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct Mutation(mutation::CoreMutation, rooms::RoomMutation);
+pub struct Mutation(
+    mutation::CoreMutation,
+    rooms::RoomMutation,
+    reactions::ReactionMutation,
+    reads::ReadMutation,
+);
 
 /// The executable schema.
 pub type AppSchema = Schema<Query, Mutation, Subscription>;

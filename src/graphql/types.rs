@@ -378,6 +378,16 @@ impl Conversation {
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
+
+    /// Its pinned messages, most recently pinned first (at most 50).
+    #[graphql(tag = "per_viewer")]
+    async fn pinned_messages(&self, ctx: &Context<'_>) -> Result<Vec<Message>> {
+        Ok(crate::chat::pins::pinned(&ctx.state().chat, self.0.id)
+            .await?
+            .into_iter()
+            .map(Message)
+            .collect())
+    }
 }
 
 impl Conversation {
@@ -576,6 +586,33 @@ impl Message {
         self.0.deleted_at
     }
 
+    /// The reactions, one entry per emoji in the order each was first used. Empty once the
+    /// message is deleted.
+    #[graphql(tag = "per_viewer")]
+    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<super::reactions::Reaction>> {
+        let viewer = ctx.viewer()?;
+        let rows = ctx
+            .loaders()
+            .reactions
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?
+            .unwrap_or_default();
+        Ok(super::reactions::Reaction::group(&rows, viewer.user_id))
+    }
+
+    /// When it was pinned to its conversation; null when it is not pinned.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn pinned_at(&self) -> Option<DateTime<Utc>> {
+        self.0.pinned_at
+    }
+
+    /// Who pinned it; null when it is not pinned.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn pinned_by(&self) -> Option<User> {
+        self.0.pinned_by_id.map(User::by_id)
+    }
+
     /// Members other than the sender whose read marker has reached this message.
     #[graphql(tag = "per_viewer")]
     async fn read_by(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
@@ -668,6 +705,12 @@ pub enum MessageEventKind {
     Edited,
     /// A message was deleted; `message` has `deletedAt` set and no body.
     Deleted,
+    /// Someone added or removed a reaction; `message.reactions` has them.
+    Reacted,
+    /// The message was pinned (`message.pinnedAt`, `message.pinnedBy`).
+    Pinned,
+    /// The message was unpinned.
+    Unpinned,
 }
 
 impl From<MessageChange> for MessageEventKind {
@@ -676,11 +719,14 @@ impl From<MessageChange> for MessageEventKind {
             MessageChange::Created => MessageEventKind::Created,
             MessageChange::Edited => MessageEventKind::Edited,
             MessageChange::Deleted => MessageEventKind::Deleted,
+            MessageChange::Reacted => MessageEventKind::Reacted,
+            MessageChange::Pinned => MessageEventKind::Pinned,
+            MessageChange::Unpinned => MessageEventKind::Unpinned,
         }
     }
 }
 
-/// A message was created, edited or deleted.
+/// A message was created, edited, deleted, reacted to, pinned or unpinned.
 #[derive(Clone)]
 pub struct MessageEvent {
     pub position: crate::events::Position,
@@ -692,8 +738,7 @@ pub struct MessageEvent {
 /// saw them.
 #[Object]
 impl MessageEvent {
-    /// Whether the message was created, edited or deleted.
-    #[graphql(tag = "same_for_every_viewer")]
+    /// What happened to the message: created, edited, deleted, reacted to, pinned or unpinned.
     async fn kind(&self) -> MessageEventKind {
         self.kind
     }
@@ -807,6 +852,9 @@ pub enum NotificationKind {
     RoomAdded,
     /// Someone removed the viewer from a room (the room itself is no longer visible).
     RoomRemoved,
+    /// Someone reacted to one of the viewer's messages (unread ones for one message collapse
+    /// into one notification; see `count`).
+    Reaction,
 }
 
 /// Something for the viewer to look at.
@@ -829,6 +877,7 @@ impl Notification {
             "MENTION" => NotificationKind::Mention,
             "ROOM_ADDED" => NotificationKind::RoomAdded,
             "ROOM_REMOVED" => NotificationKind::RoomRemoved,
+            "REACTION" => NotificationKind::Reaction,
             _ => NotificationKind::Message,
         }
     }

@@ -189,7 +189,12 @@ pub async fn set_deleted(
 ) -> AppResult<message::Model> {
     let mut active: message::ActiveModel = message.into();
     active.deleted_at = Set(Some(at));
-    Ok(active.update(txn).await?)
+    // A deleted message keeps no reactions and no pin.
+    active.pinned_at = Set(None);
+    active.pinned_by_id = Set(None);
+    let message = active.update(txn).await?;
+    super::reactions::clear(txn, message.id).await?;
+    Ok(message)
 }
 
 /// A page of a conversation's messages in sequence order; positions are sequence numbers.

@@ -3,7 +3,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const MESSAGES: &str = "query($c: ID!, $n: Int) { messages(conversationId: $c, last: $n) { edges { node { id body isRead readBy { id } sender { id username } replyTo { id sender { id } } conversation { id unreadCount } } } } }";
+const MESSAGES: &str = "query($c: ID!, $n: Int) { messages(conversationId: $c, last: $n) { edges { node { id body isRead readBy { id } sender { id username } replyTo { id sender { id } } conversation { id unreadCount } reactions { emoji count reactedByMe users { id username } } pinnedBy { id } } } } }";
 const CONVERSATIONS: &str = "query($n: Int) { conversations(first: $n) { edges { node { id title unreadCount members { role user { id } } lastMessage { id body sender { id } } } } } }";
 
 /// The most statements a page may cost: auth, the membership check, the page query, and one or two
@@ -33,6 +33,25 @@ async fn a_page_of_50_messages_with_their_links_costs_a_constant_number_of_state
             )
             .await;
         previous = sent["sendMessage"]["id"].as_str().map(str::to_owned);
+        // Every other message carries reactions from both, and some are pinned.
+        if i % 2 == 0 {
+            for (who, emoji) in [(&alice, "👍"), (&bob, "👍"), (&bob, ":eyes:")] {
+                app.data(
+                    &who.token,
+                    "mutation($m: ID!, $e: String!) { addReaction(messageId: $m, emoji: $e) { id } }",
+                    json!({ "m": previous, "e": emoji }),
+                )
+                .await;
+            }
+        }
+        if i % 10 == 0 {
+            app.data(
+                &alice.token,
+                "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+                json!({ "m": previous }),
+            )
+            .await;
+        }
     }
     let small = statements_for(
         &app,

@@ -1,6 +1,8 @@
 //! `fanout`: one room, K subscribed members, one sender on an open-loop schedule; deliveries
 //! per second and latency to the last member of each message. With `--slow-reader`, one
-//! member stops reading its socket, to show what the server does about it.
+//! member stops reading its socket, to show what the server does about it. With `--reactions`,
+//! the sender reacts instead of sending: to message i of as many messages posted beforehand, and
+//! what is measured is each REACTED event's delivery.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -33,6 +35,10 @@ pub struct FanoutArgs {
     /// Member 0 stops reading its socket once warm; reports what happened to it.
     #[arg(long)]
     pub slow_reader: bool,
+    /// React (👍) to one message per scheduled send instead of sending messages; the
+    /// subscription selects the reactions too.
+    #[arg(long)]
+    pub reactions: bool,
     /// The server's process id, for RSS before, peak and after.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -58,20 +64,26 @@ struct Shared {
     last_delivery_nanos: AtomicU64,
     readers: u32,
     warm: Vec<AtomicBool>,
+    /// With `--reactions`: when reaction i was scheduled (nanos on `clock`; 0 until then).
+    reacted_at: Option<Vec<AtomicU64>>,
 }
 
 impl Shared {
     /// Returns the delivery latency when `event` is a measured message.
     fn on_event(&self, member: usize, event: MessageEvent) -> Option<Duration> {
-        if event.kind != "CREATED" {
+        let body = event.message.body.as_deref()?;
+        if event.kind == "CREATED" && body.starts_with("warmup") {
+            self.warm[member].store(true, Ordering::Relaxed);
             return None;
         }
-        let body = event.message.body.as_deref()?;
-        let Some((seq, nanos)) = load::parse_stamp(body) else {
-            if body.starts_with("warmup") {
-                self.warm[member].store(true, Ordering::Relaxed);
+        let (seq, nanos) = match &self.reacted_at {
+            None if event.kind == "CREATED" => load::parse_stamp(body)?,
+            Some(reacted_at) if event.kind == "REACTED" => {
+                let seq = body.strip_prefix("target ")?.parse::<u64>().ok()?;
+                let nanos = reacted_at.get(seq as usize)?.load(Ordering::Relaxed);
+                (seq, nanos)
             }
-            return None;
+            _ => return None,
         };
         let latency = self.clock.since(nanos);
         let i = seq as usize;
@@ -166,6 +178,9 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         last_delivery_nanos: AtomicU64::new(0),
         readers,
         warm: (0..args.members).map(|_| AtomicBool::new(false)).collect(),
+        reacted_at: args
+            .reactions
+            .then(|| (0..args.messages).map(|_| AtomicU64::new(0)).collect()),
     });
 
     // Each member starts reading as soon as it is subscribed: a socket left unread while the
@@ -185,7 +200,12 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
                     .connect(&m.token)
                     .await
                     .with_context(|| format!("connecting member {member}"))?;
-                ws::subscribe(&mut socket, ctx.subscription, "events", Some(&room)).await?;
+                let selection = if args.reactions {
+                    ws::MESSAGE_EVENTS_WITH_REACTIONS
+                } else {
+                    ctx.subscription
+                };
+                ws::subscribe(&mut socket, selection, "events", Some(&room)).await?;
                 Ok(if slow == Some(member) {
                     Reader::Slow(tokio::spawn(slow_reader(
                         socket, shared, member, pause, stop,
@@ -207,6 +227,12 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         }
     }
 
+    // The messages to react to, posted before warming up so that their events are out of the way.
+    let targets: Arc<Vec<String>> = Arc::new(if args.reactions {
+        post_targets(ctx, args.messages, &owner.token, &room).await?
+    } else {
+        Vec::new()
+    });
     let members_warm = warm_up(ctx, args, &owner.token, &room, &shared).await;
     report::progress(format!("{members_warm}/{} members warm", args.members));
     let _ = pause_tx.send(true);
@@ -242,13 +268,22 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
     let token: Arc<str> = owner.token.as_str().into();
     let room_id: Arc<str> = room.as_str().into();
     let run_id = ctx.run_id.clone();
+    let marks = shared.clone();
     let sends = load::open_loop(shared.clock, 0, &schedule, move |seq, nanos| {
         let (api, token, room_id) = (api.clone(), token.clone(), room_id.clone());
+        let (targets, marks) = (targets.clone(), marks.clone());
         let client_id = format!("{run_id}-{seq}");
         async move {
-            api.send(&token, &room_id, &load::stamp(seq, nanos), &client_id)
-                .await
-                .map(|_| ())
+            match &marks.reacted_at {
+                Some(reacted_at) => {
+                    reacted_at[seq as usize].store(nanos, Ordering::Relaxed);
+                    api.add_reaction(&token, &targets[seq as usize], "👍").await
+                }
+                None => api
+                    .send(&token, &room_id, &load::stamp(seq, nanos), &client_id)
+                    .await
+                    .map(|_| ()),
+            }
         }
     })
     .await;
@@ -322,11 +357,16 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
     };
 
     let mut summary = format!(
-        "fanout: room of {} ({} reading, {} warm), {} messages at {}/s\n  sends: ok {} of {} (achieved {:.0}/s), errors: {}\n  deliveries {} of {} expected, {:.0}/s, excess {}; {} messages reached every reader\n  last member {}\n  any member  {}\n",
+        "fanout: room of {} ({} reading, {} warm), {} {} at {}/s\n  sends: ok {} of {} (achieved {:.0}/s), errors: {}\n  deliveries {} of {} expected, {:.0}/s, excess {}; {} messages reached every reader\n  last member {}\n  any member  {}\n",
         args.members,
         readers,
         members_warm,
         args.messages,
+        if args.reactions {
+            "reactions"
+        } else {
+            "messages"
+        },
         args.rate,
         results.sends.ok,
         results.sends.issued,
@@ -366,6 +406,22 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         summary,
         results: json!(results),
     })
+}
+
+/// Posts the `count` messages `--reactions` reacts to, bodies `target <i>`; returns their ids.
+async fn post_targets(ctx: &Ctx, count: u64, token: &str, room: &str) -> Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let client_id = format!("{}-target-{i}", ctx.run_id);
+        let id = ctx
+            .api
+            .send(token, room, &format!("target {i}"), &client_id)
+            .await
+            .context("posting a message to react to")?;
+        ids.push(id);
+    }
+    report::progress(format!("{count} messages to react to"));
+    Ok(ids)
 }
 
 /// The owner posts a warm-up message once a second until every member has seen one (or
