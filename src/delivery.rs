@@ -14,6 +14,11 @@
 //! - the reader also looks every [`POLL`] and on every resync, so a change whose announcement was
 //!   lost still arrives.
 //!
+//! What is handed on for a change read from the log is its announcement when one arrived (kept
+//! until the reader passes it): it carries the message as the change left it and the members at
+//! its commit. The log's own row joins the message as it is now, which a later change (a delete
+//! after an edit) may already have altered; it stands in only for a change nobody announced.
+//!
 //! Why this is gapless: the position only moves to a change handed on, in increasing order; a
 //! change read from the database is settled, so no change before it can commit later; a change
 //! taken as "the next" has no change between it and the position. A subscription registered
@@ -22,6 +27,7 @@
 //! read is handed on after the subscription was registered. Resuming (`since`) replays the same
 //! settled order from the database, and the live part skips what the replay delivered by position.
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
@@ -44,6 +50,10 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// How many changes one read takes.
 const BATCH: u64 = 500;
 
+/// Most announcements kept for the reader; past this the oldest go (their changes are then handed
+/// on as the log has them).
+const ANNOUNCED: usize = 10_000;
+
 /// This instance's ordered feed of conversation changes to its subscriptions.
 pub struct Delivery {
     bus: EventBus,
@@ -53,6 +63,8 @@ pub struct Delivery {
     dense: bool,
     /// The last change handed to the subscriptions.
     position: Mutex<Position>,
+    /// Announced changes after the position, waiting for the reader to reach them.
+    announced: Mutex<BTreeMap<Position, Arc<Envelope>>>,
     wake: Arc<Notify>,
 }
 
@@ -79,6 +91,7 @@ impl Delivery {
             store,
             dense,
             position: Mutex::new(position),
+            announced: Mutex::default(),
             wake: Arc::new(Notify::new()),
         });
         let weak = Arc::downgrade(&delivery);
@@ -118,6 +131,12 @@ impl Delivery {
                 self.bus.route(envelope.clone());
                 return;
             }
+            drop(last);
+            let mut announced = self.announced.lock().unwrap_or_else(PoisonError::into_inner);
+            announced.insert(position, envelope.clone());
+            if announced.len() > ANNOUNCED {
+                announced.pop_first();
+            }
         }
         self.wake.notify_one();
     }
@@ -130,6 +149,7 @@ impl Delivery {
             let full = batch.read == BATCH;
             {
                 let mut last = self.lock();
+                let mut announced = self.announced.lock().unwrap_or_else(PoisonError::into_inner);
                 for envelope in batch.events {
                     let Event::Message { position, .. } = envelope.event else {
                         continue;
@@ -137,13 +157,21 @@ impl Delivery {
                     // Changes handed on meanwhile as "the next" are not handed on again.
                     if position > *last {
                         *last = position;
-                        self.bus.route(Arc::new(envelope));
+                        let envelope = announced
+                            .remove(&position)
+                            .unwrap_or_else(|| Arc::new(envelope));
+                        self.bus.route(envelope);
                     }
                 }
                 // Past rows that gave no event too, so that they are not read again.
                 if let Some(read_to) = batch.last {
                     *last = (*last).max(read_to);
                 }
+                // Announcements the position has passed are no longer needed.
+                *announced = announced.split_off(&Position {
+                    tx: last.tx,
+                    id: last.id.saturating_add(1),
+                });
             }
             if !full {
                 return Ok(());
