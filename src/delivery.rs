@@ -22,7 +22,7 @@
 //! read is handed on after the subscription was registered. Resuming (`since`) replays the same
 //! settled order from the database, and the live part skips what the replay delivered by position.
 use std::{
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -101,7 +101,7 @@ impl Delivery {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Position> {
-        self.position.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.position)
     }
 
     /// An event from the bus: handed on if it is the next change, else a reason to read the log.

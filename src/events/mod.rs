@@ -8,7 +8,7 @@ pub mod shared_state;
 
 pub use hub::{Lagged, Receiver, Topic};
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use entity::{message, notification};
@@ -146,7 +146,7 @@ pub struct Renders(Mutex<Vec<(String, Arc<OnceCell<async_graphql::Value>>)>>);
 impl Renders {
     /// The slot for one shape (None when the event already keeps [`MAX_SHAPES`] others).
     pub fn slot(&self, shape: &str) -> Option<Arc<OnceCell<async_graphql::Value>>> {
-        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = crate::lock(&self.0);
         if let Some((_, cell)) = slots.iter().find(|(s, _)| s == shape) {
             return Some(cell.clone());
         }

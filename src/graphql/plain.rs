@@ -19,10 +19,7 @@
 //! [`shared::valid_selection`] refuses (unknown fields, fields with arguments, repeated response
 //! keys, selections beyond its size bounds). What is served here is therefore a valid document,
 //! answered exactly as the schema would answer it.
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering},
-};
+use std::sync::Arc;
 
 use async_graphql::{
     Context, EmptyMutation, EmptySubscription, ID, Name, Object, PathSegment, Pos, Positioned,
@@ -48,7 +45,6 @@ use crate::{
     error::AppError,
     files::RequestOrigin,
     limits::SubscriptionSlots,
-    lock,
 };
 
 /// A `messageEvents` subscription read from its document.
@@ -194,11 +190,11 @@ pub struct PlainEvents {
     /// The renderer's query for each shape seen lately, parsed: the query is the same for every
     /// event of a shape, and in direct conversations each event is rendered for its one
     /// subscriber, so parsing it per render would parse it once per send.
-    queries: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
+    queries: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
 }
 
-/// Shapes whose render queries are kept parsed; past this many the cache starts over.
-const KEPT_QUERIES: usize = 64;
+/// Shapes whose render queries are kept parsed; past this many the least used are evicted.
+const KEPT_QUERIES: u64 = 64;
 
 impl PlainEvents {
     pub fn new(state: AppState) -> Self {
@@ -211,7 +207,7 @@ impl PlainEvents {
         Self {
             state,
             renderer,
-            queries: Mutex::default(),
+            queries: moka::sync::Cache::new(KEPT_QUERIES),
         }
     }
 
@@ -222,9 +218,7 @@ impl PlainEvents {
         plain: Plain,
         session: Option<Arc<async_graphql::Data>>,
     ) -> impl Stream<Item = Response> + Send + 'static {
-        self.state
-            .plain_subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.plain_subscriptions.increment(1);
         async_stream::stream! {
             // Boxed, so that what starting the subscription takes is not kept, inline, in the
             // state of every idle subscription.
@@ -302,7 +296,7 @@ impl PlainEvents {
         match render {
             Ok(value) => {
                 if !made_here {
-                    self.state.shared_renders.fetch_add(1, Ordering::Relaxed);
+                    self.state.metrics.shared_renders.increment(1);
                 }
                 Response::new(Value::Object(
                     [(plain.key.clone(), value.clone())].into_iter().collect(),
@@ -315,15 +309,12 @@ impl PlainEvents {
     /// The renderer's query for a shape, parsed (None only if it does not parse, which a shape
     /// always does; the request then reports the error).
     fn query(&self, shape: &Arc<str>) -> Option<ExecutableDocument> {
-        let mut queries = lock(&self.queries);
-        if let Some(document) = queries.get(shape) {
-            return Some(document.clone());
+        if let Some(document) = self.queries.get(shape) {
+            return Some(ExecutableDocument::clone(&document));
         }
         let document = parse_query(format!("{{event{{{shape}}}}}")).ok()?;
-        if queries.len() >= KEPT_QUERIES {
-            queries.clear();
-        }
-        queries.insert(shape.clone(), document.clone());
+        self.queries
+            .insert(shape.clone(), Arc::new(document.clone()));
         Some(document)
     }
 

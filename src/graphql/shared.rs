@@ -5,12 +5,7 @@
 //! hands copies to the other subscribers who asked in that shape. A selection that reaches any field
 //! whose value depends on the viewer (`clientMessageId`, `isRead`, `conversation.unreadCount`,
 //! `sender.presence`, ...) is resolved per subscriber, as before.
-use std::{
-    borrow::Cow,
-    collections::HashMap,
-    fmt::Write as _,
-    sync::{Arc, atomic::Ordering},
-};
+use std::{borrow::Cow, collections::HashMap, fmt::Write as _, sync::Arc};
 
 use async_graphql::{
     Context, ContextSelectionSet, Name, OutputType, Positioned, ServerError, ServerResult, Value,
@@ -101,7 +96,7 @@ impl<T: OutputType> OutputType for Shared<T> {
         match render {
             Ok(value) => {
                 if !made_here && let Some(state) = ctx.data_opt::<AppState>() {
-                    state.shared_renders.fetch_add(1, Ordering::Relaxed);
+                    state.metrics.shared_renders.increment(1);
                 }
                 Ok(value.clone())
             }
