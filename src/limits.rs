@@ -1,7 +1,9 @@
 //! Rate limits as token buckets: a bucket holds up to `burst` tokens and refills at `burst` per
-//! `period`, so a quiet user may burst and a busy one is held to the average. Buckets live in
-//! this process, or in Redis when it is configured so that every instance draws on the same ones.
-//! A refusal is RATE_LIMITED with the seconds until the next token.
+//! `period`, so a quiet user may burst and a busy one is held to the average. Every limit (sends,
+//! uploads, sign-ins, typing) goes through one [`Limiter`]. Its buckets are GCRA (one timestamp
+//! per key, the time the bucket is full again): governor's keyed limiters in this process, or one
+//! Redis script (`SharedState::rate_limit`) when Redis is configured, so that every instance draws
+//! on the same ones. A refusal is RATE_LIMITED with the seconds until the next token.
 use std::{
     collections::HashMap,
     sync::{
