@@ -1,11 +1,5 @@
 //! Database connection: SQLite tuned for a chat workload, or PostgreSQL; migrations run on connect.
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use migration::MigratorTrait;
 use sea_orm::{
@@ -146,9 +140,9 @@ fn sqlite_path(url: &str) -> Option<&str> {
 }
 
 /// Counts every statement the connection runs, for `/metrics` and the statement-count tests.
-pub fn count_statements(db: &mut DatabaseConnection, counter: Arc<AtomicU64>) {
+pub fn count_statements(db: &mut DatabaseConnection, counter: metrics::Counter) {
     db.set_metric_callback(move |info| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.increment(1);
         // The SQL text only: bound values (token hashes, bodies) never reach the logs.
         tracing::trace!(target: "palaver::sql", micros = info.elapsed.as_micros() as u64, sql = %info.statement.sql);
     });

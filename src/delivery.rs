@@ -28,7 +28,7 @@
 //! settled order from the database, and the live part skips what the replay delivered by position.
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -115,7 +115,7 @@ impl Delivery {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Position> {
-        self.position.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.position)
     }
 
     /// An event from the bus: handed on if it is the next change, else a reason to read the log.
@@ -132,7 +132,7 @@ impl Delivery {
                 return;
             }
             drop(last);
-            let mut announced = self.announced.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut announced = crate::lock(&self.announced);
             announced.insert(position, envelope.clone());
             if announced.len() > ANNOUNCED {
                 announced.pop_first();
@@ -149,7 +149,7 @@ impl Delivery {
             let full = batch.read == BATCH;
             {
                 let mut last = self.lock();
-                let mut announced = self.announced.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut announced = crate::lock(&self.announced);
                 for envelope in batch.events {
                     let Event::Message { position, .. } = envelope.event else {
                         continue;

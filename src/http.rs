@@ -1045,24 +1045,9 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let statements = state.app.statements.load(Ordering::Relaxed);
-    let shared = state.app.shared_renders.load(Ordering::Relaxed);
-    let plain = state.app.plain_subscriptions.load(Ordering::Relaxed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        format!(
-            "# HELP palaver_db_statements_total SQL statements executed since start.\n\
-             # TYPE palaver_db_statements_total counter\n\
-             palaver_db_statements_total {statements}\n\
-             # HELP palaver_subscription_shared_renders_total Subscription events served from \
-             the same event resolved for another subscriber in the same shape.\n\
-             # TYPE palaver_subscription_shared_renders_total counter\n\
-             palaver_subscription_shared_renders_total {shared}\n\
-             # HELP palaver_subscriptions_plain_total messageEvents subscriptions served from \
-             their selection's shape, without executing the document per event.\n\
-             # TYPE palaver_subscriptions_plain_total counter\n\
-             palaver_subscriptions_plain_total {plain}\n"
-        ),
+        state.app.metrics.render(),
     )
         .into_response()
 }

@@ -20,10 +20,7 @@ pub mod store;
 pub mod telemetry;
 pub mod text;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::AtomicU64},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
@@ -41,13 +38,8 @@ pub struct AppState {
     pub delivery: Arc<delivery::Delivery>,
     pub files: Arc<files::Files>,
     pub config: Arc<Config>,
-    /// SQL statements executed since start; exported on `/metrics`.
-    pub statements: Arc<AtomicU64>,
-    /// Subscription deliveries served from a render another subscriber made; on `/metrics`.
-    pub shared_renders: Arc<AtomicU64>,
-    /// `messageEvents` subscriptions served beside the schema, without a per-subscription
-    /// executor (see `graphql::lean_subscription`); on `/metrics`.
-    pub plain_subscriptions: Arc<AtomicU64>,
+    /// This instance's counters, exported on `/metrics`.
+    pub metrics: telemetry::Metrics,
     pub typing: chat::typing::Typing,
     pub presence: chat::presence::Presence,
     /// Rate-limit buckets (shared through Redis when it is configured).
@@ -74,7 +66,19 @@ pub struct AppState {
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads through a read-write lock, carrying on past a panic of an earlier holder (as [`lock`]).
+pub(crate) fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes through a read-write lock, carrying on past a panic of an earlier holder (as [`lock`]).
+pub(crate) fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Most tokens an instance keeps resolved in memory (about 100 bytes each).
@@ -92,7 +96,8 @@ impl Application {
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         // `REDIS_URL=` (set but empty) means no Redis, as unset does.
         config.redis_url = config.redis_url.filter(|url| !url.trim().is_empty());
-        let statements = Arc::new(AtomicU64::new(0));
+        let metrics = telemetry::Metrics::new();
+        let statements = metrics.statements.clone();
         let mut db = db::connect_capped(&config.database_url, config.sqlite_max_bytes)
             .await
             .context("opening the database")?;
@@ -174,6 +179,7 @@ impl Application {
                 _ => {}
             }
         });
+        let limits = limits::Limiter::new(shared.clone());
         let chat = chat::Chat {
             store,
             events: bus.clone(),
@@ -190,8 +196,12 @@ impl Application {
             std::time::Duration::from_millis(config.presence_grace_ms),
             shared.clone(),
         );
-        let typing =
-            chat::typing::Typing::new(chat.store.clone(), chat.events.clone(), shared.clone());
+        let typing = chat::typing::Typing::new(
+            chat.store.clone(),
+            chat.events.clone(),
+            shared.clone(),
+            limits.clone(),
+        );
         let state = AppState {
             chat,
             tokens,
@@ -200,11 +210,9 @@ impl Application {
             delivery,
             presence,
             files,
-            limits: limits::Limiter::new(shared.clone()),
+            limits: limits.clone(),
             config: Arc::new(config),
-            statements,
-            shared_renders: Arc::default(),
-            plain_subscriptions: Arc::default(),
+            metrics,
             typing,
             epoch,
             shutdown,

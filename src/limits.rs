@@ -1,11 +1,27 @@
 //! Rate limits as token buckets: a bucket holds up to `burst` tokens and refills at `burst` per
-//! `period`, so a quiet user may burst and a busy one is held to the average. Buckets live in
-//! this process, or in Redis when it is configured so that every instance draws on the same ones.
-//! A refusal is RATE_LIMITED with the seconds until the next token.
+//! `period`, so a quiet user may burst and a busy one is held to the average. Every limit (sends,
+//! uploads, sign-ins, typing) goes through one [`Limiter`]. Its buckets are GCRA (one timestamp
+//! per key, the time the bucket is full again): governor's keyed limiters in this process, or one
+//! Redis script (`SharedState::rate_limit`) when Redis is configured, so that every instance draws
+//! on the same ones. A refusal is RATE_LIMITED with the seconds until the next token.
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    nanos::Nanos,
+    state::{
+        StateStore,
+        keyed::{DashMapStateStore, ShrinkableKeyedStateStore},
+    },
 };
 
 use crate::{
@@ -59,9 +75,17 @@ impl std::fmt::Display for Rate {
 }
 
 impl Rate {
-    /// Tokens added per millisecond.
-    fn per_ms(&self) -> f64 {
-        f64::from(self.burst) / self.period.as_millis().max(1) as f64
+    /// The time in which one token comes back.
+    pub fn interval(&self) -> Duration {
+        (self.period / self.burst).max(Duration::from_nanos(1))
+    }
+
+    /// The same bucket as governor spells it.
+    fn quota(&self) -> Quota {
+        let burst = std::num::NonZeroU32::new(self.burst).unwrap_or(std::num::NonZeroU32::MIN);
+        Quota::with_period(self.interval())
+            .unwrap_or_else(|| Quota::per_second(burst))
+            .allow_burst(burst)
     }
 }
 
@@ -76,6 +100,7 @@ pub enum Budget {
     Upload,
     LoginUser,
     LoginAddr,
+    Typing,
 }
 
 impl Budget {
@@ -85,6 +110,7 @@ impl Budget {
             Budget::Upload => "upload",
             Budget::LoginUser => "login-user",
             Budget::LoginAddr => "login-addr",
+            Budget::Typing => "typing",
         }
     }
 
@@ -94,6 +120,7 @@ impl Budget {
             Budget::Upload => "too many files uploaded; slow down",
             Budget::LoginUser => "too many failed sign-ins for this username; try again later",
             Budget::LoginAddr => "too many sign-in attempts from this address; try again later",
+            Budget::Typing => "too many typing updates; slow down",
         }
     }
 }
@@ -243,45 +270,114 @@ mod anonymous_tests {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-    /// When the bucket is full again if nothing more is taken: from then on it equals a missing
-    /// one and may be dropped. Each bucket's own, so that pruning never depends on which limit
-    /// happens to be checked when the map is pruned.
-    full_at: Instant,
+/// The limiter of one budget in this process: governor's keyed GCRA (a token bucket kept as one
+/// timestamp per key), over a store this module can reach too, for refunds.
+struct Local<C: Clock = DefaultClock> {
+    rate: Rate,
+    store: Buckets,
+    limiter: RateLimiter<String, Buckets, C, NoOpMiddleware<C::Instant>>,
+    /// Takes since the store's size was last looked at (see [`Local::prune`]).
+    takes: AtomicUsize,
+    /// Above this many keys the store drops those that have refilled; it then doubles past what
+    /// remains, so a store of keys that are all still draining is not walked again on every take.
+    prune_above: AtomicUsize,
 }
 
-/// One limit's buckets. Keys are chosen by clients (usernames, addresses), so the map is pruned
-/// of full buckets once it passes `prune_above`; that bound then doubles past what remains, so a
-/// map of buckets that are all still draining is not walked again on every call.
-struct Buckets {
-    map: HashMap<String, Bucket>,
-    prune_above: usize,
+/// The keys' states, shared between the limiter and [`Local::refund`].
+#[derive(Clone, Default)]
+struct Buckets(Arc<DashMapStateStore<String>>);
+
+impl StateStore for Buckets {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
 }
 
-impl Default for Buckets {
-    fn default() -> Self {
+impl ShrinkableKeyedStateStore<String> for Buckets {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.retain_recent(drop_below);
+    }
+
+    fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&*self.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        ShrinkableKeyedStateStore::is_empty(&*self.0)
+    }
+}
+
+/// Above this many keys of one budget, keys that have refilled (which equal a missing one) are
+/// dropped.
+const PRUNE_ABOVE: usize = 10_000;
+/// How many takes pass between two looks at a store's size.
+const PRUNE_EVERY: usize = 256;
+
+impl<C: Clock> Local<C> {
+    fn new(rate: Rate, clock: C) -> Self {
+        let store = Buckets::default();
         Self {
-            map: HashMap::new(),
-            prune_above: PRUNE_ABOVE,
+            rate,
+            limiter: RateLimiter::new(rate.quota(), store.clone(), clock),
+            store,
+            takes: AtomicUsize::new(0),
+            prune_above: AtomicUsize::new(PRUNE_ABOVE),
+        }
+    }
+
+    /// Takes a token; 0 if it could, else the milliseconds until it could.
+    fn take(&self, key: &str) -> u64 {
+        let outcome = self.limiter.check_key(&key.to_owned());
+        if self.takes.fetch_add(1, Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune();
+        }
+        match outcome {
+            Ok(()) => 0,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                u64::try_from(wait.as_micros().div_ceil(1000))
+                    .unwrap_or(u64::MAX)
+                    .max(1)
+            }
+        }
+    }
+
+    /// Gives a token back: the key's state moves back by one token's time. A state in the past
+    /// already reads as a full bucket, so a refund never overfills it.
+    fn refund(&self, key: &str) {
+        let interval = Nanos::from(self.rate.interval());
+        let _ = self.store.measure_and_replace(&key.to_owned(), |tat| {
+            Ok::<_, ()>(((), tat.unwrap_or_default().saturating_sub(interval)))
+        });
+    }
+
+    /// Drops the keys that have refilled, once the store has outgrown its bound. Each budget
+    /// has its own store, so a busy budget never drops another's draining keys.
+    fn prune(&self) {
+        if self.limiter.len() > self.prune_above.load(Relaxed) {
+            self.limiter.retain_recent();
+            self.prune_above
+                .store(PRUNE_ABOVE.max(self.limiter.len() * 2), Relaxed);
         }
     }
 }
 
-/// Above this many buckets of one limit, full ones (which equal a missing one) are dropped.
-const PRUNE_ABOVE: usize = 10_000;
-
-/// The buckets of this instance, or the shared ones in Redis.
+/// The buckets of this instance, or the shared ones in Redis. Every limit goes through it.
 #[derive(Clone, Default)]
 pub struct Limiter {
-    /// One map per budget, so that each is pruned by its own buckets' refill times.
-    local: Arc<[Mutex<Buckets>; BUDGETS]>,
+    /// One limiter per budget, made at its first use with the rate it was used with (a budget's
+    /// rate is its configuration, the same on every call).
+    local: Arc<[OnceLock<Local>; BUDGETS]>,
     shared: Option<SharedState>,
 }
 
 /// How many kinds of [`Budget`] there are.
-const BUDGETS: usize = 4;
+const BUDGETS: usize = 5;
 
 impl Limiter {
     /// Buckets in this process, or in Redis when `shared` is given.
@@ -294,7 +390,16 @@ impl Limiter {
 
     /// Takes a token, or refuses with RATE_LIMITED and the wait until the next one.
     pub async fn take(&self, budget: Budget, key: &str, rate: Rate) -> AppResult<()> {
-        match self.apply(budget, key, rate, 1.0).await {
+        // While Redis is unreachable (the shared state's circuit is open) this answers at once
+        // from the local buckets: each instance still limits on its own rather than not at all.
+        let wait = match &self.shared {
+            Some(shared) => match shared.rate_limit(budget.name(), key, rate, 1).await {
+                Ok(wait) => wait,
+                Err(_) => self.local(budget, rate).take(key),
+            },
+            None => self.local(budget, rate).take(key),
+        };
+        match wait {
             0 => Ok(()),
             wait_ms => Err(AppError::RateLimited {
                 message: budget.refusal().into(),
@@ -305,57 +410,29 @@ impl Limiter {
 
     /// Gives a token back (a sign-in that succeeded does not count against the username).
     pub async fn refund(&self, budget: Budget, key: &str, rate: Rate) {
-        self.apply(budget, key, rate, -1.0).await;
-    }
-
-    /// Moves `cost` tokens out of the bucket; returns 0 if it could, else the milliseconds until
-    /// it could.
-    async fn apply(&self, budget: Budget, key: &str, rate: Rate, cost: f64) -> u64 {
-        // While Redis is unreachable (the shared state's circuit is open) this answers at once
-        // from the local buckets: each instance still limits on its own rather than not at all.
         if let Some(shared) = &self.shared
-            && let Ok(wait) = shared.token_bucket(budget.name(), key, rate, cost).await
+            && shared
+                .rate_limit(budget.name(), key, rate, -1)
+                .await
+                .is_ok()
         {
-            return wait;
+            return;
         }
-        self.apply_local(budget, key, rate, cost, Instant::now())
+        self.local(budget, rate).refund(key);
     }
 
-    fn apply_local(&self, budget: Budget, key: &str, rate: Rate, cost: f64, now: Instant) -> u64 {
-        let mut buckets = lock(&self.local[budget as usize]);
-        if buckets.map.len() > buckets.prune_above {
-            buckets.map.retain(|_, bucket| bucket.full_at > now);
-            buckets.prune_above = PRUNE_ABOVE.max(buckets.map.len() * 2);
-        }
-        let burst = f64::from(rate.burst);
-        let bucket = buckets.map.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-            full_at: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_millis() as f64;
-        bucket.tokens = (bucket.tokens + elapsed * rate.per_ms()).min(burst);
-        bucket.updated = now;
-        let wait = if bucket.tokens >= cost {
-            bucket.tokens = (bucket.tokens - cost).min(burst);
-            0
-        } else {
-            ((cost - bucket.tokens) / rate.per_ms()).ceil() as u64
-        };
-        let refill_ms = ((burst - bucket.tokens).max(0.0) / rate.per_ms()).ceil() as u64;
-        bucket.full_at = now + Duration::from_millis(refill_ms);
-        wait
+    fn local(&self, budget: Budget, rate: Rate) -> &Local {
+        let local =
+            self.local[budget as usize].get_or_init(|| Local::new(rate, DefaultClock::default()));
+        debug_assert_eq!(local.rate, rate, "one rate per budget");
+        local
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
@@ -376,78 +453,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_busy_limit_never_prunes_another_limits_drained_buckets() {
+    fn limited(local: &Local<FakeRelativeClock>, key: &str) -> bool {
+        local.take(key) > 0
+    }
+
+    #[tokio::test]
+    async fn a_busy_limit_never_prunes_another_limits_drained_buckets() {
         let limiter = Limiter::default();
         let send: Rate = "30/10s".parse().unwrap();
         let login: Rate = "5/15m".parse().unwrap();
-        let start = Instant::now();
         for _ in 0..5 {
-            assert_eq!(
-                limiter.apply_local(Budget::LoginUser, "alice", login, 1.0, start),
-                0
-            );
-        }
-        assert!(limiter.apply_local(Budget::LoginUser, "alice", login, 1.0, start) > 0);
-        // Later than the send limit's period, many senders fill the map past its bound.
-        let later = start + Duration::from_secs(11);
-        for i in 0..=PRUNE_ABOVE + 1 {
-            limiter.apply_local(Budget::Send, &format!("user-{i}"), send, 1.0, later);
+            limiter
+                .take(Budget::LoginUser, "alice", login)
+                .await
+                .unwrap();
         }
         assert!(
-            limiter.apply_local(Budget::LoginUser, "alice", login, 1.0, later) > 0,
+            limiter
+                .take(Budget::LoginUser, "alice", login)
+                .await
+                .is_err()
+        );
+        // Many senders fill the send limit's store past its bound, and it is pruned.
+        for i in 0..=PRUNE_ABOVE + PRUNE_EVERY {
+            let _ = limiter.take(Budget::Send, &format!("user-{i}"), send).await;
+        }
+        assert!(
+            limiter
+                .take(Budget::LoginUser, "alice", login)
+                .await
+                .is_err(),
             "alice's drained sign-in bucket must outlive the send limit's pruning"
         );
     }
 
     #[test]
     fn pruning_drops_only_buckets_that_have_refilled() {
-        let limiter = Limiter::default();
-        let rate: Rate = "2/10s".parse().unwrap();
-        let start = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let local = Local::new("4/4s".parse().unwrap(), clock.clone());
         // Drained: full again only after the whole period.
-        for _ in 0..2 {
-            limiter.apply_local(Budget::LoginAddr, "drained", rate, 1.0, start);
+        for _ in 0..4 {
+            assert!(!limited(&local, "drained"));
         }
-        // Half drained: full again after half of it.
+        // One token each: full again after a second.
         for i in 0..PRUNE_ABOVE {
-            limiter.apply_local(Budget::LoginAddr, &format!("a{i}"), rate, 1.0, start);
+            local.take(&format!("a{i}"));
         }
-        let later = start + Duration::from_secs(6);
-        limiter.apply_local(Budget::LoginAddr, "trigger", rate, 1.0, later);
-        let kept = lock(&limiter.local[Budget::LoginAddr as usize]).map.len();
-        assert_eq!(kept, 2, "only `drained` and `trigger` are still refilling");
-        // Kept, not replaced by a full one: 1.2 tokens have come back, not 2.
+        clock.advance(Duration::from_millis(2500));
+        local.take("trigger");
+        local.prune();
         assert_eq!(
-            limiter.apply_local(Budget::LoginAddr, "drained", rate, 1.0, later),
-            0
+            local.limiter.len(),
+            2,
+            "only `drained` and `trigger` are still refilling"
         );
-        assert!(limiter.apply_local(Budget::LoginAddr, "drained", rate, 1.0, later) > 0);
+        // Kept, not replaced by a full one: 2.5 tokens have come back, not 4.
+        assert!(!limited(&local, "drained"));
+        assert!(!limited(&local, "drained"));
+        assert!(limited(&local, "drained"));
     }
 
     #[test]
     fn a_bucket_allows_a_burst_then_refills_over_time() {
-        let limiter = Limiter::default();
-        let rate: Rate = "3/3s".parse().unwrap();
-        let start = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let local = Local::new("3/3s".parse().unwrap(), clock.clone());
         for _ in 0..3 {
-            assert_eq!(limiter.apply_local(Budget::Send, "u", rate, 1.0, start), 0);
+            assert_eq!(local.take("u"), 0);
         }
-        let wait = limiter.apply_local(Budget::Send, "u", rate, 1.0, start);
-        assert_eq!(wait, 1000);
+        assert_eq!(local.take("u"), 1000);
         // Another key has its own bucket.
-        assert_eq!(limiter.apply_local(Budget::Send, "v", rate, 1.0, start), 0);
-        let later = start + Duration::from_millis(1000);
-        assert_eq!(limiter.apply_local(Budget::Send, "u", rate, 1.0, later), 0);
-        // A refund never overfills.
-        let much_later = start + Duration::from_secs(60);
-        limiter.apply_local(Budget::Send, "u", rate, -1.0, much_later);
+        assert_eq!(local.take("v"), 0);
+        clock.advance(Duration::from_millis(1000));
+        assert_eq!(local.take("u"), 0);
+        // A refund gives one token back, and never overfills.
+        assert!(local.take("u") > 0);
+        local.refund("u");
+        assert_eq!(local.take("u"), 0);
+        clock.advance(Duration::from_secs(60));
+        local.refund("u");
         for _ in 0..3 {
-            assert_eq!(
-                limiter.apply_local(Budget::Send, "u", rate, 1.0, much_later),
-                0
-            );
+            assert_eq!(local.take("u"), 0);
         }
-        assert!(limiter.apply_local(Budget::Send, "u", rate, 1.0, much_later) > 0);
+        assert!(local.take("u") > 0);
     }
 }

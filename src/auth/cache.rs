@@ -1,18 +1,18 @@
 //! Tokens this instance resolved recently, so that a request need not read its token's row:
 //! otherwise every authenticated request, each send included, would cost one more SQL statement.
 //!
-//! An entry lives until the token expires or for [`TokenCache::ttl`], whichever is sooner, and goes
+//! An entry lives until the token expires or for the cache's ttl, whichever is sooner, and goes
 //! at once when its session ends: [`crate::auth::end_sessions`] forgets it here and publishes the
 //! end on the bus, so every other instance forgets it too (see `Application::build`). If the bus
 //! loses events (Redis unreachable), the instance that missed them clears its whole cache when the
 //! bus reconnects; the lifetime bounds what is left, an end whose publish failed outright.
 use std::{
-    collections::HashMap,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::atomic::{AtomicU64, Ordering::SeqCst},
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
+use moka::{policy::EvictionPolicy, sync::Cache};
 use serde::{Deserialize, Serialize};
 
 use super::Viewer;
@@ -40,25 +40,31 @@ impl Ended {
     }
 }
 
-/// Resolved tokens, bounded in number and in age.
+/// Resolved tokens, bounded in number (least recently used go first) and in age.
 pub struct TokenCache {
-    inner: Mutex<Inner>,
-    ttl: Duration,
-    capacity: usize,
-}
-
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<TokenKey, Entry>,
+    entries: Cache<TokenKey, Entry>,
     /// Moves on every forget and clear. A lookup that started before an end may have read the
     /// token's row while it was still in force; it may store what it read only if nothing ended
     /// meanwhile.
-    generation: u64,
+    generation: AtomicU64,
+    ttl: Duration,
 }
 
+#[derive(Clone, Copy)]
 struct Entry {
     viewer: Viewer,
-    until: Instant,
+    /// How long the entry lives: until the token expires or for the cache's ttl, whichever is
+    /// sooner.
+    lifetime: Duration,
+}
+
+/// Each entry's own lifetime, from when it was stored.
+struct Lifetime;
+
+impl moka::Expiry<TokenKey, Entry> for Lifetime {
+    fn expire_after_create(&self, _: &TokenKey, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.lifetime)
+    }
 }
 
 /// What a lookup that missed needs to store its result afterwards.
@@ -71,76 +77,67 @@ impl TokenCache {
     /// A cache of at most `capacity` tokens, each kept at most `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            inner: Mutex::default(),
+            entries: Cache::builder()
+                .max_capacity(capacity as u64)
+                // The newest sign-in is the likeliest to be used next: it is always admitted.
+                .eviction_policy(EvictionPolicy::lru())
+                .expire_after(Lifetime)
+                .build(),
+            generation: AtomicU64::new(0),
             ttl,
-            capacity,
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The viewer for a token resolved recently and still in force, or what storing a fresh
     /// lookup's result will need.
     pub fn get(&self, key: &TokenKey) -> Result<Viewer, Miss> {
-        let mut inner = self.lock();
-        match inner.entries.get(key) {
-            Some(entry) if entry.until > Instant::now() => Ok(entry.viewer),
-            Some(_) => {
-                inner.entries.remove(key);
-                Err(Miss {
-                    generation: inner.generation,
-                })
-            }
-            None => Err(Miss {
-                generation: inner.generation,
-            }),
+        // Read before the entry: a forget that lands in between makes a later `put` give up.
+        let generation = self.generation.load(SeqCst);
+        match self.entries.get(key) {
+            Some(entry) => Ok(entry.viewer),
+            None => Err(Miss { generation }),
         }
     }
 
     /// Stores what a lookup read from the database, unless a session ended since the lookup
     /// began ([`TokenCache::get`]).
     pub fn put(&self, key: TokenKey, viewer: Viewer, expires_at: DateTime<Utc>, miss: Miss) {
-        let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
-        if left.is_zero() {
+        let lifetime = (expires_at - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(self.ttl);
+        if lifetime.is_zero() || self.generation.load(SeqCst) != miss.generation {
             return;
         }
-        let now = Instant::now();
-        let until = now + left.min(self.ttl);
-        let mut inner = self.lock();
-        if inner.generation != miss.generation {
-            return;
+        self.entries.insert(key, Entry { viewer, lifetime });
+        // A forget between the check above and the insert could have missed the entry: it
+        // moved the generation first, so looking again tells, and the entry goes.
+        if self.generation.load(SeqCst) != miss.generation {
+            self.entries.invalidate(&key);
         }
-        if inner.entries.len() >= self.capacity {
-            inner.entries.retain(|_, entry| entry.until > now);
-            if inner.entries.len() >= self.capacity {
-                inner.entries.clear();
-            }
-        }
-        inner.entries.insert(key, Entry { viewer, until });
     }
 
     /// Forgets the sessions of `user_id` that ended.
     pub fn forget(&self, user_id: i64, ended: Ended) {
-        let mut inner = self.lock();
-        inner.generation += 1;
-        inner
-            .entries
-            .retain(|_, entry| entry.viewer.user_id != user_id || !ended.covers(&entry.viewer));
+        self.generation.fetch_add(1, SeqCst);
+        for (key, entry) in &self.entries {
+            if entry.viewer.user_id == user_id && ended.covers(&entry.viewer) {
+                self.entries.invalidate(&*key);
+            }
+        }
     }
 
     /// Forgets everything (the bus may have lost an end).
     pub fn clear(&self) {
-        let mut inner = self.lock();
-        inner.generation += 1;
-        inner.entries.clear();
+        self.generation.fetch_add(1, SeqCst);
+        self.entries.invalidate_all();
     }
 
     /// How many tokens are held.
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().entries.len()
+    fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 
     /// Whether no token is held.

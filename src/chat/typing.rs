@@ -14,14 +14,17 @@ use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
     events::{Envelope, Event, EventBus, shared_state::SharedState},
+    limits::{Budget, Limiter, Rate},
     store::Store,
 };
 
 /// How long an indicator lasts without a refresh.
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
-/// Broadcasts a user may cause per window.
-const BUDGET: u32 = 20;
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// Indicators a user may start: a burst of 20, refilled at 20 per 10 s.
+const BUDGET: Rate = Rate {
+    burst: 20,
+    period: Duration::from_secs(10),
+};
 
 /// Identifies one WebSocket connection, so that what it set can be undone when it closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,8 +39,6 @@ struct Indicator {
 struct State {
     /// Who is typing where: (conversation, user).
     active: HashMap<(i64, i64), Indicator>,
-    /// Broadcasts per user in the current window: (window start, count).
-    budget: HashMap<i64, (Instant, u32)>,
 }
 
 /// The typing indicators this instance started (and, with Redis, the shared ones), announced on
@@ -48,16 +49,25 @@ pub struct Typing {
     events: EventBus,
     state: Arc<Mutex<State>>,
     shared: Option<SharedState>,
+    /// Holds each user to [`BUDGET`] starts.
+    limits: Limiter,
 }
 
 impl Typing {
-    /// Indicators kept in this process, or in Redis when `shared` is given.
-    pub fn new(store: Store, events: EventBus, shared: Option<SharedState>) -> Self {
+    /// Indicators kept in this process, or in Redis when `shared` is given; starts are taken
+    /// from `limits`.
+    pub fn new(
+        store: Store,
+        events: EventBus,
+        shared: Option<SharedState>,
+        limits: Limiter,
+    ) -> Self {
         Self {
             store,
             events,
             state: Arc::default(),
             shared,
+            limits,
         }
     }
 
@@ -109,7 +119,10 @@ impl Typing {
     ) -> AppResult<()> {
         conversations::require_member(self.store.reader(), conversation_id, viewer.user_id).await?;
         let changed = match &self.shared {
-            None => self.set_local(viewer.user_id, conversation_id, is_typing, connection)?,
+            None => {
+                self.set_local(viewer.user_id, conversation_id, is_typing, connection)
+                    .await?
+            }
             Some(shared) => {
                 let shared_outcome = self
                     .set_shared(
@@ -124,7 +137,8 @@ impl Typing {
                     // Redis is unavailable (the breaker has logged it): this instance's own
                     // indicators and budget stand in, as without Redis.
                     Err(AppError::Internal(_)) => {
-                        self.set_local(viewer.user_id, conversation_id, is_typing, connection)?
+                        self.set_local(viewer.user_id, conversation_id, is_typing, connection)
+                            .await?
                     }
                     outcome => outcome?,
                 }
@@ -137,37 +151,49 @@ impl Typing {
         Ok(())
     }
 
-    fn set_local(
+    async fn set_local(
         &self,
         user_id: i64,
         conversation_id: i64,
         is_typing: bool,
         connection: Option<ConnectionId>,
     ) -> AppResult<bool> {
-        let mut state = self.lock();
         let key = (conversation_id, user_id);
-        let now = Instant::now();
-        if !is_typing {
-            return Ok(state.active.remove(&key).is_some());
-        }
-        match state.active.get_mut(&key) {
-            Some(indicator) if indicator.expires > now => {
-                indicator.expires = now + TYPING_TTL;
-                indicator.connection = connection.or(indicator.connection);
-                Ok(false)
+        {
+            let mut state = self.lock();
+            let now = Instant::now();
+            if !is_typing {
+                return Ok(state.active.remove(&key).is_some());
             }
-            _ => {
-                spend(&mut state, user_id, now)?;
-                state.active.insert(
-                    key,
-                    Indicator {
-                        expires: now + TYPING_TTL,
-                        connection,
-                    },
-                );
-                Ok(true)
+            match state.active.get_mut(&key) {
+                Some(indicator) if indicator.expires > now => {
+                    indicator.expires = now + TYPING_TTL;
+                    indicator.connection = connection.or(indicator.connection);
+                    return Ok(false);
+                }
+                _ => {
+                    state.active.insert(
+                        key,
+                        Indicator {
+                            expires: now + TYPING_TTL,
+                            connection,
+                        },
+                    );
+                }
             }
         }
+        // A start is taken from the budget once it is known to be one; refused, it is undone.
+        if let Err(refused) = self.take_start(user_id).await {
+            self.lock().active.remove(&key);
+            return Err(refused);
+        }
+        Ok(true)
+    }
+
+    async fn take_start(&self, user_id: i64) -> AppResult<()> {
+        self.limits
+            .take(Budget::Typing, &user_id.to_string(), BUDGET)
+            .await
     }
 
     async fn set_shared(
@@ -191,18 +217,9 @@ impl Typing {
             .start_typing(conversation_id, user_id, TYPING_TTL)
             .await
             .map_err(unavailable)?;
-        if started {
-            let (used, retry) = shared
-                .spend("typing", user_id, BUDGET_WINDOW)
-                .await
-                .map_err(unavailable)?;
-            if used > u64::from(BUDGET) {
-                let _ = shared.stop_typing(conversation_id, user_id).await;
-                return Err(AppError::RateLimited {
-                    message: "too many typing updates; slow down".into(),
-                    retry_after_secs: retry,
-                });
-            }
+        if started && let Err(refused) = self.take_start(user_id).await {
+            let _ = shared.stop_typing(conversation_id, user_id).await;
+            return Err(refused);
         }
         let mut state = self.lock();
         let now = Instant::now();
@@ -275,33 +292,10 @@ impl Typing {
         for key in &keys {
             state.active.remove(key);
         }
-        state
-            .budget
-            .retain(|_, (start, _)| now.duration_since(*start) < BUDGET_WINDOW);
         keys
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves only indicator bookkeeping behind; carry on.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.state)
     }
-}
-
-fn spend(state: &mut State, user_id: i64, now: Instant) -> AppResult<()> {
-    let (start, count) = state.budget.entry(user_id).or_insert((now, 0));
-    if now.duration_since(*start) >= BUDGET_WINDOW {
-        *start = now;
-        *count = 0;
-    }
-    if *count >= BUDGET {
-        let retry = BUDGET_WINDOW.saturating_sub(now.duration_since(*start));
-        return Err(AppError::RateLimited {
-            message: "too many typing updates; slow down".into(),
-            retry_after_secs: retry.as_secs().max(1),
-        });
-    }
-    *count += 1;
-    Ok(())
 }

@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     future::poll_fn,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock},
     task::{Poll, Waker},
 };
 
@@ -70,7 +70,7 @@ const KEPT_CAPACITY: usize = 16;
 
 impl Inbox {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.0)
     }
 
     fn push(&self, envelope: &Arc<Envelope>, capacity: usize) {
@@ -131,15 +131,11 @@ impl Hub {
     }
 
     fn read(&self, topic: Topic) -> std::sync::RwLockReadGuard<'_, Subscribers> {
-        self.topics[topic as usize]
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::read(&self.topics[topic as usize])
     }
 
     fn write(&self, topic: Topic) -> std::sync::RwLockWriteGuard<'_, Subscribers> {
-        self.topics[topic as usize]
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::write(&self.topics[topic as usize])
     }
 
     /// Hands an event to every subscription it is for, message events through the sequencer

@@ -1,5 +1,5 @@
 //! State that every instance must agree on, kept in Redis with expiry so that nothing outlives a
-//! crashed instance for long: who is connected (presence), who is typing, and per-user budgets.
+//! crashed instance for long: who is connected (presence), who is typing, and the rate limits' buckets.
 use std::time::Duration;
 
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -180,77 +180,57 @@ impl SharedState {
         self.call(conn.exists(&key)).await
     }
 
-    /// Counts one use of a per-user budget; returns (uses in the window, seconds left in it).
-    pub async fn spend(
-        &self,
-        budget: &str,
-        user_id: i64,
-        window: Duration,
-    ) -> anyhow::Result<(u64, u64)> {
-        // One script: the count and its expiry change together, so a call cut off half way
-        // cannot leave a counter that never expires (and one left so by any other writer gets
-        // its expiry back on the next use).
-        const SCRIPT: &str = r"
-            local used = redis.call('INCR', KEYS[1])
-            local ttl = redis.call('TTL', KEYS[1])
-            if ttl < 0 then
-                redis.call('EXPIRE', KEYS[1], ARGV[1])
-                ttl = tonumber(ARGV[1])
-            end
-            return {used, ttl}
-        ";
-        let key = self.key(&format!("budget:{budget}:{user_id}"));
-        let mut conn = self.conn.clone();
-        let (used, ttl): (u64, i64) = self
-            .call(
-                redis::Script::new(SCRIPT)
-                    .key(key)
-                    .arg(window.as_secs().max(1))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok((used, ttl.max(1) as u64))
-    }
-
-    /// Moves `cost` tokens out of a shared token bucket (see `crate::limits`); returns 0 if it
-    /// could, else the milliseconds until it could. One script, so that concurrent callers on
-    /// any instance see one bucket; Redis's clock, so that instances' clocks need not agree.
-    pub async fn token_bucket(
+    /// Takes a token from a shared bucket (`cost` 1), or gives one back (`cost` -1); returns 0
+    /// if it could, else the milliseconds until it could. The bucket is GCRA, as
+    /// `crate::limits` keeps its local ones: one timestamp per key, the time at which the
+    /// bucket is full again, in microseconds of Redis's clock (so instances' clocks need not
+    /// agree). One script, so that concurrent callers on any instance see one bucket; the key
+    /// expires when the bucket is full, so an idle key costs nothing.
+    pub async fn rate_limit(
         &self,
         budget: &str,
         key: &str,
         rate: crate::limits::Rate,
-        cost: f64,
+        cost: i64,
     ) -> anyhow::Result<u64> {
-        const SCRIPT: &str = r"
-            local burst = tonumber(ARGV[1])
-            local period = tonumber(ARGV[2])
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"
+            local interval = tonumber(ARGV[1])
+            local tau = tonumber(ARGV[2])
             local cost = tonumber(ARGV[3])
             local time = redis.call('TIME')
-            local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-            local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-            local tokens = tonumber(state[1]) or burst
-            local at = tonumber(state[2]) or now
-            local per_ms = burst / period
-            tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
-            local wait = 0
-            if tokens >= cost then
-                tokens = math.min(burst, tokens - cost)
+            local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+            local tat = tonumber(redis.call('GET', KEYS[1])) or now
+            if cost > 0 then
+                if now < tat - tau then
+                    return math.ceil((tat - tau - now) / 1000)
+                end
+                tat = math.max(tat, now) + interval
             else
-                wait = math.ceil((cost - tokens) / per_ms)
+                tat = tat - interval
             end
-            redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-            redis.call('PEXPIRE', KEYS[1], period)
-            return wait
-        ";
-        let redis_key = self.key(&format!("bucket:{budget}:{key}"));
+            if tat <= now then
+                redis.call('DEL', KEYS[1])
+            else
+                redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+            end
+            return 0
+        ",
+            )
+        });
+        let interval = u64::try_from(rate.interval().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let tau = interval.saturating_mul(u64::from(rate.burst.saturating_sub(1)));
+        let redis_key = self.key(&format!("rate:{budget}:{key}"));
         let mut conn = self.conn.clone();
         let wait: i64 = self
             .call(
-                redis::Script::new(SCRIPT)
+                SCRIPT
                     .key(redis_key)
-                    .arg(rate.burst)
-                    .arg(rate.period.as_millis() as u64)
+                    .arg(interval)
+                    .arg(tau)
                     .arg(cost)
                     .invoke_async(&mut conn),
             )

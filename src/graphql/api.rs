@@ -14,10 +14,7 @@
 //! subscription item's execution, for every subscriber, so in a 1,000-member room each message
 //! would go through the extension chain a thousand times. Here the check runs once per request,
 //! and the codes once per response.
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use async_graphql::{
     Executor, Positioned, Request, Response, ServerResult,
@@ -32,7 +29,7 @@ use super::{
     persisted::Persisted,
     query_limits::QueryLimits,
 };
-use crate::{error::set_graphql_code, lock};
+use crate::error::set_graphql_code;
 
 /// The executable API: the schema, and the checks and error codes around it.
 #[derive(Clone)]
@@ -104,27 +101,29 @@ impl Api {
 
 /// Documents that passed parsing and the limit checks, by their text. The check depends on the
 /// document alone, so a kept document needs neither again. Bounded in count and in the length of
-/// the texts kept; past [`KEPT_DOCUMENTS`] it starts over, so a client sending ever new texts
-/// costs the others their hits, never memory.
-#[derive(Default)]
-struct Documents(Mutex<HashMap<Box<str>, Arc<ExecutableDocument>>>);
+/// the texts kept: past [`KEPT_DOCUMENTS`] the cache evicts those used least (moka's TinyLFU), so
+/// a client sending ever new texts neither costs memory nor pushes out the documents every other
+/// client sends.
+struct Documents(moka::sync::Cache<Box<str>, Arc<ExecutableDocument>>);
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self(moka::sync::Cache::new(KEPT_DOCUMENTS))
+    }
+}
 
 /// Most documents kept.
-const KEPT_DOCUMENTS: usize = 256;
+const KEPT_DOCUMENTS: u64 = 256;
 /// Longest text kept (bytes): clients' operations are far shorter; a longer one is parsed each time.
 const KEPT_TEXT: usize = 8 * 1024;
 
 impl Documents {
     fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
-        lock(&self.0).get(text).cloned()
+        self.0.get(text)
     }
 
     fn keep(&self, text: &str, document: ExecutableDocument) {
-        let mut kept = lock(&self.0);
-        if kept.len() >= KEPT_DOCUMENTS {
-            kept.clear();
-        }
-        kept.insert(text.into(), Arc::new(document));
+        self.0.insert(text.into(), Arc::new(document));
     }
 }
 
@@ -336,19 +335,18 @@ mod tests {
     }
 
     #[test]
-    fn past_the_bound_the_documents_start_over() {
+    fn a_flood_of_new_texts_stays_within_the_bound_and_keeps_the_used_documents() {
         let documents = Documents::default();
-        let texts: Vec<String> = (0..=KEPT_DOCUMENTS)
-            .map(|i| format!("{{ a{i}: me {{ id }} }}"))
-            .collect();
-        for text in &texts[..KEPT_DOCUMENTS] {
-            documents.keep(text, parsed(text));
+        let hot = "{ me { id } }";
+        documents.keep(hot, parsed(hot));
+        // Other clients go on sending the same document while one sends ever new texts.
+        for i in 0..4 * KEPT_DOCUMENTS {
+            assert!(documents.get(hot).is_some());
+            let text = format!("{{ a{i}: me {{ id }} }}");
+            documents.keep(&text, parsed(&text));
         }
-        assert!(documents.get(&texts[0]).is_some());
-        let last = &texts[KEPT_DOCUMENTS];
-        documents.keep(last, parsed(last));
-        assert!(documents.get(&texts[0]).is_none());
-        assert!(documents.get(last).is_some());
-        assert_eq!(lock(&documents.0).len(), 1);
+        documents.0.run_pending_tasks();
+        assert!(documents.0.entry_count() <= KEPT_DOCUMENTS);
+        assert!(documents.get(hot).is_some(), "the document in use stays");
     }
 }

@@ -21,7 +21,7 @@
 //! `selection` refuses (unknown fields, fields with arguments, repeated response keys, selections
 //! beyond its size bounds). What is served here is therefore a valid document, answered exactly
 //! as the schema would answer it.
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use async_graphql::{
     Context, EmptyMutation, EmptySubscription, ID, Name, Object, PathSegment, Pos, Positioned,
@@ -225,9 +225,7 @@ impl LeanSubscriptions {
         subscription: LeanSubscription,
         session: Option<Arc<async_graphql::Data>>,
     ) -> impl Stream<Item = Response> + Send + 'static {
-        self.state
-            .plain_subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.plain_subscriptions.increment(1);
         let LeanSubscription {
             key,
             pos,
@@ -401,7 +399,7 @@ mod tests {
         variables: serde_json::Value,
     ) -> Option<LeanSubscription> {
         let document = parse_query(query).expect("the test's query parses");
-        let cache = RenderCache::new(Default::default());
+        let cache = RenderCache::new(metrics::Counter::noop());
         LeanSubscription::read(
             &cache,
             &document,

@@ -80,7 +80,9 @@ pub fn build_api(state: AppState) -> Api {
         builder = builder.disable_introspection();
     }
     // One render cache for both ways `messageEvents` is served, so that their subscribers share.
-    let renders = Arc::new(render_cache::RenderCache::new(state.shared_renders.clone()));
+    let renders = Arc::new(render_cache::RenderCache::new(
+        state.metrics.shared_renders.clone(),
+    ));
     let lean = lean_subscription::LeanSubscriptions::new(state.clone(), renders.clone());
     let deadline = std::time::Duration::from_millis(state.config.request_timeout_ms.max(1));
     let persisted = persisted::Persisted::new(state.config.trusted_documents.clone());

@@ -12,10 +12,7 @@ use std::{
     borrow::Cow,
     collections::{HashMap, VecDeque},
     future::Future,
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
@@ -50,11 +47,11 @@ pub struct RenderCache {
     /// last subscription that made its selection.
     shapes: moka::sync::Cache<Arc<str>, Weak<Shape>>,
     /// Deliveries served from a render another subscriber made (`/metrics`).
-    copies: Arc<AtomicU64>,
+    copies: metrics::Counter,
 }
 
 impl RenderCache {
-    pub fn new(copies: Arc<AtomicU64>) -> Self {
+    pub fn new(copies: metrics::Counter) -> Self {
         Self {
             rules: SelectionRules::of::<MessageEvent>(),
             shapes: moka::sync::Cache::new(MAX_SHAPES),
@@ -107,7 +104,7 @@ pub struct Shape {
     pub selection: Selection,
     /// Oldest first.
     recent: Mutex<VecDeque<Kept>>,
-    copies: Arc<AtomicU64>,
+    copies: metrics::Counter,
 }
 
 /// One event's render. Every subscriber's copy of an event points at the same message, and the
@@ -141,7 +138,7 @@ impl Shape {
             })
             .await;
         if result.is_ok() && !made_here {
-            self.copies.fetch_add(1, Ordering::Relaxed);
+            self.copies.increment(1);
         }
         Some(result.cloned())
     }
@@ -283,8 +280,19 @@ mod tests {
                 same_for_every_viewer,
             },
             recent: Mutex::default(),
-            copies: Arc::default(),
+            copies: metrics::Counter::from_arc(COPIES.with(Arc::clone)),
         }
+    }
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    thread_local! {
+        /// What a test's shapes count their copies on (tokio tests run on one thread).
+        static COPIES: Arc<AtomicU64> = Arc::default();
+    }
+
+    fn copies() -> u64 {
+        COPIES.with(|c| c.load(Ordering::Relaxed))
     }
 
     async fn render(shape: &Shape, event: &MessageEvent, body: &str) -> Option<Value> {
@@ -302,7 +310,7 @@ mod tests {
         let first = render(&shape, &event(1, &message), "made").await;
         let again = render(&shape, &event(1, &message), "made again").await;
         assert_eq!(first, again);
-        assert_eq!(shape.copies.load(Ordering::Relaxed), 1);
+        assert_eq!(copies(), 1);
         // Another event (or the same position in another message) is rendered on its own.
         let other = render(&shape, &event(2, &message), "other").await;
         assert_ne!(other, first);
@@ -325,7 +333,7 @@ mod tests {
             .await;
         assert_eq!(failed, Some(Err("failed")));
         assert!(render(&shape, &event(1, &message), "made").await.is_some());
-        assert_eq!(shape.copies.load(Ordering::Relaxed), 0);
+        assert_eq!(copies(), 0);
     }
 
     #[tokio::test]
@@ -344,7 +352,7 @@ mod tests {
 
     #[test]
     fn subscriptions_that_select_alike_share_one_shape() {
-        let cache = RenderCache::new(Arc::default());
+        let cache = RenderCache::new(metrics::Counter::noop());
         let selection = |shape: &str| Selection {
             shape: shape.into(),
             same_for_every_viewer: true,

@@ -96,13 +96,17 @@ async fn a_typing_budget_left_without_expiry_gets_one_on_its_next_use() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = app.direct(&alice, &bob).await;
-    // A counter with no expiry, as a call cut off between an increment and an expiry would leave.
-    let key = format!("{namespace}:budget:typing:{}", number(&alice.id));
+    // A bucket with no expiry, three starts spent (its state: when it is full again, in
+    // microseconds of Redis's clock, one start being 0.5 s), as a writer that set it without
+    // its expiry would leave it.
+    let key = format!("{namespace}:rate:typing:{}", number(&alice.id));
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let full_at = secs * 1_000_000 + micros + 3 * 500_000;
     let _: () = redis::cmd("SET")
         .arg(&key)
-        .arg(3)
+        .arg(full_at)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -124,7 +128,11 @@ async fn a_typing_budget_left_without_expiry_gets_one_on_its_next_use() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(used, 4, "the call counted against the budget");
+    assert_eq!(
+        used,
+        full_at + 500_000,
+        "the call counted against the budget"
+    );
     assert!(
         ttl > 0 && ttl <= 10,
         "the budget expires with its window: TTL {ttl}"
