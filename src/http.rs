@@ -3,6 +3,7 @@
 //! when `Accept` asks for one), `/graphiql/{file}` for GraphiQL's files, `/graphql/ws` for
 //! subscriptions, `/files/{messageId}` for downloads, `/healthz` and `/metrics`.
 pub(crate) mod graphql_over_http;
+pub(crate) mod multipart_subscriptions;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -45,7 +46,7 @@ use crate::{
     files::{self, RequestOrigin},
     graphql::{Api, build_api},
     limits::{AnonymousSocket, AnonymousSockets, ClientAddr, SubscriptionSlots},
-    lock, multipart_subscriptions,
+    lock,
 };
 
 /// Largest JSON GraphQL request body accepted (and what a multipart request may carry besides
@@ -987,7 +988,7 @@ pub(crate) async fn session_ended(session: &mut Option<(Viewer, Receiver)>) {
             Ok(envelope) => {
                 if let Event::SessionsEnded { user_id, ended } = &envelope.event
                     && *user_id == viewer.user_id
-                    && ended.covers(viewer)
+                    && ended.covers(viewer.token_id)
                 {
                     return;
                 }

@@ -15,7 +15,6 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod limits;
-pub mod multipart_subscriptions;
 pub mod store;
 pub mod telemetry;
 pub mod text;

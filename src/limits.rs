@@ -393,7 +393,10 @@ impl Limiter {
         // While Redis is unreachable (the shared state's circuit is open) this answers at once
         // from the local buckets: each instance still limits on its own rather than not at all.
         let wait = match &self.shared {
-            Some(shared) => match shared.rate_limit(budget.name(), key, rate, 1).await {
+            Some(shared) => match shared
+                .rate_limit(budget.name(), key, rate.interval(), rate.burst, 1)
+                .await
+            {
                 Ok(wait) => wait,
                 Err(_) => self.local(budget, rate).take(key),
             },
@@ -412,7 +415,7 @@ impl Limiter {
     pub async fn refund(&self, budget: Budget, key: &str, rate: Rate) {
         if let Some(shared) = &self.shared
             && shared
-                .rate_limit(budget.name(), key, rate, -1)
+                .rate_limit(budget.name(), key, rate.interval(), rate.burst, -1)
                 .await
                 .is_ok()
         {

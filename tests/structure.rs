@@ -45,12 +45,13 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// Collects every path a file names, made absolute from the crate root.
-struct Paths<'a> {
-    here: &'a Module,
+struct Paths {
+    /// The module being read: the file's, then any inline module inside it (`mod tests`).
+    here: Module,
     found: Vec<Module>,
 }
 
-impl Paths<'_> {
+impl Paths {
     fn absolute(&self, segments: &[String]) -> Option<Module> {
         let (first, rest) = segments.split_first()?;
         match first.as_str() {
@@ -106,7 +107,13 @@ impl Paths<'_> {
     }
 }
 
-impl<'ast> Visit<'ast> for Paths<'_> {
+impl<'ast> Visit<'ast> for Paths {
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        self.here.push(item.ident.to_string());
+        syn::visit::visit_item_mod(self, item);
+        self.here.pop();
+    }
+
     fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
         self.use_tree(&mut Vec::new(), &item.tree);
     }
@@ -146,7 +153,7 @@ fn dependencies() -> BTreeMap<Module, BTreeSet<Module>> {
     let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     for (module, ast) in &parsed {
         let mut paths = Paths {
-            here: module,
+            here: module.clone(),
             found: Vec::new(),
         };
         paths.visit_file(ast);

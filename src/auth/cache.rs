@@ -13,32 +13,12 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use moka::{policy::EvictionPolicy, sync::Cache};
-use serde::{Deserialize, Serialize};
 
 use super::Viewer;
+pub use crate::events::Ended;
 
 /// The SHA-256 of a token: what the cache is keyed by, so it never holds a token itself.
 pub type TokenKey = [u8; 32];
-
-/// Which of a user's sessions ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Ended {
-    /// One session (`logout`, `revokeSession`).
-    One { token_id: i64 },
-    /// Every session but one (`changePassword` keeps the one that made the change).
-    AllBut { token_id: i64 },
-}
-
-impl Ended {
-    /// Whether the session `viewer` signed in with is among those that ended (the user is
-    /// checked by the caller).
-    pub fn covers(self, viewer: &Viewer) -> bool {
-        match self {
-            Ended::One { token_id } => viewer.token_id == token_id,
-            Ended::AllBut { token_id } => viewer.token_id != token_id,
-        }
-    }
-}
 
 /// Resolved tokens, bounded in number (least recently used go first) and in age.
 pub struct TokenCache {
@@ -121,7 +101,7 @@ impl TokenCache {
     pub fn forget(&self, user_id: i64, ended: Ended) {
         self.generation.fetch_add(1, SeqCst);
         for (key, entry) in &self.entries {
-            if entry.viewer.user_id == user_id && ended.covers(&entry.viewer) {
+            if entry.viewer.user_id == user_id && ended.covers(entry.viewer.token_id) {
                 self.entries.invalidate(&*key);
             }
         }

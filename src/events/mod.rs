@@ -108,10 +108,27 @@ pub enum Event {
         last_seen_at: Option<DateTime<Utc>>,
     },
     /// Some of a user's sessions were revoked: their tokens must be refused everywhere.
-    SessionsEnded {
-        user_id: i64,
-        ended: crate::auth::Ended,
-    },
+    SessionsEnded { user_id: i64, ended: Ended },
+}
+
+/// Which of a user's sessions ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ended {
+    /// One session (`logout`, `revokeSession`).
+    One { token_id: i64 },
+    /// Every session but one (`changePassword` keeps the one that made the change).
+    AllBut { token_id: i64 },
+}
+
+impl Ended {
+    /// Whether the session signed in with token `token_id` is among those that ended (the
+    /// user is checked by the caller).
+    pub fn covers(self, token_id: i64) -> bool {
+        match self {
+            Ended::One { token_id: ended } => token_id == ended,
+            Ended::AllBut { token_id: kept } => token_id != kept,
+        }
+    }
 }
 
 /// An event with the users allowed to receive it (the conversation's members when it committed).

@@ -182,7 +182,7 @@ impl SharedState {
 
     /// Takes a token from a shared bucket (`cost` 1), or gives one back (`cost` -1); returns 0
     /// if it could, else the milliseconds until it could. The bucket is GCRA, as
-    /// `crate::limits` keeps its local ones: one timestamp per key, the time at which the
+    /// the limiter keeps its local ones: one timestamp per key, the time at which the
     /// bucket is full again, in microseconds of Redis's clock (so instances' clocks need not
     /// agree). One script, so that concurrent callers on any instance see one bucket; the key
     /// expires when the bucket is full, so an idle key costs nothing.
@@ -190,7 +190,8 @@ impl SharedState {
         &self,
         budget: &str,
         key: &str,
-        rate: crate::limits::Rate,
+        interval: std::time::Duration,
+        burst: u32,
         cost: i64,
     ) -> anyhow::Result<u64> {
         static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -219,10 +220,10 @@ impl SharedState {
         ",
             )
         });
-        let interval = u64::try_from(rate.interval().as_micros())
+        let interval = u64::try_from(interval.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let tau = interval.saturating_mul(u64::from(rate.burst.saturating_sub(1)));
+        let tau = interval.saturating_mul(u64::from(burst.saturating_sub(1)));
         let redis_key = self.key(&format!("rate:{budget}:{key}"));
         let mut conn = self.conn.clone();
         let wait: i64 = self

@@ -1,11 +1,8 @@
-//! Reactions and pins: their mutations and the `Reaction` type; merged into the `Mutation` root in
-//! `graphql/mod.rs`.
-use std::collections::HashMap;
-
+//! Reactions and pins: their mutations, merged into the `Mutation` root in `graphql/mod.rs` (the
+//! `Reaction` type is in `types`).
 use async_graphql::{Context, ID, Object, Result};
-use entity::reaction;
 
-use super::{ContextExt, loaders::load_error, types::Message, types::User};
+use super::{ContextExt, types::Message};
 use crate::{
     auth::Viewer,
     chat::{
@@ -104,85 +101,5 @@ impl ReactionMutation {
         Ok(Message(
             pins::set(&ctx.state().chat, viewer, message_id, false).await?,
         ))
-    }
-}
-
-/// Most users `Reaction.users` returns.
-const MAX_REACTION_USERS: i32 = 100;
-/// What `Reaction.users` returns without `first`.
-const DEFAULT_REACTION_USERS: i32 = 10;
-
-/// One emoji on a message, with who reacted with it.
-pub struct Reaction {
-    emoji: String,
-    /// In the order they reacted.
-    user_ids: Vec<i64>,
-    by_viewer: bool,
-}
-
-impl Reaction {
-    /// A message's reactions grouped by emoji, in the order each emoji was first used (`rows`
-    /// come in the order they were made).
-    pub fn group(rows: &[reaction::Model], viewer: i64) -> Vec<Reaction> {
-        let mut order: Vec<Reaction> = Vec::new();
-        let mut at: HashMap<&str, usize> = HashMap::new();
-        for row in rows {
-            let i = *at.entry(row.emoji.as_str()).or_insert_with(|| {
-                order.push(Reaction {
-                    emoji: row.emoji.clone(),
-                    user_ids: Vec::new(),
-                    by_viewer: false,
-                });
-                order.len() - 1
-            });
-            order[i].user_ids.push(row.user_id);
-            order[i].by_viewer |= row.user_id == viewer;
-        }
-        order
-    }
-}
-
-/// One emoji's reactions to a message.
-#[Object]
-impl Reaction {
-    /// The emoji, or `:shortcode:`, as it was added.
-    async fn emoji(&self) -> &str {
-        &self.emoji
-    }
-
-    /// How many people reacted with it.
-    async fn count(&self) -> i32 {
-        i32::try_from(self.user_ids.len()).unwrap_or(i32::MAX)
-    }
-
-    /// Whether the viewer is one of them.
-    async fn reacted_by_me(&self) -> bool {
-        self.by_viewer
-    }
-
-    /// Who reacted, earliest first.
-    async fn users(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "How many (default 10, at most 100).")] first: Option<i32>,
-    ) -> Result<Vec<User>> {
-        let first = first.unwrap_or(DEFAULT_REACTION_USERS);
-        if !(0..=MAX_REACTION_USERS).contains(&first) {
-            return Err(crate::error::AppError::bad_input(format!(
-                "first must be between 0 and {MAX_REACTION_USERS}"
-            ))
-            .into());
-        }
-        let wanted: Vec<i64> = self.user_ids.iter().take(first as usize).copied().collect();
-        let users = ctx
-            .loaders()
-            .users
-            .load_many(wanted.iter().copied())
-            .await
-            .map_err(load_error)?;
-        Ok(wanted
-            .iter()
-            .filter_map(|id| users.get(id).cloned().map(User::new))
-            .collect())
     }
 }

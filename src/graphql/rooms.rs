@@ -1,16 +1,13 @@
-//! Room mutations and the structured side of system messages. Kept apart from the core mutations so
-//! the room API reads as one piece; merged into the `Mutation` root in `graphql/mod.rs`.
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
+//! Room mutations, kept apart from the core mutations so the room API reads as one piece; merged
+//! into the `Mutation` root in `graphql/mod.rs` (system messages' `SystemEvent` is in `types`).
+use async_graphql::{Context, ID, InputObject, Object, Result};
 
 use super::{
     ContextExt,
-    types::{Conversation, MemberRole, User, load_user},
+    types::{Conversation, MemberRole},
 };
 use crate::{
-    chat::{
-        model::{Role, SystemKind},
-        rooms::{self, NewRoom, RoomName, RoomTopic, RoomUpdate},
-    },
+    chat::rooms::{self, NewRoom, RoomName, RoomTopic, RoomUpdate},
     ids::{self, Kind},
 };
 
@@ -184,83 +181,5 @@ impl RoomMutation {
         Ok(Conversation::new(
             rooms::transfer_ownership(&ctx.state().chat, viewer, room_id, user_id).await?,
         ))
-    }
-}
-
-/// What a system message records.
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum SystemEventKind {
-    /// The room was created (`actor`: its creator and first owner).
-    RoomCreated,
-    /// `actor` added `target` to the room with `role`.
-    MemberAdded,
-    /// `actor` removed `target` from the room.
-    MemberRemoved,
-    /// `actor` left the room of their own accord.
-    MemberLeft,
-    /// `actor` (the owner) changed `target`'s role to `role`.
-    RoleChanged,
-    /// `actor` handed the room to `target`, who is now its OWNER; `actor` became an ADMIN.
-    OwnershipTransferred,
-    /// `actor` renamed the room (the message's body has the new name).
-    RoomRenamed,
-    /// `actor` changed or removed the room's topic.
-    TopicChanged,
-}
-
-impl From<SystemKind> for SystemEventKind {
-    fn from(kind: SystemKind) -> Self {
-        match kind {
-            SystemKind::RoomCreated => SystemEventKind::RoomCreated,
-            SystemKind::MemberAdded => SystemEventKind::MemberAdded,
-            SystemKind::MemberRemoved => SystemEventKind::MemberRemoved,
-            SystemKind::MemberLeft => SystemEventKind::MemberLeft,
-            SystemKind::RoleChanged => SystemEventKind::RoleChanged,
-            SystemKind::OwnershipTransferred => SystemEventKind::OwnershipTransferred,
-            SystemKind::RoomRenamed => SystemEventKind::RoomRenamed,
-            SystemKind::TopicChanged => SystemEventKind::TopicChanged,
-        }
-    }
-}
-
-/// The structured record of a system message, for clients that render their own text.
-pub struct SystemEvent {
-    pub kind: SystemKind,
-    pub actor_id: Option<i64>,
-    pub target_id: Option<i64>,
-    pub role: Option<Role>,
-}
-
-/// What a system message records: what happened, who did it, to whom, with which role.
-#[Object]
-impl SystemEvent {
-    /// What happened.
-    #[graphql(tag = "same_for_every_viewer")]
-    async fn kind(&self) -> SystemEventKind {
-        self.kind.into()
-    }
-
-    /// Who made the change.
-    #[graphql(tag = "same_for_every_viewer")]
-    async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        match self.actor_id {
-            Some(id) => load_user(ctx, id).await,
-            None => Ok(None),
-        }
-    }
-
-    /// Whom it was about (for membership and role changes).
-    #[graphql(tag = "same_for_every_viewer")]
-    async fn target(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        match self.target_id {
-            Some(id) => load_user(ctx, id).await,
-            None => Ok(None),
-        }
-    }
-
-    /// The role given (MEMBER_ADDED, ROLE_CHANGED, OWNERSHIP_TRANSFERRED).
-    #[graphql(tag = "same_for_every_viewer")]
-    async fn role(&self) -> Option<MemberRole> {
-        self.role.map(Into::into)
     }
 }

@@ -5,13 +5,14 @@ use async_graphql::{
     dataloader::{DataLoader, Loader},
 };
 use chrono::{DateTime, Utc};
-use entity::{conversation, member, message, user};
+use std::collections::HashMap;
+
+use entity::{conversation, member, message, reaction, user};
 use tokio::sync::OnceCell;
 
 use super::{
     ContextExt,
     loaders::{LoadError, load_error},
-    rooms::SystemEvent,
 };
 use crate::{
     chat::{
@@ -589,7 +590,7 @@ impl Message {
     /// The reactions, one entry per emoji in the order each was first used. Empty once the
     /// message is deleted.
     #[graphql(tag = "per_viewer")]
-    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<super::reactions::Reaction>> {
+    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<Reaction>> {
         let viewer = ctx.viewer()?;
         let rows = ctx
             .loaders()
@@ -598,7 +599,7 @@ impl Message {
             .await
             .map_err(load_error)?
             .unwrap_or_default();
-        Ok(super::reactions::Reaction::group(&rows, viewer.user_id))
+        Ok(Reaction::group(&rows, viewer.user_id))
     }
 
     /// When it was pinned to its conversation; null when it is not pinned.
@@ -739,6 +740,7 @@ pub struct MessageEvent {
 #[Object]
 impl MessageEvent {
     /// What happened to the message: created, edited, deleted, reacted to, pinned or unpinned.
+    #[graphql(tag = "same_for_every_viewer")]
     async fn kind(&self) -> MessageEventKind {
         self.kind
     }
@@ -1049,5 +1051,163 @@ impl AuditEntry {
     /// moderator" for a message someone else deleted; null if nothing more was recorded.
     async fn detail(&self) -> Option<&str> {
         self.0.detail.as_deref()
+    }
+}
+
+/// What a system message records.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum SystemEventKind {
+    /// The room was created (`actor`: its creator and first owner).
+    RoomCreated,
+    /// `actor` added `target` to the room with `role`.
+    MemberAdded,
+    /// `actor` removed `target` from the room.
+    MemberRemoved,
+    /// `actor` left the room of their own accord.
+    MemberLeft,
+    /// `actor` (the owner) changed `target`'s role to `role`.
+    RoleChanged,
+    /// `actor` handed the room to `target`, who is now its OWNER; `actor` became an ADMIN.
+    OwnershipTransferred,
+    /// `actor` renamed the room (the message's body has the new name).
+    RoomRenamed,
+    /// `actor` changed or removed the room's topic.
+    TopicChanged,
+}
+
+impl From<SystemKind> for SystemEventKind {
+    fn from(kind: SystemKind) -> Self {
+        match kind {
+            SystemKind::RoomCreated => SystemEventKind::RoomCreated,
+            SystemKind::MemberAdded => SystemEventKind::MemberAdded,
+            SystemKind::MemberRemoved => SystemEventKind::MemberRemoved,
+            SystemKind::MemberLeft => SystemEventKind::MemberLeft,
+            SystemKind::RoleChanged => SystemEventKind::RoleChanged,
+            SystemKind::OwnershipTransferred => SystemEventKind::OwnershipTransferred,
+            SystemKind::RoomRenamed => SystemEventKind::RoomRenamed,
+            SystemKind::TopicChanged => SystemEventKind::TopicChanged,
+        }
+    }
+}
+
+/// The structured record of a system message, for clients that render their own text.
+pub struct SystemEvent {
+    pub kind: SystemKind,
+    pub actor_id: Option<i64>,
+    pub target_id: Option<i64>,
+    pub role: Option<Role>,
+}
+
+/// What a system message records: what happened, who did it, to whom, with which role.
+#[Object]
+impl SystemEvent {
+    /// What happened.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn kind(&self) -> SystemEventKind {
+        self.kind.into()
+    }
+
+    /// Who made the change.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.actor_id {
+            Some(id) => load_user(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Whom it was about (for membership and role changes).
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn target(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.target_id {
+            Some(id) => load_user(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The role given (MEMBER_ADDED, ROLE_CHANGED, OWNERSHIP_TRANSFERRED).
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn role(&self) -> Option<MemberRole> {
+        self.role.map(Into::into)
+    }
+}
+
+/// Most users `Reaction.users` returns.
+const MAX_REACTION_USERS: i32 = 100;
+/// What `Reaction.users` returns without `first`.
+const DEFAULT_REACTION_USERS: i32 = 10;
+
+/// One emoji on a message, with who reacted with it.
+pub struct Reaction {
+    emoji: String,
+    /// In the order they reacted.
+    user_ids: Vec<i64>,
+    by_viewer: bool,
+}
+
+impl Reaction {
+    /// A message's reactions grouped by emoji, in the order each emoji was first used (`rows`
+    /// come in the order they were made).
+    pub fn group(rows: &[reaction::Model], viewer: i64) -> Vec<Reaction> {
+        let mut order: Vec<Reaction> = Vec::new();
+        let mut at: HashMap<&str, usize> = HashMap::new();
+        for row in rows {
+            let i = *at.entry(row.emoji.as_str()).or_insert_with(|| {
+                order.push(Reaction {
+                    emoji: row.emoji.clone(),
+                    user_ids: Vec::new(),
+                    by_viewer: false,
+                });
+                order.len() - 1
+            });
+            order[i].user_ids.push(row.user_id);
+            order[i].by_viewer |= row.user_id == viewer;
+        }
+        order
+    }
+}
+
+/// One emoji's reactions to a message.
+#[Object]
+impl Reaction {
+    /// The emoji, or `:shortcode:`, as it was added.
+    async fn emoji(&self) -> &str {
+        &self.emoji
+    }
+
+    /// How many people reacted with it.
+    async fn count(&self) -> i32 {
+        i32::try_from(self.user_ids.len()).unwrap_or(i32::MAX)
+    }
+
+    /// Whether the viewer is one of them.
+    async fn reacted_by_me(&self) -> bool {
+        self.by_viewer
+    }
+
+    /// Who reacted, earliest first.
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many (default 10, at most 100).")] first: Option<i32>,
+    ) -> Result<Vec<User>> {
+        let first = first.unwrap_or(DEFAULT_REACTION_USERS);
+        if !(0..=MAX_REACTION_USERS).contains(&first) {
+            return Err(crate::error::AppError::bad_input(format!(
+                "first must be between 0 and {MAX_REACTION_USERS}"
+            ))
+            .into());
+        }
+        let wanted: Vec<i64> = self.user_ids.iter().take(first as usize).copied().collect();
+        let users = ctx
+            .loaders()
+            .users
+            .load_many(wanted.iter().copied())
+            .await
+            .map_err(load_error)?;
+        Ok(wanted
+            .iter()
+            .filter_map(|id| users.get(id).cloned().map(User::new))
+            .collect())
     }
 }

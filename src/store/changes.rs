@@ -122,3 +122,11 @@ pub fn envelopes(logged: Vec<Logged>, recipients: Vec<i64>) -> Vec<Envelope> {
         )
         .collect()
 }
+
+/// What a send wrote: the message, who is told about it (the members at commit) and its
+/// change-log entry.
+pub struct Sent {
+    pub message: message::Model,
+    pub recipients: Vec<i64>,
+    pub logged: Logged,
+}

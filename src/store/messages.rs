@@ -12,7 +12,6 @@ use sea_orm::{
 
 use super::{
     Reads, Txn, all_rows,
-    changes::Logged,
     pagination::{Direction, Page, PageRequest},
     postgres, sql, sqlite,
 };
@@ -45,13 +44,7 @@ pub struct DraftFile {
     pub sha256: String,
 }
 
-/// What a send wrote: the message, who is told about it (the members at commit) and its
-/// change-log entry.
-pub struct Sent {
-    pub message: message::Model,
-    pub recipients: Vec<i64>,
-    pub logged: Logged,
-}
+pub use super::changes::Sent;
 
 /// Writes a new message with the conversation's next sequence number and logs it. A second send
 /// with the sender's client message id fails on the unique index (a database error

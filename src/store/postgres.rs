@@ -12,8 +12,7 @@ use sea_orm::{
 };
 
 use super::{
-    changes::{log_change, next_seq, recipients},
-    messages::Sent,
+    changes::{Sent, log_change, next_seq, recipients},
     sql,
 };
 use crate::{

@@ -15,7 +15,10 @@ use sea_orm::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{changes::Logged, messages::Sent, sql};
+use super::{
+    changes::{Logged, Sent},
+    sql,
+};
 use crate::{
     error::{AppError, AppResult},
     events::{MessageChange, Position},

@@ -162,7 +162,7 @@ pub(crate) async fn respond(app: AppState, api: Api, caller: Caller, request: Re
                     None => break,
                 },
                 _ = tick.tick() => yield Ok(part(b"{}")),
-                () = crate::http::session_ended(&mut session) => {
+                () = super::session_ended(&mut session) => {
                     yield Ok(ended("UNAUTHENTICATED", "the session ended; sign in again"));
                     break;
                 }
