@@ -136,7 +136,7 @@ pub async fn remove(
 /// The message as it is in the transaction, if the viewer is still a member and it is not
 /// deleted.
 pub(super) async fn live_message(
-    txn: &sea_orm::DatabaseTransaction,
+    txn: &crate::store::Txn,
     viewer: Viewer,
     message_id: i64,
     conversation_id: i64,
@@ -155,7 +155,7 @@ pub(super) async fn live_message(
 
 /// Logs the change and returns the events that tell the conversation's members.
 async fn logged(
-    txn: &sea_orm::DatabaseTransaction,
+    txn: &crate::store::Txn,
     message: message::Model,
     seq: i64,
 ) -> AppResult<Vec<Envelope>> {
