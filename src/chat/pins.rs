@@ -3,12 +3,16 @@
 //! conversation (PINNED / UNPINNED), logged and delivered in order like edits.
 use entity::message;
 
-use super::{Chat, conversations, messages, model::ROOM, model::Role, reactions::live_message};
+use super::{
+    Chat, conversations,
+    model::{ROOM, Role},
+    reactions::{change_live_message, logged, message_change},
+};
 use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
     events::MessageChange,
-    store::{changes, reactions as rows},
+    store::{Txn, reactions as rows},
 };
 
 /// Most messages pinned in one conversation.
@@ -22,41 +26,35 @@ pub async fn set(
     message_id: i64,
     pin: bool,
 ) -> AppResult<message::Model> {
-    let store = &chat.store;
-    let seen = messages::visible_message(store, viewer.user_id, message_id).await?;
-    let conversation_id = seen.conversation_id;
-    store
-        .write(move |txn| {
-            Box::pin(async move {
-                let (seq, _) = changes::next_seq(txn, conversation_id).await?;
-                let message = live_message(txn, viewer, message_id, conversation_id).await?;
-                let (conversation, member) =
-                    conversations::require_member(txn, conversation_id, viewer.user_id).await?;
-                if conversation.kind == ROOM && Role::parse(&member.role) < Role::Admin {
-                    return Err(AppError::Forbidden(
-                        "only the room's owner and admins may pin messages".into(),
-                    ));
-                }
-                if message.pinned_at.is_some() == pin {
-                    return Ok((message, Vec::new()));
-                }
-                if pin && rows::pin_count(txn, conversation_id).await? >= MAX_PINS {
-                    return Err(AppError::bad_input(format!(
-                        "a conversation has at most {MAX_PINS} pinned messages; unpin one first"
-                    )));
-                }
-                let message = rows::set_pin(txn, message, pin.then_some(viewer.user_id)).await?;
-                let change = if pin {
-                    MessageChange::Pinned
-                } else {
-                    MessageChange::Unpinned
-                };
-                let logged = changes::log_change(txn, change, message.clone(), seq).await?;
-                let recipients = changes::recipients(txn, conversation_id, &[]).await?;
-                Ok((message, changes::envelopes(vec![logged], recipients)))
-            })
+    let change = message_change(move |txn: &Txn, message: message::Model, seq: i64| {
+        Box::pin(async move {
+            let conversation_id = message.conversation_id;
+            let (conversation, member) =
+                conversations::require_member(txn, conversation_id, viewer.user_id).await?;
+            if conversation.kind == ROOM && Role::parse(&member.role) < Role::Admin {
+                return Err(AppError::Forbidden(
+                    "only the room's owner and admins may pin messages".into(),
+                ));
+            }
+            if message.pinned_at.is_some() == pin {
+                return Ok((message, Vec::new()));
+            }
+            if pin && rows::pin_count(txn, conversation_id).await? >= MAX_PINS {
+                return Err(AppError::bad_input(format!(
+                    "a conversation has at most {MAX_PINS} pinned messages; unpin one first"
+                )));
+            }
+            let message = rows::set_pin(txn, message, pin.then_some(viewer.user_id)).await?;
+            let kind = if pin {
+                MessageChange::Pinned
+            } else {
+                MessageChange::Unpinned
+            };
+            let events = logged(txn, kind, message.clone(), seq).await?;
+            Ok((message, events))
         })
-        .await
+    });
+    change_live_message(chat, viewer, message_id, change).await
 }
 
 /// The conversation's pinned messages, most recently pinned first.

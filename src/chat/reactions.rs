@@ -2,6 +2,8 @@
 //! message. Adding or removing one is a change to the conversation like an edit: it takes the next
 //! sequence number, is logged as REACTED and reaches subscribers in order; the message's author
 //! is notified of additions (REACTION, one notification per message while unread).
+use std::sync::Arc;
+
 use entity::message;
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -10,7 +12,7 @@ use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
     events::{Envelope, MessageChange},
-    store::{changes, reactions},
+    store::{Made, Txn, TxnFuture, changes, reactions},
 };
 
 /// Most distinct emoji one message may carry.
@@ -56,6 +58,49 @@ impl Emoji {
     }
 }
 
+/// What a change to a live message does, given the message as it is under the conversation's
+/// lock and the sequence number the change takes: the message after it and the events to
+/// publish (none when nothing changed).
+pub(super) type MessageChangeFn = dyn for<'t> Fn(&'t Txn, message::Model, i64) -> TxnFuture<'t, Made<message::Model>>
+    + Send
+    + Sync;
+
+/// A [`MessageChangeFn`] from a closure (which this names the higher-ranked signature for).
+pub(super) fn message_change<F>(change: F) -> Arc<MessageChangeFn>
+where
+    F: for<'t> Fn(&'t Txn, message::Model, i64) -> TxnFuture<'t, Made<message::Model>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(change)
+}
+
+/// Runs `change` on a message the viewer may see, in one write: the conversation's next sequence
+/// number is taken first (serialising the change with every other change to the conversation,
+/// so what `change` checks holds at commit), then the viewer's membership and the message's
+/// standing are checked again under that lock. Outsiders get NOT_FOUND; a deleted message
+/// BAD_USER_INPUT.
+pub(super) async fn change_live_message(
+    chat: &Chat,
+    viewer: Viewer,
+    message_id: i64,
+    change: Arc<MessageChangeFn>,
+) -> AppResult<message::Model> {
+    let seen = messages::visible_message(&chat.store, viewer.user_id, message_id).await?;
+    let conversation_id = seen.conversation_id;
+    chat.store
+        .write(move |txn| {
+            let change = change.clone();
+            Box::pin(async move {
+                let (seq, _) = changes::next_seq(txn, conversation_id).await?;
+                let message = live_message(txn, viewer, message_id, conversation_id).await?;
+                change(txn, message, seq).await
+            })
+        })
+        .await
+}
+
 /// Adds the viewer's reaction. Adding one that is already there changes nothing and is not an
 /// error.
 pub async fn add(
@@ -64,47 +109,38 @@ pub async fn add(
     message_id: i64,
     emoji: Emoji,
 ) -> AppResult<message::Model> {
-    let store = &chat.store;
-    let seen = messages::visible_message(store, viewer.user_id, message_id).await?;
-    let actor = users::find(store, viewer.user_id)
+    let actor = users::find(&chat.store, viewer.user_id)
         .await?
         .ok_or_else(|| AppError::not_found("user"))?;
-    let conversation_id = seen.conversation_id;
-    store
-        .write(move |txn| {
-            let emoji = emoji.clone();
-            let actor_name = actor.display_name.clone();
-            Box::pin(async move {
-                // First: it serialises the conversation's changes, so the checks below hold at
-                // commit.
-                let (seq, _) = changes::next_seq(txn, conversation_id).await?;
-                let message = live_message(txn, viewer, message_id, conversation_id).await?;
-                let (used, distinct) =
-                    reactions::emoji_use(txn, message_id, emoji.as_str()).await?;
-                if !used && distinct >= MAX_EMOJI {
-                    return Err(AppError::bad_input(format!(
-                        "a message carries at most {MAX_EMOJI} different emoji"
-                    )));
-                }
-                if !reactions::insert(txn, message_id, viewer.user_id, emoji.as_str()).await? {
-                    return Ok((message, Vec::new()));
-                }
-                let mut events = logged(txn, message.clone(), seq).await?;
-                if let Some(author) = message.sender_id
-                    && author != viewer.user_id
-                    && reactions::is_member(txn, conversation_id, author).await?
-                    && !crate::store::blocks::exists(txn, author, viewer.user_id).await?
-                {
-                    let text = format!("{actor_name} reacted {} to your message", emoji.as_str());
-                    let row =
-                        reactions::notify_reaction(txn, author, viewer.user_id, &message, text)
-                            .await?;
-                    events.extend(super::notifications::envelope(vec![row]));
-                }
-                Ok((message, events))
-            })
+    let actor_name = actor.display_name;
+    let change = message_change(move |txn: &Txn, message: message::Model, seq: i64| {
+        let emoji = emoji.clone();
+        let actor_name = actor_name.clone();
+        Box::pin(async move {
+            let (used, distinct) = reactions::emoji_use(txn, message.id, emoji.as_str()).await?;
+            if !used && distinct >= MAX_EMOJI {
+                return Err(AppError::bad_input(format!(
+                    "a message carries at most {MAX_EMOJI} different emoji"
+                )));
+            }
+            if !reactions::insert(txn, message.id, viewer.user_id, emoji.as_str()).await? {
+                return Ok((message, Vec::new()));
+            }
+            let mut events = logged(txn, MessageChange::Reacted, message.clone(), seq).await?;
+            if let Some(author) = message.sender_id
+                && author != viewer.user_id
+                && reactions::is_member(txn, message.conversation_id, author).await?
+                && !crate::store::blocks::exists(txn, author, viewer.user_id).await?
+            {
+                let text = format!("{actor_name} reacted {} to your message", emoji.as_str());
+                let row =
+                    reactions::notify_reaction(txn, author, viewer.user_id, &message, text).await?;
+                events.extend(super::notifications::envelope(vec![row]));
+            }
+            Ok((message, events))
         })
-        .await
+    });
+    change_live_message(chat, viewer, message_id, change).await
 }
 
 /// Removes the viewer's reaction. Removing one that is not there changes nothing.
@@ -114,29 +150,23 @@ pub async fn remove(
     message_id: i64,
     emoji: Emoji,
 ) -> AppResult<message::Model> {
-    let store = &chat.store;
-    let seen = messages::visible_message(store, viewer.user_id, message_id).await?;
-    let conversation_id = seen.conversation_id;
-    store
-        .write(move |txn| {
-            let emoji = emoji.clone();
-            Box::pin(async move {
-                let (seq, _) = changes::next_seq(txn, conversation_id).await?;
-                let message = live_message(txn, viewer, message_id, conversation_id).await?;
-                if !reactions::delete(txn, message_id, viewer.user_id, emoji.as_str()).await? {
-                    return Ok((message, Vec::new()));
-                }
-                let events = logged(txn, message.clone(), seq).await?;
-                Ok((message, events))
-            })
+    let change = message_change(move |txn: &Txn, message: message::Model, seq: i64| {
+        let emoji = emoji.clone();
+        Box::pin(async move {
+            if !reactions::delete(txn, message.id, viewer.user_id, emoji.as_str()).await? {
+                return Ok((message, Vec::new()));
+            }
+            let events = logged(txn, MessageChange::Reacted, message.clone(), seq).await?;
+            Ok((message, events))
         })
-        .await
+    });
+    change_live_message(chat, viewer, message_id, change).await
 }
 
 /// The message as it is in the transaction, if the viewer is still a member and it is not
 /// deleted.
-pub(super) async fn live_message(
-    txn: &crate::store::Txn,
+async fn live_message(
+    txn: &Txn,
     viewer: Viewer,
     message_id: i64,
     conversation_id: i64,
@@ -154,13 +184,14 @@ pub(super) async fn live_message(
 }
 
 /// Logs the change and returns the events that tell the conversation's members.
-async fn logged(
-    txn: &crate::store::Txn,
+pub(super) async fn logged(
+    txn: &Txn,
+    change: MessageChange,
     message: message::Model,
     seq: i64,
 ) -> AppResult<Vec<Envelope>> {
     let conversation_id = message.conversation_id;
-    let logged = changes::log_change(txn, MessageChange::Reacted, message, seq).await?;
+    let logged = changes::log_change(txn, change, message, seq).await?;
     let recipients = changes::recipients(txn, conversation_id, &[]).await?;
     Ok(changes::envelopes(vec![logged], recipients))
 }

@@ -149,21 +149,17 @@ pub async fn notify_reaction(
         row.updated_at = Set(at);
         return Ok(row.update(txn).await?);
     }
-    Ok(notification::Entity::insert(notification::ActiveModel {
-        user_id: Set(author_id),
-        actor_id: Set(Some(actor_id)),
-        kind: Set("REACTION".into()),
-        text: Set(text),
-        conversation_id: Set(Some(message.conversation_id)),
-        message_id: Set(Some(message.id)),
-        count: Set(1),
-        is_read: Set(false),
-        created_at: Set(at),
-        updated_at: Set(at),
-        ..Default::default()
-    })
-    .exec_with_returning(txn)
-    .await?)
+    super::notifications::insert_one(
+        txn,
+        author_id,
+        Some(actor_id),
+        "REACTION",
+        text,
+        Some(message.conversation_id),
+        Some(message.id),
+        at,
+    )
+    .await
 }
 
 /// How many messages of the conversation are pinned.
