@@ -15,6 +15,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod limits;
+pub mod shared_state;
 pub mod store;
 pub mod telemetry;
 pub mod text;
@@ -29,8 +30,21 @@ pub use config::Config;
 
 /// What every request handler may reach: the database, the event bus, the file store, and the
 /// settings.
+///
+/// Cheap to clone: one pointer. Every connection's tasks hold clones, so its size is paid per
+/// connection, several times over; the fields live behind the pointer in [`State`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<State>);
+
+impl std::ops::Deref for AppState {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points at.
+pub struct State {
     pub db: DatabaseConnection,
     pub bus: events::EventBus,
     /// This instance's ordered feed of conversation changes (see `delivery`).
@@ -132,7 +146,7 @@ impl Application {
             .with_context(|| format!("listening on {}", config.addr))?;
         let shared = match &config.redis_url {
             Some(url) => Some(
-                events::shared_state::SharedState::connect(url, &config.redis_channel, breaker)
+                shared_state::SharedState::connect(url, &config.redis_channel, breaker)
                     .await
                     .context("connecting to Redis")?,
             ),
@@ -201,7 +215,7 @@ impl Application {
             shared.clone(),
             limits.clone(),
         );
-        let state = AppState {
+        let state = AppState(Arc::new(State {
             chat,
             tokens,
             db,
@@ -217,7 +231,7 @@ impl Application {
             shutdown,
             tasks,
             connections: Default::default(),
-        };
+        }));
         chat::notifications::resume_backlog(&state.chat).await?;
         state
             .typing

@@ -26,7 +26,7 @@ use governor::{
 
 use crate::{
     error::{AppError, AppResult},
-    events::shared_state::SharedState,
+    shared_state::SharedState,
 };
 
 /// A bucket's size and refill: `30/10s` is a burst of 30, refilled at 30 per 10 seconds.

@@ -14,10 +14,8 @@ use chrono::{DateTime, Utc};
 use super::{model::now, typing::ConnectionId};
 use crate::{
     error::AppResult,
-    events::{
-        Envelope, Event, EventBus,
-        shared_state::{HEARTBEAT, SharedState},
-    },
+    events::{Envelope, Event, EventBus},
+    shared_state::{HEARTBEAT, SharedState},
     store::{self, Store},
 };
 

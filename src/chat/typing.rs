@@ -13,8 +13,9 @@ use super::conversations;
 use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
-    events::{Envelope, Event, EventBus, shared_state::SharedState},
+    events::{Envelope, Event, EventBus},
     limits::{Budget, Limiter, Rate},
+    shared_state::SharedState,
     store::Store,
 };
 

@@ -4,7 +4,6 @@
 pub mod breaker;
 mod hub;
 mod redis_bus;
-pub mod shared_state;
 
 pub use hub::{Lagged, Receiver, Topic};
 

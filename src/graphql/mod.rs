@@ -1,8 +1,8 @@
 //! The GraphQL transport: schema assembly, the Query / Mutation / Subscription roots, object types
 //! and DataLoaders. Resolvers parse their arguments and call into `chat`.
-mod api;
 mod connection;
 mod durable;
+mod executor;
 mod lean_subscription;
 mod loaders;
 mod mutation;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, MergedObject, Schema};
 
-pub use api::Api;
+pub use executor::Api;
 pub use loaders::Loaders;
 pub use persisted::TrustedDocuments;
 use query::Query;

@@ -244,7 +244,7 @@ async fn with_introspection_and_graphiql_switched_off_both_are_refused() {
 
 #[tokio::test]
 async fn a_document_sent_again_is_judged_again_for_its_sender() {
-    // Documents are kept parsed by their text (graphql::api): sending the same text again must
+    // Documents are kept parsed by their text (graphql::executor): sending the same text again must
     // meet the same checks and answer for whoever sends it this time.
     let mut config = test_config().await;
     config.max_aliases = 2;

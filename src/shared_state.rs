@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use redis::{AsyncCommands, aio::ConnectionManager};
 
-use super::breaker::Breaker;
+use crate::events::breaker::Breaker;
 
 /// How long a connection counts as live without a heartbeat from its instance.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(30);
