@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entity::{conversation, member, message, notification};
-use sea_orm::{DatabaseTransaction, TransactionTrait};
 
 use super::{
     Chat, blocks, conversations,
@@ -19,7 +18,7 @@ use crate::{
     error::{AppError, AppResult},
     events::MessageChange,
     ids,
-    store::{self, Made, TxnFuture, changes},
+    store::{self, Made, Txn, TxnFuture, changes},
     text,
 };
 
@@ -190,7 +189,7 @@ pub struct RoomUpdate {
 /// A room operation in progress, inside the writer's transaction: the room and the acting member
 /// as they are under the conversation's lock, and what the operation has recorded so far.
 struct RoomTxn<'t> {
-    txn: &'t DatabaseTransaction,
+    txn: &'t Txn,
     room: conversation::Model,
     actor: member::Model,
     /// The sequence number the lock took, used by the first system message.
@@ -203,7 +202,7 @@ struct RoomTxn<'t> {
 impl<'t> RoomTxn<'t> {
     /// Locks the room and loads the viewer's membership. Outsiders get NOT_FOUND, as for any
     /// conversation; a direct conversation is not a room.
-    async fn open(txn: &'t DatabaseTransaction, room_id: i64, user_id: i64) -> AppResult<Self> {
+    async fn open(txn: &'t Txn, room_id: i64, user_id: i64) -> AppResult<Self> {
         // Taking the sequence number first serialises this operation with every other change to
         // the room, so the checks below cannot be raced. Refusing rolls it back.
         let reserved = changes::next_seq(txn, room_id).await?;
@@ -319,28 +318,20 @@ enum Outcome {
 
 /// Runs a room operation that may turn out to change nothing in a savepoint of its own, rolled
 /// back if it did: a room whose name is set to what it was keeps its place in everyone's list.
-async fn unless_unchanged<F>(txn: &DatabaseTransaction, op: F) -> Made<conversation::Model>
+async fn unless_unchanged<F>(txn: &Txn, op: F) -> Made<conversation::Model>
 where
-    F: for<'s> FnOnce(&'s DatabaseTransaction) -> TxnFuture<'s, Made<Outcome>>,
+    F: for<'s> FnOnce(&'s Txn) -> TxnFuture<'s, Made<Outcome>> + Send + 'static,
 {
-    let savepoint = txn.begin().await?;
-    let (outcome, events) = match op(&savepoint).await {
-        Ok(made) => made,
-        Err(err) => {
-            savepoint.rollback().await?;
-            return Err(err);
-        }
-    };
-    match outcome {
-        Outcome::Changed(room) => {
-            savepoint.commit().await?;
-            Ok((room, events))
-        }
-        Outcome::Unchanged(room) => {
-            savepoint.rollback().await?;
-            Ok((room, events))
-        }
-    }
+    store::in_savepoint(txn, |savepoint| {
+        Box::pin(async move {
+            let (outcome, events) = op(savepoint).await?;
+            Ok(match outcome {
+                Outcome::Changed(room) => ((room, true), events),
+                Outcome::Unchanged(room) => ((room, false), events),
+            })
+        })
+    })
+    .await
 }
 
 /// The room an operation that always changes something returns.
@@ -352,7 +343,7 @@ fn changed(made: Made<Outcome>) -> Made<conversation::Model> {
 }
 
 /// Usernames by id, for the text of system messages; NOT_FOUND unless every one exists.
-async fn usernames(txn: &DatabaseTransaction, ids: &[i64]) -> AppResult<HashMap<i64, String>> {
+async fn usernames(txn: &Txn, ids: &[i64]) -> AppResult<HashMap<i64, String>> {
     let names = store::users::usernames(txn, ids).await?;
     if ids.iter().any(|id| !names.contains_key(id)) {
         return Err(AppError::not_found("user"));
@@ -386,7 +377,7 @@ pub async fn create(chat: &Chat, viewer: Viewer, new: NewRoom) -> AppResult<conv
         .await
 }
 
-async fn create_in(txn: &DatabaseTransaction, viewer: Viewer, new: NewRoom) -> Made<Outcome> {
+async fn create_in(txn: &Txn, viewer: Viewer, new: NewRoom) -> Made<Outcome> {
     let mut everyone = new.member_ids.clone();
     everyone.push(viewer.user_id);
     let names = usernames(txn, &everyone).await?;
@@ -455,12 +446,7 @@ pub async fn update(
         .await
 }
 
-async fn update_in(
-    txn: &DatabaseTransaction,
-    viewer: Viewer,
-    room_id: i64,
-    update: RoomUpdate,
-) -> Made<Outcome> {
+async fn update_in(txn: &Txn, viewer: Viewer, room_id: i64, update: RoomUpdate) -> Made<Outcome> {
     let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     authorize(op.actor_role(), Action::UpdateRoom)?;
     let actor_name = usernames(txn, &[viewer.user_id])
@@ -514,7 +500,7 @@ pub async fn add_member(
 }
 
 async fn add_member_in(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,
@@ -578,12 +564,7 @@ pub async fn remove_member(
         .await
 }
 
-async fn remove_member_in(
-    txn: &DatabaseTransaction,
-    viewer: Viewer,
-    room_id: i64,
-    user_id: i64,
-) -> Made<Outcome> {
+async fn remove_member_in(txn: &Txn, viewer: Viewer, room_id: i64, user_id: i64) -> Made<Outcome> {
     let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     let target = op.member(user_id).await?;
     authorize(
@@ -614,7 +595,7 @@ pub async fn leave(chat: &Chat, viewer: Viewer, room_id: i64) -> AppResult<()> {
     Ok(())
 }
 
-async fn leave_in(txn: &DatabaseTransaction, viewer: Viewer, room_id: i64) -> Made<Outcome> {
+async fn leave_in(txn: &Txn, viewer: Viewer, room_id: i64) -> Made<Outcome> {
     let mut op = RoomTxn::open(txn, room_id, viewer.user_id).await?;
     if op.actor_role() == Role::Owner {
         return Err(AppError::Conflict(
@@ -660,7 +641,7 @@ pub async fn set_role(
 }
 
 async fn set_role_in(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,
@@ -708,7 +689,7 @@ pub async fn transfer_ownership(
 }
 
 async fn transfer_ownership_in(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     viewer: Viewer,
     room_id: i64,
     user_id: i64,

@@ -64,6 +64,29 @@ impl Reads for DatabaseTransaction {
     }
 }
 
+/// Runs `op` in a savepoint of `txn`: kept when `op` answers `true` beside its value, rolled back
+/// when it answers `false` or fails (the transaction itself goes on either way).
+pub async fn in_savepoint<T, F>(txn: &Txn, op: F) -> Made<T>
+where
+    F: for<'s> FnOnce(&'s Txn) -> TxnFuture<'s, Made<(T, bool)>>,
+{
+    let savepoint = txn.begin().await?;
+    match op(&savepoint).await {
+        Ok(((value, keep), events)) => {
+            if keep {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+            Ok((value, events))
+        }
+        Err(err) => {
+            savepoint.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
 /// Every model `select` finds, in no particular order, in one hand-over on SQLite (see
 /// [`sqlite::all_rows`]).
 pub async fn all_rows<E>(
