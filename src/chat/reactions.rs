@@ -12,7 +12,7 @@ use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
     events::{Envelope, MessageChange},
-    store::{Made, Txn, TxnFuture, changes, reactions},
+    store::{self, Made, Txn, TxnFuture, changes, reactions},
 };
 
 /// Most distinct emoji one message may carry.
@@ -129,7 +129,9 @@ pub async fn add(
             let mut events = logged(txn, MessageChange::Reacted, message.clone(), seq).await?;
             if let Some(author) = message.sender_id
                 && author != viewer.user_id
-                && reactions::is_member(txn, message.conversation_id, author).await?
+                && store::rooms::member(txn, message.conversation_id, author)
+                    .await?
+                    .is_some()
                 && !crate::store::blocks::exists(txn, author, viewer.user_id).await?
             {
                 let text = format!("{actor_name} reacted {} to your message", emoji.as_str());
@@ -171,10 +173,13 @@ async fn live_message(
     message_id: i64,
     conversation_id: i64,
 ) -> AppResult<message::Model> {
-    if !reactions::is_member(txn, conversation_id, viewer.user_id).await? {
+    if store::rooms::member(txn, conversation_id, viewer.user_id)
+        .await?
+        .is_none()
+    {
         return Err(AppError::not_found("message"));
     }
-    let message = reactions::message_in(txn, message_id)
+    let message = store::messages::find(txn, message_id)
         .await?
         .ok_or_else(|| AppError::not_found("message"))?;
     if message.deleted_at.is_some() {

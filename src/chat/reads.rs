@@ -6,7 +6,7 @@ use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
     events::{Envelope, Event},
-    store::reads,
+    store,
 };
 
 /// Moves the viewer's read marker back to just before `from_message_id`, so that message and
@@ -19,29 +19,31 @@ pub async fn mark_unread(
     conversation_id: i64,
     from_message_id: i64,
 ) -> AppResult<conversation::Model> {
-    let (conversation, _) =
-        conversations::require_member(&chat.store, conversation_id, viewer.user_id).await?;
     chat.store
         .write(move |txn| {
-            let conversation = conversation.clone();
             Box::pin(async move {
-                let message = crate::store::reactions::message_in(txn, from_message_id)
+                let (conversation, member) =
+                    conversations::require_member(txn, conversation_id, viewer.user_id).await?;
+                let message = store::messages::find(txn, from_message_id)
                     .await?
                     .filter(|m| m.conversation_id == conversation_id)
                     .ok_or_else(|| AppError::not_found("message"))?;
-                let Some(member) = reads::membership(txn, conversation_id, viewer.user_id).await?
-                else {
-                    return Err(AppError::not_found("conversation"));
-                };
                 if member.last_read_seq < message.seq {
                     return Ok((conversation, Vec::new()));
                 }
                 let up_to_seq = message.seq - 1;
                 let read_at = now();
-                reads::set_marker(txn, conversation_id, viewer.user_id, up_to_seq, read_at).await?;
-                let up_to_message_id = reads::newest_up_to(txn, conversation_id, up_to_seq).await?;
-                let recipients =
-                    crate::store::changes::recipients(txn, conversation_id, &[]).await?;
+                store::conversations::set_read_marker(
+                    txn,
+                    conversation_id,
+                    viewer.user_id,
+                    up_to_seq,
+                    read_at,
+                )
+                .await?;
+                let up_to_message_id =
+                    store::conversations::newest_up_to(txn, conversation_id, up_to_seq).await?;
+                let recipients = store::changes::recipients(txn, conversation_id, &[]).await?;
                 let receipt = Envelope::new(
                     recipients,
                     Event::ReadReceipt {

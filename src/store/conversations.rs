@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{conversation, member};
+use entity::{conversation, member, message};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, Value,
     sea_query::{Expr, ExprTrait},
@@ -243,6 +243,38 @@ pub async fn move_read_marker(
         .await?
         .rows_affected;
     Ok(moved > 0)
+}
+
+/// Sets a member's read marker to `seq` (read at `at`), back or forward: `markUnread`'s move.
+pub async fn set_read_marker(
+    txn: &Txn,
+    conversation_id: i64,
+    user_id: i64,
+    seq: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> AppResult<()> {
+    member::Entity::update_many()
+        .col_expr(member::Column::LastReadSeq, Expr::value(seq))
+        .col_expr(member::Column::LastReadAt, Expr::value(at))
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .filter(member::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// The newest message at or below `seq` in the conversation: what a marker at `seq` covers.
+pub async fn newest_up_to(txn: &Txn, conversation_id: i64, seq: i64) -> AppResult<Option<i64>> {
+    Ok(message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::Seq.lte(seq))
+        .order_by_desc(message::Column::Seq)
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(txn)
+        .await?)
 }
 
 /// A read marker as a receipt: whose, where, up to which message, when.

@@ -14,7 +14,6 @@ pub mod pagination;
 pub mod postgres;
 pub mod presence;
 pub mod reactions;
-pub mod reads;
 pub mod rooms;
 pub mod sqlite;
 pub mod users;

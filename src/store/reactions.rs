@@ -1,7 +1,7 @@
 //! Reactions and pins: the rows behind `chat::reactions` and `chat::pins`.
 use std::collections::HashMap;
 
-use entity::{member, message, notification, reaction};
+use entity::{message, notification, reaction};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, sea_query::OnConflict,
@@ -99,28 +99,6 @@ pub async fn clear(txn: &DatabaseTransaction, message_id: i64) -> AppResult<()> 
         .exec(txn)
         .await?;
     Ok(())
-}
-
-/// The message as it is in the transaction.
-pub async fn message_in(
-    txn: &DatabaseTransaction,
-    message_id: i64,
-) -> AppResult<Option<message::Model>> {
-    Ok(message::Entity::find_by_id(message_id).one(txn).await?)
-}
-
-/// Whether the user is a member of the conversation now (in the transaction).
-pub async fn is_member(
-    txn: &DatabaseTransaction,
-    conversation_id: i64,
-    user_id: i64,
-) -> AppResult<bool> {
-    Ok(member::Entity::find()
-        .filter(member::Column::ConversationId.eq(conversation_id))
-        .filter(member::Column::UserId.eq(user_id))
-        .count(txn)
-        .await?
-        > 0)
 }
 
 /// Tells the author of a message about a reaction: their unread REACTION notification for the
