@@ -429,3 +429,34 @@ async fn reactions_and_pins_share_the_send_rate_limit_and_a_refused_one_changes_
         .collect();
     assert_eq!(emoji, ["👍", "👀"]);
 }
+
+#[tokio::test]
+async fn someone_the_author_has_blocked_reacts_without_notifying_them() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "Front desk", &[&bob, &carol]).await;
+    let message = id_of(&app.send(&alice, &room, "closing at six").await);
+    app.data(
+        &alice.token,
+        "mutation($u: ID!) { blockUser(userId: $u) }",
+        json!({ "u": bob.id }),
+    )
+    .await;
+    let notes = "query { notifications(unreadOnly: true, first: 10) { edges { node { kind count sender { id } } } } }";
+    // Bob's reaction stands (he is a member), but Alice is not told of it; Carol's is told.
+    react(&app, &bob, &message, "👎").await;
+    react(&app, &carol, &message, "👍").await;
+    let found: Vec<Value> =
+        app.data(&alice.token, notes, json!({})).await["notifications"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"].clone())
+            .filter(|n| n["kind"] == "REACTION")
+            .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["count"], 1);
+    assert_eq!(found[0]["sender"]["id"], carol.id);
+}
