@@ -52,6 +52,10 @@ pub struct Model {
     /// Who pinned it.
     #[serde(default)]
     pub pinned_by_id: Option<i64>,
+    /// For a reply in a thread, the thread's root (a message of the same conversation that is
+    /// itself no reply in a thread: threads are one level deep).
+    #[serde(default)]
+    pub thread_root_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

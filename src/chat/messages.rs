@@ -8,7 +8,7 @@ use super::{
     notifications,
 };
 pub use crate::store::messages::{
-    LogBatch, by_ids, events_after, latest_event_id, latest_position, log_after, page,
+    Listed, LogBatch, by_ids, events_after, latest_event_id, latest_position, log_after, page,
     positions_after, positions_from_elsewhere,
 };
 use crate::{
@@ -96,6 +96,8 @@ pub struct NewMessage {
     pub body: Option<MessageBody>,
     pub file: Option<ValidFile>,
     pub reply_to_id: Option<i64>,
+    /// The root of the thread to reply in.
+    pub thread_root_id: Option<i64>,
     pub client_message_id: Option<ClientMessageId>,
 }
 
@@ -153,6 +155,10 @@ pub async fn send(chat: &Chat, viewer: Viewer, mut new: NewMessage) -> AppResult
         }
     }
 
+    if let Some(root) = new.thread_root_id {
+        check_thread_root(db, root, conversation_id).await?;
+    }
+
     let stored = match new.file.take() {
         Some(file) => Some(chat.files.put(file).await?),
         None => None,
@@ -198,6 +204,7 @@ async fn insert_message(
         kind: file.map_or("TEXT", |f| f.kind.as_str()).into(),
         body: new.body.map(|b| b.0),
         reply_to_id: new.reply_to_id,
+        thread_root_id: new.thread_root_id,
         client_message_id: client_id.as_ref().map(|c| c.0.clone()),
         attachment: file.map(|f| DraftFile {
             key: f.key.clone(),
@@ -229,7 +236,10 @@ async fn insert_message(
                     }
                     Err(err) => return Err(err),
                 };
-                let collapse_now = sent.recipients.len() <= inline_members;
+                // A reply in a thread notifies the thread's participants (and whom it mentions
+                // or answers), not every member: it makes no collapsed rows, now or later.
+                let in_thread = sent.message.thread_root_id.is_some();
+                let collapse_now = in_thread || sent.recipients.len() <= inline_members;
                 let notes = notifications::for_new_message(
                     txn,
                     &sent.message,
@@ -265,6 +275,36 @@ async fn insert_message(
         }
         Err(err) => Err(err),
     }
+}
+
+/// Checks that a reply may go into the thread of `root`: a standing message of the same
+/// conversation, written by someone (not the server), and no reply in a thread itself (threads
+/// are one level deep). Anything else is BAD_USER_INPUT, as a `replyToId` elsewhere is.
+async fn check_thread_root(db: &impl Reads, root: i64, conversation_id: i64) -> AppResult<()> {
+    let root = match store::messages::find(db, root).await? {
+        Some(root) if root.conversation_id == conversation_id => root,
+        _ => {
+            return Err(AppError::bad_input(
+                "threadRootId must name a message in the same conversation",
+            ));
+        }
+    };
+    if root.thread_root_id.is_some() {
+        return Err(AppError::bad_input(
+            "threadRootId names a reply in a thread; threads are one level deep: reply in its root's thread",
+        ));
+    }
+    if root.sender_id.is_none() {
+        return Err(AppError::bad_input(
+            "threadRootId names a system message, which has no thread",
+        ));
+    }
+    if root.deleted_at.is_some() {
+        return Err(AppError::bad_input(
+            "threadRootId names a deleted message; its thread takes no more replies",
+        ));
+    }
+    Ok(())
 }
 
 /// What a send into a known conversation learns before it is queued.

@@ -15,6 +15,7 @@ pub mod presence;
 pub mod reactions;
 pub mod reads;
 pub mod rooms;
+pub mod threads;
 pub mod typing;
 pub mod users;
 

@@ -29,6 +29,7 @@ pub enum NotificationKind {
     File,
     Reply,
     Mention,
+    ThreadReply,
     RoomAdded,
     RoomRemoved,
 }
@@ -41,6 +42,7 @@ impl NotificationKind {
             NotificationKind::File => "FILE",
             NotificationKind::Reply => "REPLY",
             NotificationKind::Mention => "MENTION",
+            NotificationKind::ThreadReply => "THREAD_REPLY",
             NotificationKind::RoomAdded => "ROOM_ADDED",
             NotificationKind::RoomRemoved => "ROOM_REMOVED",
         }
@@ -106,6 +108,13 @@ pub async fn for_new_message(
     };
     let text = preview(sender_name, message);
     let directed = directed(txn, message, sender_id, &text, reply_to_sender).await?;
+    if message.thread_root_id.is_some() {
+        // A reply in a thread makes no collapsed rows: only whom it is directed at hear of it.
+        if directed.is_empty() {
+            return Ok(Vec::new());
+        }
+        return store::notifications::made_for(txn, message.id).await;
+    }
     if collapse_now {
         let mut excluded = vec![sender_id];
         excluded.extend(directed);
@@ -127,8 +136,9 @@ pub async fn for_new_message(
     store::notifications::made_for(txn, message.id).await
 }
 
-/// Inserts the notifications a message directs at someone: mentions of members, then the author of
-/// the message replied to. Returns who got one.
+/// Inserts the notifications a message directs at someone, one each: mentions of members, then
+/// the author of the message replied to, then, for a reply in a thread, the thread's participants
+/// (see [`store::threads::participants_to_notify`]). Returns who got one.
 async fn directed(
     txn: &Txn,
     message: &message::Model,
@@ -156,6 +166,13 @@ async fn directed(
             .is_ok()
     {
         directed.push((author, NotificationKind::Reply.as_str()));
+    }
+    if let Some(root) = message.thread_root_id {
+        for participant in store::threads::participants_to_notify(txn, root, sender_id).await? {
+            if !directed.iter().any(|(id, _)| *id == participant) {
+                directed.push((participant, NotificationKind::ThreadReply.as_str()));
+            }
+        }
     }
     if !directed.is_empty() {
         store::notifications::insert_directed(

@@ -272,6 +272,7 @@ impl LeanSubscriptions {
             viewer,
             slot,
             conversation_id.as_ref(),
+            None,
             since,
             Some(shape.clone()),
         )

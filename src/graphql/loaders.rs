@@ -7,7 +7,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{conversation, member, message, reaction, user};
 
 use crate::{
-    chat::{conversations, messages, presence, users},
+    chat::{conversations, messages, presence, threads, users},
     error::AppError,
     store::Store,
 };
@@ -24,6 +24,8 @@ pub struct Loaders {
     pub unread: DataLoader<UnreadLoader>,
     pub visibility: DataLoader<VisibilityLoader>,
     pub reactions: DataLoader<ReactionsLoader>,
+    pub threads: DataLoader<ThreadLoader>,
+    pub thread_unread: DataLoader<ThreadUnreadLoader>,
 }
 
 impl Loaders {
@@ -37,6 +39,8 @@ impl Loaders {
             unread: DataLoader::new(UnreadLoader(store.clone()), tokio::spawn),
             visibility: DataLoader::new(VisibilityLoader(store.clone()), tokio::spawn),
             reactions: DataLoader::new(ReactionsLoader(store.clone()), tokio::spawn),
+            threads: DataLoader::new(ThreadLoader(store.clone()), tokio::spawn),
+            thread_unread: DataLoader::new(ThreadUnreadLoader(store.clone()), tokio::spawn),
         }
     }
 }
@@ -94,6 +98,41 @@ impl Loader<i64> for ReactionsLoader {
             .await
             .map_err(Arc::new)?;
         Ok(found.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    }
+}
+
+/// Thread summaries, keyed by root; a root without standing replies has none.
+pub struct ThreadLoader(Store);
+
+impl Loader<i64> for ThreadLoader {
+    type Value = Arc<threads::Summary>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        let found = threads::summaries(&self.0, keys).await.map_err(Arc::new)?;
+        Ok(found.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    }
+}
+
+/// A thread's replies unread by a viewer, keyed by (viewer, root).
+pub struct ThreadUnreadLoader(Store);
+
+impl Loader<(i64, i64)> for ThreadUnreadLoader {
+    type Value = i64;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[(i64, i64)],
+    ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
+        per_viewer(keys, |viewer, roots| async move {
+            let counts = threads::unread(&self.0, viewer, &roots).await?;
+            Ok(roots
+                .into_iter()
+                .map(|id| (id, counts.get(&id).copied().unwrap_or(0)))
+                .collect())
+        })
+        .await
     }
 }
 

@@ -51,6 +51,12 @@ pub struct SendMessageInput {
     pub body: Option<String>,
     /// A message of the same conversation that this one answers (`msg_…`).
     pub reply_to_id: Option<ID>,
+    /// Posts the message as a reply in the thread of this message (`msg_…`) of the same
+    /// conversation, instead of into the conversation's timeline. Threads are one level deep: a
+    /// reply in a thread, a system message or a deleted message is BAD_USER_INPUT. The reply
+    /// notifies the thread's participants (`THREAD_REPLY`) and whom it mentions, not every
+    /// member.
+    pub thread_root_id: Option<ID>,
     /// A file, sent as a GraphQL multipart request. Its content decides the message kind (IMAGE,
     /// VIDEO, AUDIO, DOCUMENT, ARCHIVE or FILE).
     pub file: Option<Upload>,
@@ -295,6 +301,7 @@ impl CoreMutation {
             body,
             file,
             reply_to_id: ids::decode_opt(Kind::Message, input.reply_to_id.as_ref())?,
+            thread_root_id: ids::decode_opt(Kind::Message, input.thread_root_id.as_ref())?,
             client_message_id: input
                 .client_message_id
                 .as_deref()

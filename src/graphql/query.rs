@@ -13,7 +13,7 @@ use crate::{
     chat::{
         audit, blocks, conversations, messages, notifications,
         pagination::{DEFAULT_PAGE, Direction, Page, PageRequest, page_size},
-        users,
+        threads, users,
     },
     error::AppError,
     ids::{self, CursorKind, Kind},
@@ -34,6 +34,15 @@ fn message_page_request(
     };
     // With no arguments a history page is the newest messages.
     PageRequest::new(first, seq(after)?, last, seq(before)?, Direction::Backward)
+}
+
+/// Which messages a conversation's page lists.
+fn listed(include_thread_replies: bool) -> messages::Listed {
+    if include_thread_replies {
+        messages::Listed::Everything
+    } else {
+        messages::Listed::Timeline
+    }
 }
 
 fn message_connection(page: Page<entity::message::Model>) -> Listing<Message> {
@@ -236,6 +245,8 @@ impl Query {
 
     /// A page of a conversation's messages, oldest first within the page. With no arguments, the
     /// newest 50; page forward with `first`/`after`, backward with `last`/`before`.
+    // Each argument is one of the field's GraphQL arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -259,6 +270,11 @@ impl Query {
             desc = "Page backward from this `cursor` (an edge's, or `pageInfo.startCursor`) of this same conversation's messages: the page ends with the next older message."
         )]
         before: Option<String>,
+        #[graphql(
+            desc = "Whether replies in threads are listed too, in their place in the conversation's order (each has `threadRoot`); by default only the timeline: roots and plain messages.",
+            default = false
+        )]
+        include_thread_replies: bool,
     ) -> Result<Listing<Message>> {
         let viewer = ctx.viewer()?;
         let id = ids::decode(Kind::Conversation, &conversation_id)?;
@@ -266,11 +282,47 @@ impl Query {
         let store = &ctx.state().chat.store;
         conversations::require_member(store, id, viewer.user_id).await?;
         Ok(message_connection(
-            messages::page(store, id, request).await?,
+            messages::page(store, id, listed(include_thread_replies), request).await?,
+        ))
+    }
+
+    /// A page of the replies in a thread, oldest first within the page (the root itself is not
+    /// among them). With no arguments, the newest 50; page as `messages`.
+    async fn thread(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The thread's root (`msg_…`), a message of a conversation the viewer belongs to (NOT_FOUND otherwise). A reply in a thread is BAD_USER_INPUT: threads are one level deep. A deleted root keeps its thread."
+        )]
+        root_id: ID,
+        #[graphql(
+            desc = "Page forward: how many replies to return after `after` (or from the oldest): 0 to 100. Give `first` or `last`, not both; with neither, the newest 50."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "Page forward from this `cursor` of the same thread: the page starts with the next newer reply."
+        )]
+        after: Option<String>,
+        #[graphql(
+            desc = "Page backward: how many replies to return before `before` (or the newest): 0 to 100."
+        )]
+        last: Option<i32>,
+        #[graphql(
+            desc = "Page backward from this `cursor` of the same thread: the page ends with the next older reply."
+        )]
+        before: Option<String>,
+    ) -> Result<Listing<Message>> {
+        let viewer = ctx.viewer()?;
+        let root = ids::decode(Kind::Message, &root_id)?;
+        let request = message_page_request(first, after, last, before)?;
+        Ok(message_connection(
+            threads::page(&ctx.state().chat.store, viewer.user_id, root, request).await?,
         ))
     }
 
     /// The messages of the direct conversation with a user (empty if none has started).
+    // Each argument is one of the field's GraphQL arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -292,6 +344,11 @@ impl Query {
             desc = "Page backward from this `cursor` (an edge's, or `pageInfo.startCursor`) of this same conversation's messages: the page ends with the next older message."
         )]
         before: Option<String>,
+        #[graphql(
+            desc = "Whether replies in threads are listed too, in their place in the conversation's order (each has `threadRoot`); by default only the timeline: roots and plain messages.",
+            default = false
+        )]
+        include_thread_replies: bool,
     ) -> Result<Listing<Message>> {
         let viewer = ctx.viewer()?;
         let other = ids::decode(Kind::User, &user_id)?;
@@ -301,7 +358,13 @@ impl Query {
         }
         match conversations::direct_between(&ctx.state().chat.store, viewer.user_id, other).await? {
             Some(conversation) => Ok(message_connection(
-                messages::page(&ctx.state().chat.store, conversation.id, request).await?,
+                messages::page(
+                    &ctx.state().chat.store,
+                    conversation.id,
+                    listed(include_thread_replies),
+                    request,
+                )
+                .await?,
             )),
             None => Ok(Listing::empty()),
         }

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     AppState,
     auth::Viewer,
-    chat::{blocks, conversations, messages, notifications, presence, users},
+    chat::{blocks, conversations, messages, notifications, presence, threads, users},
     error::AppError,
     events::{Envelope, Event, Lagged, MessageChange, Position, Receiver, Topic},
     ids::{self, CursorKind, Kind},
@@ -72,6 +72,10 @@ impl Subscription {
             desc = "The `cursor` of the last `MessageEvent` received: the events after it are replayed first, then live ones follow, none missed or repeated. A cursor this server's data did not hand out (another database, or ahead of it) is RESYNC_REQUIRED: reload, then subscribe without `since`."
         )]
         since: Option<String>,
+        #[graphql(
+            desc = "Follow one thread (`msg_…`, its root): the changes to the root and to the replies in its thread, in the conversation's order. The root must be a message the viewer may see (NOT_FOUND otherwise) and no reply in a thread (BAD_USER_INPUT); with `conversationId`, of that conversation (BAD_USER_INPUT otherwise). Left out, replies in threads come with everything else, each with its `threadRoot`."
+        )]
+        thread_root_id: Option<ID>,
     ) -> Result<impl Stream<Item = Rendered> + use<>> {
         let viewer = ctx.viewer()?;
         let slot = claim_slot(ctx)?;
@@ -81,6 +85,7 @@ impl Subscription {
             viewer,
             slot,
             conversation_id.as_ref(),
+            thread_root_id.as_ref(),
             since,
             shape,
         ))
@@ -477,10 +482,12 @@ pub(super) async fn message_events(
     viewer: Viewer,
     slot: Option<SlotGuard>,
     conversation_id: Option<&ID>,
+    thread_root_id: Option<&ID>,
     since: Option<String>,
     shape: Option<Arc<Shape>>,
 ) -> Result<impl Stream<Item = Rendered> + use<>, AppError> {
-    let conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
+    let mut conversation = ids::decode_opt(Kind::Conversation, conversation_id)?;
+    let thread = ids::decode_opt(Kind::Message, thread_root_id)?;
     let since = since.map(|c| decode_event_cursor(&state, &c)).transpose()?;
     if let Some(id) = conversation {
         Box::pin(conversations::require_member(
@@ -489,6 +496,20 @@ pub(super) async fn message_events(
             viewer.user_id,
         ))
         .await?;
+    }
+    if let Some(root) = thread {
+        let root = Box::pin(threads::visible_root(
+            &state.chat.store,
+            viewer.user_id,
+            root,
+        ))
+        .await?;
+        if conversation.is_some_and(|id| id != root.conversation_id) {
+            return Err(AppError::bad_input(
+                "threadRootId must name a message of conversationId",
+            ));
+        }
+        conversation = Some(root.conversation_id);
     }
     // What this instance has not handed on yet but had committed before the subscription began
     // precedes it: read before registering, and skipped when it comes.
@@ -541,7 +562,8 @@ pub(super) async fn message_events(
                 let db = db.clone();
                 async move {
                     let rows =
-                        messages::events_after(&db, user_id, conversation, after, limit).await?;
+                        messages::events_after(&db, user_id, conversation, thread, after, limit)
+                            .await?;
                     Ok(rows
                         .into_iter()
                         .filter_map(|(event, message)| {
@@ -571,7 +593,10 @@ pub(super) async fn message_events(
                     change,
                     message,
                 } if envelope.is_for(user_id)
-                    && conversation.is_none_or(|c| c == message.conversation_id) =>
+                    && conversation.is_none_or(|c| c == message.conversation_id)
+                    && thread.is_none_or(|root| {
+                        message.id == root || message.thread_root_id == Some(root)
+                    }) =>
                 {
                     Some((
                         *position,

@@ -5,7 +5,7 @@ use async_graphql::{
     dataloader::{DataLoader, Loader},
 };
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use entity::{conversation, member, message, reaction, user};
 use tokio::sync::OnceCell;
@@ -17,7 +17,7 @@ use super::{
 use crate::{
     chat::{
         model::{Role, SystemKind},
-        presence,
+        presence, threads,
     },
     error::AppError,
     events::MessageChange,
@@ -602,6 +602,37 @@ impl Message {
         Ok(Reaction::group(&rows, viewer.user_id))
     }
 
+    /// For a message of the timeline with replies in its thread (not deleted ones), what the
+    /// thread holds; null while it has none, and for a reply in a thread (threads are one level
+    /// deep). `Query.thread` pages the replies.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn thread(&self, ctx: &Context<'_>) -> Result<Option<ThreadSummary>> {
+        if self.0.thread_root_id.is_some() {
+            return Ok(None);
+        }
+        let summary = ctx
+            .loaders()
+            .threads
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?;
+        Ok(summary.map(|summary| ThreadSummary {
+            root_id: self.0.id,
+            root_sender_id: self.0.sender_id,
+            summary,
+        }))
+    }
+
+    /// For a reply in a thread, the thread's root (which may since have been deleted); null for
+    /// a message of the timeline.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn thread_root(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        match self.0.thread_root_id {
+            Some(id) => load_message(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
     /// When it was pinned to its conversation; null when it is not pinned.
     #[graphql(tag = "same_for_every_viewer")]
     async fn pinned_at(&self) -> Option<DateTime<Utc>> {
@@ -850,6 +881,8 @@ pub enum NotificationKind {
     Reply,
     /// Someone wrote `@username` naming the viewer.
     Mention,
+    /// Someone replied in a thread the viewer takes part in (they started it, or replied in it).
+    ThreadReply,
     /// Someone added the viewer to a room (`conversation` is the room).
     RoomAdded,
     /// Someone removed the viewer from a room (the room itself is no longer visible).
@@ -877,6 +910,7 @@ impl Notification {
             "FILE" => NotificationKind::File,
             "REPLY" => NotificationKind::Reply,
             "MENTION" => NotificationKind::Mention,
+            "THREAD_REPLY" => NotificationKind::ThreadReply,
             "ROOM_ADDED" => NotificationKind::RoomAdded,
             "ROOM_REMOVED" => NotificationKind::RoomRemoved,
             "REACTION" => NotificationKind::Reaction,
@@ -1136,6 +1170,56 @@ impl SystemEvent {
 const MAX_REACTION_USERS: i32 = 100;
 /// What `Reaction.users` returns without `first`.
 const DEFAULT_REACTION_USERS: i32 = 10;
+
+/// What a thread holds, shown on its root.
+pub struct ThreadSummary {
+    root_id: i64,
+    root_sender_id: Option<i64>,
+    summary: Arc<threads::Summary>,
+}
+
+/// The replies in a message's thread, counting only those not deleted.
+#[Object]
+impl ThreadSummary {
+    /// How many replies the thread holds.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn reply_count(&self) -> i64 {
+        self.summary.replies
+    }
+
+    /// When the newest reply was sent.
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn last_reply_at(&self) -> DateTime<Utc> {
+        self.summary.last_reply_at
+    }
+
+    /// Who takes part: the root's sender, then everyone who replied, in the order of their first
+    /// reply. A new reply notifies those of them still members (`THREAD_REPLY`).
+    #[graphql(tag = "same_for_every_viewer")]
+    async fn participants(&self) -> Vec<User> {
+        let mut ids: Vec<i64> = self.root_sender_id.into_iter().collect();
+        for id in &self.summary.repliers {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        ids.into_iter().map(User::by_id).collect()
+    }
+
+    /// The replies past the viewer's read marker in the conversation, from others. Marking the
+    /// conversation read (`markRead`) up to a message reads the replies before it too.
+    #[graphql(tag = "per_viewer")]
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let viewer = ctx.viewer()?;
+        Ok(ctx
+            .loaders()
+            .thread_unread
+            .load_one((viewer.user_id, self.root_id))
+            .await
+            .map_err(load_error)?
+            .unwrap_or(0))
+    }
+}
 
 /// One emoji on a message, with who reacted with it.
 pub struct Reaction {

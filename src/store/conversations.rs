@@ -162,13 +162,13 @@ pub async fn member_ids(db: &impl Reads, conversation_id: i64) -> AppResult<Vec<
     .await
 }
 
-/// The messages counted as unread for `$1` (the user): from others, not deleted, past the
-/// user's read marker; a system message about the user's own action (adding someone, renaming)
+/// The messages counted as unread for `$1` (the user): from others, not deleted, of the timeline
+/// (a reply in a thread counts in its thread's summary instead), past the user's read marker; a system message about the user's own action (adding someone, renaming)
 /// is theirs too. Raw: a join on a column comparison with two nullable exclusions reads plainer
 /// than the builder's spelling, and both backends take it as written.
 const UNREAD: &str = "FROM members mb JOIN messages m ON m.conversation_id = mb.conversation_id \
      AND m.seq > mb.last_read_seq \
-     WHERE mb.user_id = $1 AND m.deleted_at IS NULL \
+     WHERE mb.user_id = $1 AND m.deleted_at IS NULL AND m.thread_root_id IS NULL \
      AND (m.sender_id IS NULL OR m.sender_id <> $1) \
      AND (m.system_actor_id IS NULL OR m.system_actor_id <> $1)";
 

@@ -30,6 +30,8 @@ pub struct Draft {
     pub kind: String,
     pub body: Option<String>,
     pub reply_to_id: Option<i64>,
+    /// The root of the thread the message is a reply in.
+    pub thread_root_id: Option<i64>,
     pub client_message_id: Option<String>,
     pub attachment: Option<DraftFile>,
 }
@@ -57,6 +59,7 @@ pub async fn insert(txn: &Txn, draft: &Draft, at: DateTime<Utc>) -> AppResult<Se
         kind: Set(draft.kind.clone()),
         body: Set(draft.body.clone()),
         reply_to_id: Set(draft.reply_to_id),
+        thread_root_id: Set(draft.thread_root_id),
         client_message_id: Set(draft.client_message_id.clone()),
         edited_at: Set(None),
         deleted_at: Set(None),
@@ -190,15 +193,32 @@ pub async fn set_deleted(
     Ok(message)
 }
 
+/// Which of a conversation's messages a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// The conversation's own timeline: every message but the replies in threads.
+    Timeline,
+    /// Every message, replies in threads among them.
+    Everything,
+    /// The replies in one thread (not its root).
+    Thread(i64),
+}
+
 /// A page of a conversation's messages in sequence order; positions are sequence numbers.
 pub async fn page(
     db: &impl Reads,
     conversation_id: i64,
+    listed: Listed,
     request: PageRequest<i64>,
 ) -> AppResult<Page<message::Model>> {
     let mut query = message::Entity::find()
         .filter(message::Column::ConversationId.eq(conversation_id))
         .limit(request.limit + 1);
+    query = match listed {
+        Listed::Timeline => query.filter(message::Column::ThreadRootId.is_null()),
+        Listed::Everything => query,
+        Listed::Thread(root) => query.filter(message::Column::ThreadRootId.eq(root)),
+    };
     query = match (request.direction, request.anchor) {
         (Direction::Forward, anchor) => {
             let q = query.order_by_asc(message::Column::Seq);
@@ -343,11 +363,13 @@ pub async fn positions_from_elsewhere(db: &impl Reads) -> AppResult<Option<(i64,
 /// Up to `limit` logged changes after `after`, in log order, in the given conversation or in
 /// any, each with the message as it is now. Only changes the user may see are returned: those of
 /// conversations the user belongs to now, and the message about the user's own removal or
-/// departure (the last thing a former member is told).
+/// departure (the last thing a former member is told). With `thread`, only the changes to that
+/// root and to the replies in its thread.
 pub async fn events_after(
     db: &impl Reads,
     user_id: i64,
     conversation_id: Option<i64>,
+    thread: Option<i64>,
     after: Position,
     limit: u64,
 ) -> AppResult<Vec<(conversation_event::Model, message::Model)>> {
@@ -381,6 +403,21 @@ pub async fn events_after(
         .limit(limit);
     if let Some(id) = conversation_id {
         query = query.filter(conversation_event::Column::ConversationId.eq(id));
+    }
+    if let Some(root) = thread {
+        query = query.filter(
+            conversation_event::Column::MessageId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(message::Column::Id)
+                    .from(message::Entity)
+                    .cond_where(
+                        Condition::any()
+                            .add(message::Column::Id.eq(root))
+                            .add(message::Column::ThreadRootId.eq(root)),
+                    )
+                    .to_owned(),
+            ),
+        );
     }
     // Each row with its message in one statement (rows whose message is gone are left out).
     Ok(query

@@ -16,6 +16,7 @@ pub mod presence;
 pub mod reactions;
 pub mod rooms;
 pub mod sqlite;
+pub mod threads;
 pub mod users;
 pub mod writer;
 

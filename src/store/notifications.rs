@@ -20,7 +20,7 @@ use crate::error::AppResult;
 /// The kinds a collapsed row may have: it counts a member's unread messages of a conversation.
 const COLLAPSED: [&str; 2] = ["MESSAGE", "FILE"];
 /// The kinds made for one member by one message.
-const DIRECTED: [&str; 2] = ["MENTION", "REPLY"];
+const DIRECTED: [&str; 3] = ["MENTION", "REPLY", "THREAD_REPLY"];
 
 /// Of the users named (case-folded usernames), the members of the conversation.
 pub async fn members_named(

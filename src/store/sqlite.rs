@@ -112,13 +112,14 @@ pub fn id_list(listed: Option<&str>) -> AppResult<Vec<i64>> {
 
 /// The message columns a send sets, in the order of [`SEND`]'s parameters after `$1` (the time);
 /// the last is the conversation.
-const SEND_COLUMNS: [message::Column; 11] = {
+const SEND_COLUMNS: [message::Column; 12] = {
     use message::Column as C;
     [
         C::SenderId,
         C::Kind,
         C::Body,
         C::ReplyToId,
+        C::ThreadRootId,
         C::ClientMessageId,
         C::AttachmentKey,
         C::AttachmentFilename,

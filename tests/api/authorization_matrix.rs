@@ -149,7 +149,8 @@ fn id_for(field: &str, arg: &str, targets: &Targets) -> String {
     match arg {
         "conversationId" => targets.conversation.clone(),
         "userId" | "userIds" | "recipientId" | "memberIds" => targets.user.clone(),
-        "upToMessageId" | "fromMessageId" | "replyToId" | "messageId" => targets.message.clone(),
+        "upToMessageId" | "fromMessageId" | "replyToId" | "messageId" | "rootId"
+        | "threadRootId" => targets.message.clone(),
         _ if field.contains("session") => targets.session.clone(),
         _ if field.contains("notification") => targets.notification.clone(),
         _ if field.contains("message") => targets.message.clone(),

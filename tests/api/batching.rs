@@ -3,7 +3,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const MESSAGES: &str = "query($c: ID!, $n: Int) { messages(conversationId: $c, last: $n) { edges { node { id body isRead readBy { id } sender { id username } replyTo { id sender { id } } conversation { id unreadCount } reactions { emoji count reactedByMe users { id username } } pinnedBy { id } } } } }";
+const MESSAGES: &str = "query($c: ID!, $n: Int, $all: Boolean) { messages(conversationId: $c, last: $n, includeThreadReplies: $all) { edges { node { id body isRead readBy { id } sender { id username } replyTo { id sender { id } } conversation { id unreadCount } reactions { emoji count reactedByMe users { id username } } pinnedBy { id } thread { replyCount lastReplyAt unreadCount participants { id username } } threadRoot { id sender { id } } } } } }";
 const CONVERSATIONS: &str = "query($n: Int) { conversations(first: $n) { edges { node { id title unreadCount members { role user { id } } lastMessage { id body sender { id } } } } } }";
 
 /// The most statements a page may cost: auth, the membership check, the page query, and one or two
@@ -52,27 +52,42 @@ async fn a_page_of_50_messages_with_their_links_costs_a_constant_number_of_state
             )
             .await;
         }
+        // Every third message has a thread with replies from both.
+        if i % 3 == 0 {
+            for who in [&alice, &bob] {
+                app.data(
+                    &who.token,
+                    "mutation($c: ID!, $t: ID) { sendMessage(input: {conversationId: $c, body: \"in thread\", threadRootId: $t}) { id } }",
+                    json!({ "c": conversation, "t": previous }),
+                )
+                .await;
+            }
+        }
     }
-    let small = statements_for(
-        &app,
-        &alice.token,
-        MESSAGES,
-        json!({ "c": conversation, "n": 5 }),
-    )
-    .await;
-    let large = statements_for(
-        &app,
-        &alice.token,
-        MESSAGES,
-        json!({ "c": conversation, "n": 50 }),
-    )
-    .await;
-    // DataLoader batches form in a short window, so a page may split one batch in two; what must
-    // not happen is a statement per row (that would be 50+ here).
-    assert!(
-        small <= MAX_STATEMENTS && large <= MAX_STATEMENTS,
-        "statements: 5 messages {small}, 50 messages {large}"
-    );
+    // The timeline (roots with their thread summaries), and everything (replies with their
+    // roots).
+    for all in [false, true] {
+        let small = statements_for(
+            &app,
+            &alice.token,
+            MESSAGES,
+            json!({ "c": conversation, "n": 5, "all": all }),
+        )
+        .await;
+        let large = statements_for(
+            &app,
+            &alice.token,
+            MESSAGES,
+            json!({ "c": conversation, "n": 50, "all": all }),
+        )
+        .await;
+        // DataLoader batches form in a short window, so a page may split one batch in two; what
+        // must not happen is a statement per row (that would be 50+ here).
+        assert!(
+            small <= MAX_STATEMENTS && large <= MAX_STATEMENTS,
+            "statements (replies listed: {all}): 5 messages {small}, 50 messages {large}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -36,5 +36,6 @@ mod schema;
 mod security_headers;
 mod sessions;
 mod subscriptions;
+mod threads;
 mod typing;
 mod websockets;
