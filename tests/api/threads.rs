@@ -7,7 +7,7 @@ use crate::helpers::*;
 const REPLY: &str = "mutation($c: ID!, $b: String!, $t: ID) { sendMessage(input: {conversationId: $c, body: $b, threadRootId: $t}) { id createdAt thread { replyCount } threadRoot { id } } }";
 const SUMMARY: &str = "query($c: ID!, $all: Boolean) { messages(conversationId: $c, includeThreadReplies: $all) { edges { node { id kind body threadRoot { id } thread { replyCount lastReplyAt unreadCount participants { id } } } } } }";
 const THREAD: &str = "query($r: ID!, $first: Int, $after: String, $last: Int, $before: String) { thread(rootId: $r, first: $first, after: $after, last: $last, before: $before) { edges { node { body threadRoot { id } } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }";
-const FOLLOW: &str = "subscription($c: ID, $t: ID, $s: String) { messageEvents(conversationId: $c, threadRootId: $t, since: $s) { kind cursor message { id body threadRoot { id } } } }";
+const FOLLOW: &str = "subscription($c: ID, $t: ID, $s: String) { messageEvents(conversationId: $c, threadRootId: $t, since: $s) { kind cursor message { id body threadRoot { id thread { replyCount } } } } }";
 const NOTIFICATIONS: &str =
     "{ notifications { edges { node { kind count sender { id } message { id } } } } }";
 
@@ -398,7 +398,16 @@ async fn following_a_thread_delivers_its_root_and_replies_only_and_resumes_in_or
     app.send(&alice, &room, "timeline again").await;
     ws.expect_next_event("c", "timeline again").await;
     let second = id_of(&reply(&app, &alice, &room, &root, "two").await);
-    ws.expect_markers(&[("t", &second), ("c", &second)]).await;
+    let later = ws.expect_markers(&[("t", &second), ("c", &second)]).await;
+    // A reply's event carries its root's summary as it is with the reply in it, so a client's
+    // cache keeps the root current without asking again.
+    let count = |event: &Value| {
+        event["messageEvents"]["message"]["threadRoot"]["thread"]["replyCount"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(count(&later[0]), count(&events[0]) + 1);
+    assert_eq!(count(&later[1]), count(&later[0]));
 
     // Resuming after the first reply replays the thread's later changes, in order, once.
     let mut again = app.ws(Some(&bob.token)).await;
