@@ -127,10 +127,7 @@ impl Loader<(i64, i64)> for ThreadUnreadLoader {
     ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
         per_viewer(keys, |viewer, roots| async move {
             let counts = threads::unread(&self.0, viewer, &roots).await?;
-            Ok(roots
-                .into_iter()
-                .map(|id| (id, counts.get(&id).copied().unwrap_or(0)))
-                .collect())
+            Ok(or_zero(roots, &counts))
         })
         .await
     }
@@ -164,10 +161,7 @@ impl Loader<(i64, i64)> for UnreadLoader {
     ) -> Result<HashMap<(i64, i64), Self::Value>, Self::Error> {
         per_viewer(keys, |viewer, conversation_ids| async move {
             let counts = conversations::unread_counts(&self.0, viewer, &conversation_ids).await?;
-            Ok(conversation_ids
-                .into_iter()
-                .map(|id| (id, counts.get(&id).copied().unwrap_or(0)))
-                .collect())
+            Ok(or_zero(conversation_ids, &counts))
         })
         .await
     }
@@ -197,6 +191,13 @@ impl Loader<(i64, i64)> for VisibilityLoader {
 
 /// Loads (viewer, id) keys with one query per viewer in the batch (in practice one: a request has
 /// one viewer), so that per-viewer values batch like the others.
+/// Each id's count, 0 for those a count query left out (it lists only ids with something).
+fn or_zero(ids: Vec<i64>, counts: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
+    ids.into_iter()
+        .map(|id| (id, counts.get(&id).copied().unwrap_or(0)))
+        .collect()
+}
+
 async fn per_viewer<V, F, Fut>(
     keys: &[(i64, i64)],
     load: F,

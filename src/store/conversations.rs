@@ -182,10 +182,7 @@ pub async fn unread_counts(
         return Ok(HashMap::new());
     }
     let db = db.conn();
-    let placeholders = (0..conversation_ids.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let placeholders = super::placeholders(2, conversation_ids.len());
     let mut values: Vec<Value> = vec![user_id.into()];
     values.extend(conversation_ids.iter().map(|id| Value::from(*id)));
     let rows = db

@@ -137,6 +137,15 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     }
 }
 
+/// `count` numbered placeholders from `$first` on, comma-separated (`$2, $3, $4`), for an
+/// `IN (…)` list in a raw statement.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A statement in the connection's dialect, written with `$1`-style placeholders (which SQLite
 /// also understands).
 pub fn sql(db: &impl ConnectionTrait, text: &str, values: Vec<Value>) -> Statement {

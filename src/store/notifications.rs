@@ -141,10 +141,7 @@ impl Bump {
         let who = match audience {
             Audience::AllBut([]) => "TRUE".to_owned(),
             Audience::AllBut(excluded) => {
-                let list = (0..excluded.len())
-                    .map(|i| format!("${}", i + 8))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let list = super::placeholders(8, excluded.len());
                 values.extend(excluded.iter().map(|id| Value::from(*id)));
                 format!("m.user_id NOT IN ({list})")
             }

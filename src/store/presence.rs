@@ -36,10 +36,7 @@ pub async fn sharing_with(
     if others.is_empty() {
         return Ok(HashMap::new());
     }
-    let list = (0..others.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = super::placeholders(2, others.len());
     let mut values: Vec<Value> = vec![viewer.into()];
     values.extend(others.iter().map(|id| Value::from(*id)));
     let rows = db

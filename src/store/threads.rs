@@ -77,10 +77,7 @@ pub async fn unread(db: &impl Reads, user_id: i64, roots: &[i64]) -> AppResult<H
         return Ok(HashMap::new());
     }
     let db = db.conn();
-    let placeholders = (0..roots.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let placeholders = super::placeholders(2, roots.len());
     let mut values: Vec<Value> = vec![user_id.into()];
     values.extend(roots.iter().map(|id| Value::from(*id)));
     // Raw for the join on a column comparison, as `conversations::unread_counts`.
