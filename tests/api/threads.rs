@@ -67,8 +67,9 @@ async fn replies_go_into_their_roots_thread_and_the_root_sums_them_up() {
     assert_eq!(first["threadRoot"]["id"], root);
     assert!(first["thread"].is_null(), "a reply has no thread: {first}");
     reply(&app, &carol, &room, &root, "me too").await;
-    let last = reply(&app, &bob, &room, &root, "bringing snacks").await;
     app.send(&carol, &room, "unrelated").await;
+    // The conversation's newest message is a reply: its timeline's last message stays put.
+    let last = reply(&app, &bob, &room, &root, "bringing snacks").await;
 
     // The timeline leaves the replies out; the root sums them up.
     let timeline = listed(&app, &alice, &room, false).await;
@@ -94,8 +95,8 @@ async fn replies_go_into_their_roots_thread_and_the_root_sums_them_up() {
             "who is in on friday?",
             "me",
             "me too",
-            "bringing snacks",
-            "unrelated"
+            "unrelated",
+            "bringing snacks"
         ]
     );
     assert_eq!(everything[1]["threadRoot"]["id"], root);
