@@ -92,8 +92,11 @@ pub async fn mark_read(
 ) -> AppResult<conversation::Model> {
     let db = &chat.store;
     let (conversation, member) = require_member(db, conversation_id, viewer.user_id).await?;
+    // Without a message, to the conversation's end: its newest message is found in the write
+    // (the conversation's `last_message_id` is its timeline's, and a reply in a thread may be
+    // newer).
     let (up_to_seq, up_to_message_id) = match up_to_message_id {
-        None => (conversation.last_seq, conversation.last_message_id),
+        None => (conversation.last_seq, None),
         Some(id) => {
             let message = store::messages::find(db, id)
                 .await?
@@ -110,6 +113,12 @@ pub async fn mark_read(
         .write(move |txn| {
             Box::pin(async move {
                 let read_at = now();
+                let up_to_message_id = match up_to_message_id {
+                    Some(id) => Some(id),
+                    None => {
+                        store::conversations::newest_up_to(txn, conversation_id, up_to_seq).await?
+                    }
+                };
                 let moved = store::conversations::move_read_marker(
                     txn,
                     conversation_id,

@@ -236,6 +236,11 @@ async fn insert_message(
                     }
                     Err(err) => return Err(err),
                 };
+                // Checked again under the conversation's lock, which a delete takes too: a root
+                // deleted since the check before the write refuses the reply (rolling it back).
+                if let Some(root) = draft.thread_root_id {
+                    check_thread_root(txn, root, draft.conversation_id).await?;
+                }
                 // A reply in a thread notifies the thread's participants (and whom it mentions
                 // or answers), not every member: it makes no collapsed rows, now or later.
                 let in_thread = sent.message.thread_root_id.is_some();

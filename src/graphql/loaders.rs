@@ -189,8 +189,6 @@ impl Loader<(i64, i64)> for VisibilityLoader {
     }
 }
 
-/// Loads (viewer, id) keys with one query per viewer in the batch (in practice one: a request has
-/// one viewer), so that per-viewer values batch like the others.
 /// Each id's count, 0 for those a count query left out (it lists only ids with something).
 fn or_zero(ids: Vec<i64>, counts: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
     ids.into_iter()
@@ -198,6 +196,8 @@ fn or_zero(ids: Vec<i64>, counts: &HashMap<i64, i64>) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Loads (viewer, id) keys with one query per viewer in the batch (in practice one: a request has
+/// one viewer), so that per-viewer values batch like the others.
 async fn per_viewer<V, F, Fut>(
     keys: &[(i64, i64)],
     load: F,

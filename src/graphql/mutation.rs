@@ -348,6 +348,8 @@ impl CoreMutation {
     }
 
     /// Marks the conversation read up to a message, or entirely. Never moves the marker back.
+    /// The marker is a place in the conversation's order: replies in threads before it are read
+    /// too, as are the notifications about them.
     async fn mark_read(
         &self,
         ctx: &Context<'_>,

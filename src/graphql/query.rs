@@ -300,7 +300,7 @@ impl Query {
         )]
         first: Option<i32>,
         #[graphql(
-            desc = "Page forward from this `cursor` of the same thread: the page starts with the next newer reply."
+            desc = "Page forward from this `cursor` (an edge's, or `pageInfo.endCursor`) of the thread: the page starts with the next newer reply."
         )]
         after: Option<String>,
         #[graphql(
@@ -308,7 +308,7 @@ impl Query {
         )]
         last: Option<i32>,
         #[graphql(
-            desc = "Page backward from this `cursor` of the same thread: the page ends with the next older reply."
+            desc = "Page backward from this `cursor` (an edge's, or `pageInfo.startCursor`) of the thread: the page ends with the next older reply."
         )]
         before: Option<String>,
     ) -> Result<Listing<Message>> {
@@ -442,7 +442,8 @@ impl Query {
         ))
     }
 
-    /// Unread messages across all the viewer's conversations.
+    /// Unread messages across all the viewer's conversations (their timelines, as
+    /// `Conversation.unreadCount`).
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let viewer = ctx.viewer()?;
         Ok(conversations::total_unread(&ctx.state().chat.store, viewer.user_id).await?)

@@ -312,6 +312,7 @@ mod tests {
                 "Message",
                 "MessageEvent",
                 "SystemEvent",
+                "ThreadSummary",
                 "User"
             ]
         );
@@ -353,6 +354,8 @@ mod tests {
             ("Conversation", "lastMessage"),
             ("User", "presence"),
             ("Attachment", "downloadUrl"),
+            ("Message", "reactions"),
+            ("ThreadSummary", "unreadCount"),
         ] {
             assert_eq!(
                 rules.types[type_name][field].sharing,

@@ -594,9 +594,7 @@ pub(super) async fn message_events(
                     message,
                 } if envelope.is_for(user_id)
                     && conversation.is_none_or(|c| c == message.conversation_id)
-                    && thread.is_none_or(|root| {
-                        message.id == root || message.thread_root_id == Some(root)
-                    }) =>
+                    && thread.is_none_or(|root| threads::concerns(message, root, user_id)) =>
                 {
                     Some((
                         *position,

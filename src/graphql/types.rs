@@ -334,7 +334,8 @@ impl Conversation {
             .collect())
     }
 
-    /// The most recent message (possibly deleted: then its body is hidden).
+    /// The most recent message of its timeline, replies in threads left out (possibly deleted:
+    /// then its body is hidden).
     #[graphql(tag = "per_viewer")]
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
         match self.row(ctx).await?.last_message_id {
@@ -343,7 +344,8 @@ impl Conversation {
         }
     }
 
-    /// Messages from others that the viewer has not read (deleted ones do not count).
+    /// Messages from others that the viewer has not read, in its timeline (deleted ones do not
+    /// count; replies in threads count in their thread's `unreadCount`).
     #[graphql(tag = "per_viewer")]
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let viewer = ctx.viewer()?;
@@ -367,8 +369,8 @@ impl Conversation {
             .any(|m| m.user_id == viewer.user_id && m.muted))
     }
 
-    /// When anything last happened in it (a message sent, edited or deleted, a membership
-    /// change); the order of `Query.conversations`.
+    /// When anything last happened in it (a message sent, a reply in a thread among them,
+    /// edited or deleted, a membership change); the order of `Query.conversations`.
     #[graphql(tag = "same_for_every_viewer")]
     async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.last_activity_at)

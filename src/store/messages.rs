@@ -364,7 +364,7 @@ pub async fn positions_from_elsewhere(db: &impl Reads) -> AppResult<Option<(i64,
 /// any, each with the message as it is now. Only changes the user may see are returned: those of
 /// conversations the user belongs to now, and the message about the user's own removal or
 /// departure (the last thing a former member is told). With `thread`, only the changes to that
-/// root and to the replies in its thread.
+/// root and to the replies in its thread, and that message (see `chat::threads::concerns`).
 pub async fn events_after(
     db: &impl Reads,
     user_id: i64,
@@ -413,7 +413,15 @@ pub async fn events_after(
                     .cond_where(
                         Condition::any()
                             .add(message::Column::Id.eq(root))
-                            .add(message::Column::ThreadRootId.eq(root)),
+                            .add(message::Column::ThreadRootId.eq(root))
+                            .add(
+                                Condition::all()
+                                    .add(message::Column::SystemTargetId.eq(user_id))
+                                    .add(
+                                        message::Column::SystemKind
+                                            .is_in(SystemKind::DEPARTURES.map(|k| k.as_str())),
+                                    ),
+                            ),
                     )
                     .to_owned(),
             ),

@@ -216,7 +216,11 @@ async fn threads_are_one_level_deep_and_stay_in_their_conversation() {
             "{target}: {refused}"
         );
     }
-    // A reply has no thread of its own to page or follow.
+    // Neither a reply nor a system message has a thread to page or follow.
+    let refused = app
+        .gql(Some(&alice.token), THREAD, json!({ "r": system }))
+        .await;
+    assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"), "{refused}");
     let refused = app
         .gql(Some(&alice.token), THREAD, json!({ "r": a_reply }))
         .await;
@@ -458,4 +462,185 @@ async fn a_deleted_root_keeps_its_thread_and_takes_no_more_replies() {
         )
         .await;
     assert_eq!(error_code(&refused), Some("BAD_USER_INPUT"), "{refused}");
+}
+
+#[tokio::test]
+async fn reading_a_conversation_to_its_end_reads_its_newest_replies_and_their_notifications() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let root = id_of(&app.send(&alice, &conversation, "root").await);
+    let answer = id_of(&reply(&app, &bob, &conversation, &root, "answer").await);
+
+    // No message named: to the end, which is a reply newer than the timeline's last message.
+    app.data(
+        &alice.token,
+        "mutation($c: ID!) { markRead(conversationId: $c) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    let read = app
+        .data(
+            &alice.token,
+            "{ notifications { edges { node { kind isRead message { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let about: Vec<&Value> = read["notifications"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"])
+        .filter(|n| n["message"]["id"] == answer)
+        .collect();
+    assert_eq!(about.len(), 1, "{read}");
+    assert_eq!(about[0]["kind"], "THREAD_REPLY");
+    assert_eq!(about[0]["isRead"], true);
+    let timeline = listed(&app, &alice, &conversation, false).await;
+    let root_node = timeline.iter().find(|n| n["id"] == root).unwrap();
+    assert_eq!(root_node["thread"]["unreadCount"], 0);
+}
+
+#[tokio::test]
+async fn a_retried_reply_with_its_client_message_id_is_the_first_one() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let root = id_of(&app.send(&alice, &conversation, "root").await);
+    let send = "mutation($c: ID!, $t: ID) { sendMessage(input: {conversationId: $c, body: \"once\", threadRootId: $t, clientMessageId: \"r-1\"}) { id threadRoot { id } } }";
+    let vars = json!({ "c": conversation, "t": root });
+    let first = app.data(&bob.token, send, vars.clone()).await;
+    let again = app.data(&bob.token, send, vars).await;
+    assert_eq!(first, again);
+    assert_eq!(first["sendMessage"]["threadRoot"]["id"], root);
+    let thread = app.data(&alice.token, THREAD, json!({ "r": root })).await;
+    assert_eq!(thread["thread"]["edges"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn history_lists_replies_only_when_asked_and_a_summary_follows_deletions() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let root = id_of(&app.send(&alice, &conversation, "root").await);
+    let first = reply(&app, &bob, &conversation, &root, "first").await;
+    let second = id_of(&reply(&app, &alice, &conversation, &root, "second").await);
+    let history = async |all: bool| -> Vec<String> {
+        app.data(
+            &alice.token,
+            "query($u: ID!, $all: Boolean) { history(userId: $u, includeThreadReplies: $all) { edges { node { body } } } }",
+            json!({ "u": bob.id, "all": all }),
+        )
+        .await["history"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["body"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(history(false).await.last().unwrap(), "root");
+    assert_eq!(
+        history(true).await[history(true).await.len() - 3..],
+        ["root", "first", "second"]
+    );
+
+    // With its newest reply deleted, the summary falls back to the one before, and Alice, whose
+    // only reply that was, is no participant any more.
+    app.data(
+        &alice.token,
+        "mutation($m: ID!) { deleteMessage(id: $m) { id } }",
+        json!({ "m": second }),
+    )
+    .await;
+    let timeline = listed(&app, &alice, &conversation, false).await;
+    let summary = &timeline.iter().find(|n| n["id"] == root).unwrap()["thread"];
+    assert_eq!(summary["replyCount"], 1);
+    assert_eq!(summary["lastReplyAt"], first["createdAt"]);
+    assert_eq!(
+        summary["participants"],
+        json!([{ "id": alice.id }, { "id": bob.id }])
+    );
+}
+
+#[tokio::test]
+async fn a_former_member_hears_of_their_removal_on_a_thread_they_follow_and_no_more_replies() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "Lobby", &[&bob, &carol]).await;
+    let root = id_of(&app.send(&alice, &room, "root").await);
+    reply(&app, &bob, &room, &root, "bob was here").await;
+    let mut ws = app.ws(Some(&bob.token)).await;
+    ws.subscribe("t", FOLLOW, json!({ "t": root })).await;
+    ws.until_live(&["t"], 1, async |_| {
+        probe_reply(&app, &carol, &room, &root).await
+    })
+    .await;
+
+    app.data(
+        &alice.token,
+        "mutation($r: ID!, $u: ID!) { removeMember(roomId: $r, userId: $u) { id } }",
+        json!({ "r": room, "u": bob.id }),
+    )
+    .await;
+    // The thread's stream tells Bob he was removed, as the conversation's stream would.
+    let removed = ws.next_data("t").await;
+    assert_eq!(removed["messageEvents"]["kind"], "CREATED");
+    assert!(removed["messageEvents"]["message"]["threadRoot"].is_null());
+    // A participant no longer in the room is not notified of later replies.
+    let later = id_of(&reply(&app, &carol, &room, &root, "after bob").await);
+    let told = notifications(&app, &bob).await;
+    assert!(told.iter().all(|n| n["message"]["id"] != later), "{told:?}");
+    // Nor can he follow the thread again.
+    let mut again = app.ws(Some(&bob.token)).await;
+    again.subscribe("t", FOLLOW, json!({ "t": root })).await;
+    assert_eq!(again.next_error_code("t").await, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn in_a_big_room_a_reply_makes_no_collapsed_rows_for_everyone() {
+    let mut config = test_config().await;
+    // Every room is big: collapsed rows go through the backlog after the commit.
+    config.notify_inline_members = 0;
+    let app = spawn_app_with(config).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let room = app.room(&alice, "Lobby", &[&bob, &carol]).await;
+    let mut ws = app.ws(Some(&carol.token)).await;
+    ws.subscribe(
+        "n",
+        "subscription { notifications { kind count message { id } } }",
+        json!({}),
+    )
+    .await;
+    ws.until_live(&["n"], 1, async |_| app.probe_message(&alice, &room).await)
+        .await;
+
+    let root = id_of(&app.send(&alice, &room, "root").await);
+    let root_row = ws.expect_next_event("n", &root).await;
+    let counted = root_row["notifications"]["count"].as_i64().unwrap();
+    let answer = id_of(&reply(&app, &bob, &room, &root, "answer").await);
+    // The next timeline message's collapsed row counts it and the root's, not the reply: had
+    // the reply made a row or been counted, it would come first or count one more.
+    let after = id_of(&app.send(&bob, &room, "timeline").await);
+    let row = ws.expect_next_event("n", &after).await;
+    assert_eq!(row["notifications"]["count"], counted + 1, "{row}");
+    assert!(
+        notifications(&app, &carol)
+            .await
+            .iter()
+            .all(|n| n["message"]["id"] != answer)
+    );
+    let for_alice = notifications(&app, &alice).await;
+    assert!(
+        for_alice
+            .iter()
+            .any(|n| n["message"]["id"] == answer && n["kind"] == "THREAD_REPLY"),
+        "{for_alice:?}"
+    );
 }
