@@ -136,9 +136,10 @@ pub async fn for_new_message(
     store::notifications::made_for(txn, message.id).await
 }
 
-/// Inserts the notifications a message directs at someone, one each: mentions of members, then
+/// Makes the notifications a message directs at someone, one each: mentions of members, then
 /// the author of the message replied to, then, for a reply in a thread, the thread's participants
-/// (see [`store::threads::participants_to_notify`]). Returns who got one.
+/// (see [`store::threads::participants_to_notify`]), whose unread THREAD_REPLY row for the thread
+/// collapses it. Returns who got one.
 async fn directed(
     txn: &Txn,
     message: &message::Model,
@@ -167,12 +168,23 @@ async fn directed(
     {
         directed.push((author, NotificationKind::Reply.as_str()));
     }
+    let mut participants = Vec::new();
     if let Some(root) = message.thread_root_id {
-        for participant in store::threads::participants_to_notify(txn, root, sender_id).await? {
-            if !directed.iter().any(|(id, _)| *id == participant) {
-                directed.push((participant, NotificationKind::ThreadReply.as_str()));
-            }
-        }
+        participants = store::threads::participants_to_notify(txn, root, sender_id).await?;
+        participants.retain(|participant| !directed.iter().any(|(id, _)| id == participant));
+    }
+    if !participants.is_empty() {
+        // One unread THREAD_REPLY row per thread and participant: a later reply moves it on and
+        // counts, as unread messages collapse per conversation.
+        let bumped =
+            store::notifications::bump_thread_replies(txn, message, sender_id, text, &participants)
+                .await?;
+        directed.extend(
+            participants
+                .iter()
+                .filter(|id| !bumped.contains(id))
+                .map(|id| (*id, NotificationKind::ThreadReply.as_str())),
+        );
     }
     if !directed.is_empty() {
         store::notifications::insert_directed(
@@ -185,7 +197,11 @@ async fn directed(
         )
         .await?;
     }
-    Ok(directed.into_iter().map(|(id, _)| id).collect())
+    let mut told: Vec<i64> = directed.into_iter().map(|(id, _)| id).collect();
+    told.extend(participants);
+    told.sort_unstable();
+    told.dedup();
+    Ok(told)
 }
 
 /// Makes the collapsed notifications of a conversation's messages in the backlog, all at once, and

@@ -385,8 +385,8 @@ impl CoreMutation {
         Ok(true)
     }
 
-    /// Stops (or, with `muted: false`, restarts) MESSAGE and FILE notifications from a
-    /// conversation. Mentions and replies still notify.
+    /// Stops (or, with `muted: false`, restarts) MESSAGE, FILE and THREAD_REPLY notifications
+    /// from a conversation. Mentions and replies still notify.
     async fn mute_conversation(
         &self,
         ctx: &Context<'_>,

@@ -73,6 +73,46 @@ pub async fn insert_directed(
     Ok(())
 }
 
+/// Moves each of `to`'s unread THREAD_REPLY row for the thread of `reply` (if they have one) on
+/// to `reply`, counting it; returns whose rows moved. Raw: the rows are found through their
+/// message's thread, and the moved ones are read back with RETURNING (both backends have it).
+pub async fn bump_thread_replies(
+    txn: &Txn,
+    reply: &message::Model,
+    actor_id: i64,
+    text: &str,
+    to: &[i64],
+) -> AppResult<Vec<i64>> {
+    let mut values: Vec<Value> = vec![
+        reply.id.into(),
+        actor_id.into(),
+        text.into(),
+        reply.created_at.into(),
+        reply.conversation_id.into(),
+        reply.thread_root_id.into(),
+    ];
+    values.extend(to.iter().map(|id| Value::from(*id)));
+    let rows = txn
+        .query_all_raw(sql(
+            txn,
+            &format!(
+                "UPDATE notifications SET message_id = $1, actor_id = $2, text = $3, \
+                 updated_at = $4, count = count + 1 \
+                 WHERE kind = 'THREAD_REPLY' AND is_read = FALSE AND conversation_id = $5 \
+                 AND user_id IN ({}) \
+                 AND message_id IN (SELECT id FROM messages WHERE thread_root_id = $6) \
+                 RETURNING user_id",
+                super::placeholders(7, to.len())
+            ),
+            values,
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get::<i64>("", "user_id"))
+        .collect::<Result<_, _>>()?)
+}
+
 /// Makes one notification.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_one(

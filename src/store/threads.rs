@@ -105,13 +105,15 @@ pub async fn unread(db: &impl Reads, user_id: i64, roots: &[i64]) -> AppResult<H
 }
 
 /// Whom a new reply by `sender_id` in the thread of `root` notifies: the root's sender and
-/// everyone with a standing reply in it (the summary's participants), who are members of the conversation now, but not the sender and
+/// everyone with a standing reply in it (the summary's participants), who are members that have
+/// not muted the conversation of the conversation now, but not the sender and
 /// not anyone who has blocked the sender.
 pub async fn participants_to_notify(txn: &Txn, root: i64, sender_id: i64) -> AppResult<Vec<i64>> {
     ids(
         txn,
         "SELECT DISTINCT m.sender_id AS id FROM messages m \
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = m.sender_id \
+         AND mb.muted = FALSE \
          WHERE (m.id = $1 OR (m.thread_root_id = $1 AND m.deleted_at IS NULL)) \
          AND m.sender_id <> $2 \
          AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = m.sender_id \

@@ -333,6 +333,20 @@ async fn a_reply_notifies_the_threads_participants_and_whom_it_mentions_only() {
     assert_eq!(kinds(&bob).await, ["THREAD_REPLY"]);
     assert_eq!(kinds(&dave).await, ["MENTION"]);
     assert!(kinds(&carol).await.is_empty());
+    // While unread, a participant's THREAD_REPLY row for the thread is one, moved on to the
+    // newest reply and counting them.
+    let thread_rows = async |who: &TestUser| -> Vec<Value> {
+        notifications(&app, who)
+            .await
+            .into_iter()
+            .filter(|n| n["kind"] == "THREAD_REPLY")
+            .collect()
+    };
+    let rows = thread_rows(&alice).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["message"]["id"], second);
+    assert_eq!(rows[0]["count"], 2);
+    assert_eq!(rows[0]["sender"]["id"], carol.id);
 
     // A participant who has blocked the sender is not notified by them; the others still are.
     app.data(
@@ -344,6 +358,40 @@ async fn a_reply_notifies_the_threads_participants_and_whom_it_mentions_only() {
     let third = id_of(&reply(&app, &carol, &room, &root, "still there?").await);
     assert!(about(&alice, &third).await.is_empty());
     assert_eq!(about(&bob, &third).await.len(), 1);
+
+    // Once read, the next reply starts a new row.
+    app.data(
+        &bob.token,
+        "mutation { markAllNotificationsRead }",
+        json!({}),
+    )
+    .await;
+    let fourth = id_of(&reply(&app, &carol, &room, &root, "hello?").await);
+    let rows = thread_rows(&bob).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["message"]["id"], fourth);
+    assert_eq!(rows[0]["count"], 1);
+
+    // A participant who muted the conversation hears of replies no more; a mention still does.
+    app.data(
+        &bob.token,
+        "mutation($c: ID!) { muteConversation(conversationId: $c) { muted } }",
+        json!({ "c": room }),
+    )
+    .await;
+    let fifth = id_of(&reply(&app, &carol, &room, &root, "anyone?").await);
+    assert!(about(&bob, &fifth).await.is_empty());
+    let sixth = id_of(
+        &reply(
+            &app,
+            &carol,
+            &room,
+            &root,
+            &format!("@{} anyone?", bob.username),
+        )
+        .await,
+    );
+    assert_eq!(about(&bob, &sixth).await[0].0, "MENTION");
 }
 
 /// A probe for [`WsClient::until_live`] on a thread's `messageEvents`: `from` replies in the
