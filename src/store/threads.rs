@@ -105,9 +105,9 @@ pub async fn unread(db: &impl Reads, user_id: i64, roots: &[i64]) -> AppResult<H
 }
 
 /// Whom a new reply by `sender_id` in the thread of `root` notifies: the root's sender and
-/// everyone with a standing reply in it (the summary's participants), who are members that have
-/// not muted the conversation of the conversation now, but not the sender and
-/// not anyone who has blocked the sender.
+/// everyone with a standing reply in it (the summary's participants) who is a member of the
+/// conversation now and has not muted it, but not the sender and not anyone who has blocked the
+/// sender.
 pub async fn participants_to_notify(txn: &Txn, root: i64, sender_id: i64) -> AppResult<Vec<i64>> {
     ids(
         txn,
