@@ -123,6 +123,10 @@ impl Application {
             config.redis_url.as_deref(),
             &config.redis_channel,
             breaker.clone(),
+            events::Counters {
+                received: metrics.bus_received.clone(),
+                delivered: metrics.bus_delivered.clone(),
+            },
             &tasks,
             shutdown.clone(),
         )

@@ -100,16 +100,20 @@ pub type Sequencer = Box<dyn Fn(&Arc<Envelope>) + Send + Sync>;
 /// The registry of this instance's subscriptions, one map per topic.
 pub struct Hub {
     capacity: usize,
+    /// Counts events handed to at least one subscription.
+    delivered: metrics::Counter,
     topics: [RwLock<Subscribers>; TOPICS.len()],
     observer: OnceLock<Observer>,
     sequencer: OnceLock<Sequencer>,
 }
 
 impl Hub {
-    /// A hub whose receivers may each fall `capacity` events behind.
-    pub fn new(capacity: usize) -> Arc<Self> {
+    /// A hub whose receivers may each fall `capacity` events behind; `delivered` counts the
+    /// events that reached at least one of them.
+    pub fn new(capacity: usize, delivered: metrics::Counter) -> Arc<Self> {
         Arc::new(Self {
             capacity,
+            delivered,
             topics: Default::default(),
             observer: OnceLock::new(),
             sequencer: OnceLock::new(),
@@ -156,13 +160,22 @@ impl Hub {
 
     /// Hands an event to every subscription it is for.
     pub fn route(&self, envelope: &Arc<Envelope>) {
+        if self.hand_over(envelope) {
+            self.delivered.increment(1);
+        }
+    }
+
+    /// Hands an event to every subscription it is for; whether there was one.
+    fn hand_over(&self, envelope: &Arc<Envelope>) -> bool {
+        let mut reached = false;
         let Some(topic) = envelope.event.topic() else {
             for topic in TOPICS {
                 for inbox in self.read(topic).values().flatten() {
                     inbox.push(envelope, self.capacity);
+                    reached = true;
                 }
             }
-            return;
+            return reached;
         };
         let subscribers = self.read(topic);
         // Walk whichever side is smaller: the recipients, or the users subscribed here.
@@ -171,6 +184,7 @@ impl Hub {
                 if envelope.is_for(*user_id) {
                     for inbox in inboxes {
                         inbox.push(envelope, self.capacity);
+                        reached = true;
                     }
                 }
             }
@@ -178,9 +192,11 @@ impl Hub {
             for user_id in &envelope.recipients {
                 for inbox in subscribers.get(user_id).into_iter().flatten() {
                     inbox.push(envelope, self.capacity);
+                    reached = true;
                 }
             }
         }
+        reached
     }
 
     /// A receiver of the events on `topic` for `user_id` published from now on (and of every
@@ -289,7 +305,7 @@ mod tests {
 
     #[test]
     fn events_reach_only_their_recipients_on_their_topic() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, metrics::Counter::noop());
         let mut alice = hub.subscribe(Topic::Typing, 1);
         let mut bob = hub.subscribe(Topic::Typing, 2);
         let mut bob_presence = hub.subscribe(Topic::Presence, 2);
@@ -308,7 +324,7 @@ mod tests {
 
     #[test]
     fn resync_reaches_every_subscription() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, metrics::Counter::noop());
         let mut receivers: Vec<_> = TOPICS
             .iter()
             .enumerate()
@@ -323,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_reports_lagged_once_then_resumes() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, metrics::Counter::noop());
         let mut rx = hub.subscribe(Topic::Typing, 7);
         for _ in 0..5 {
             hub.publish(typing(vec![7]));
@@ -336,7 +352,7 @@ mod tests {
 
     #[test]
     fn dropping_a_receiver_unregisters_it() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, metrics::Counter::noop());
         let first = hub.subscribe(Topic::Messages, 3);
         let second = hub.subscribe(Topic::Messages, 3);
         assert_eq!(hub.count(Topic::Messages), 2);
@@ -349,7 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, metrics::Counter::noop());
         let mut rx = hub.subscribe(Topic::Typing, 9);
         let waiting = tokio::spawn(async move { rx.recv().await.is_ok() });
         tokio::task::yield_now().await;

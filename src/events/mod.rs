@@ -151,6 +151,26 @@ impl Envelope {
     }
 }
 
+/// What the bus counts, for `/metrics`: together they say how much of what an instance is sent
+/// it had any use for.
+#[derive(Clone)]
+pub struct Counters {
+    /// Events taken from Redis (none without it).
+    pub received: metrics::Counter,
+    /// Events handed to at least one local subscription, each counted once.
+    pub delivered: metrics::Counter,
+}
+
+impl Default for Counters {
+    /// Counters that count nowhere, for a bus no `/metrics` reads.
+    fn default() -> Self {
+        Self {
+            received: metrics::Counter::noop(),
+            delivered: metrics::Counter::noop(),
+        }
+    }
+}
+
 /// Publishes events (after their transaction commits) and hands out receivers.
 #[derive(Clone)]
 pub struct EventBus {
@@ -165,27 +185,38 @@ impl EventBus {
             redis_url,
             channel,
             breaker::Breaker::default(),
+            Counters::default(),
             &tokio_util::task::TaskTracker::new(),
             tokio_util::sync::CancellationToken::new(),
         )
         .await
     }
 
-    /// Starts the bus with the Redis circuit breaker shared with the rest of the instance; its
-    /// Redis tasks run on `tasks` and stop on `shutdown` (the publisher once it has sent what was
-    /// queued before).
+    /// Starts the bus with the Redis circuit breaker shared with the rest of the instance and
+    /// the instance's counters; its Redis tasks run on `tasks` and stop on `shutdown` (the
+    /// publisher once it has sent what was queued before).
     pub async fn start_with(
         redis_url: Option<&str>,
         channel: &str,
         breaker: breaker::Breaker,
+        counters: Counters,
         tasks: &tokio_util::task::TaskTracker,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Self> {
-        let local = hub::Hub::new(LOCAL_CAPACITY);
+        let local = hub::Hub::new(LOCAL_CAPACITY, counters.delivered);
         let redis = match redis_url {
-            Some(url) => {
-                Some(redis_bus::start(url, channel, local.clone(), breaker, tasks, shutdown).await?)
-            }
+            Some(url) => Some(
+                redis_bus::start(
+                    url,
+                    channel,
+                    local.clone(),
+                    breaker,
+                    counters.received,
+                    tasks,
+                    shutdown,
+                )
+                .await?,
+            ),
             None => None,
         };
         Ok(Self { local, redis })

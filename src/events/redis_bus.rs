@@ -169,6 +169,7 @@ pub async fn start(
     channel: &str,
     local: Arc<Hub>,
     breaker: Breaker,
+    received: metrics::Counter,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Outbox> {
@@ -182,6 +183,7 @@ pub async fn start(
         channel.clone(),
         pubsub,
         local.clone(),
+        received,
         shutdown.clone(),
     ));
     let (queue, queued) = mpsc::channel(OUTBOX_CAPACITY);
@@ -218,6 +220,7 @@ async fn forward(
     channel: Arc<str>,
     mut pubsub: redis::aio::PubSub,
     local: Arc<Hub>,
+    received: metrics::Counter,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -231,6 +234,7 @@ async fn forward(
                     },
                     () = shutdown.cancelled() => return,
                 };
+                received.increment(1);
                 let Ok(payload) = msg.get_payload::<String>() else {
                     continue;
                 };
