@@ -174,6 +174,7 @@ impl Application {
             .await
             .context("opening the database")?;
         let store = store::Store::new(db.clone(), writer);
+        let store_for_routing = store.clone();
         let delivery = delivery::Delivery::start(
             store.reading_from(log_reader),
             bus.clone(),
@@ -194,6 +195,14 @@ impl Application {
                 // The bus may have lost an end while Redis was away.
                 events::Event::Resync => tokens.clear(),
                 _ => {}
+            }
+        });
+        // With Redis, a subscription to all of a user's conversations follows each one's channel.
+        bus.list_memberships({
+            let store = store_for_routing.clone();
+            move |user_id| {
+                let store = store.clone();
+                async move { Ok(chat::conversations::ids_of_member(&store, user_id).await?) }
             }
         });
         let limits = limits::Limiter::new(shared.clone());

@@ -31,18 +31,27 @@ const TOPICS: [Topic; 6] = [
     Topic::Sessions,
 ];
 
+/// Which subscriptions an event is handed to.
+enum Audience {
+    /// Those following a topic, for the event's recipients.
+    Topic(Topic),
+    /// Every subscription ([`Event::Resync`]).
+    All,
+    /// None: the event only steers the bus ([`Event::Joined`]).
+    Nobody,
+}
+
 impl Event {
-    /// Which subscriptions follow this event; None for an event every subscription gets
-    /// ([`Event::Resync`]).
-    fn topic(&self) -> Option<Topic> {
+    fn audience(&self) -> Audience {
         match self {
-            Event::Message { .. } => Some(Topic::Messages),
-            Event::Typing { .. } => Some(Topic::Typing),
-            Event::ReadReceipt { .. } => Some(Topic::Receipts),
-            Event::Notifications { .. } => Some(Topic::Notifications),
-            Event::Presence { .. } => Some(Topic::Presence),
-            Event::SessionsEnded { .. } => Some(Topic::Sessions),
-            Event::Resync => None,
+            Event::Message { .. } => Audience::Topic(Topic::Messages),
+            Event::Typing { .. } => Audience::Topic(Topic::Typing),
+            Event::ReadReceipt { .. } => Audience::Topic(Topic::Receipts),
+            Event::Notifications { .. } => Audience::Topic(Topic::Notifications),
+            Event::Presence { .. } => Audience::Topic(Topic::Presence),
+            Event::SessionsEnded { .. } => Audience::Topic(Topic::Sessions),
+            Event::Resync => Audience::All,
+            Event::Joined { .. } => Audience::Nobody,
         }
     }
 }
@@ -143,7 +152,9 @@ impl Hub {
     }
 
     /// Hands an event to every subscription it is for, message events through the sequencer
-    /// when there is one.
+    /// when there is one. The sequencer also sees [`Event::Resync`] and [`Event::Joined`] (with
+    /// Redis, this instance now follows a conversation whose earlier changes may not have reached
+    /// it): each is its cue to read the change log.
     pub fn publish(&self, envelope: Arc<Envelope>) {
         if let Some(observe) = self.observer.get() {
             observe(&envelope.event);
@@ -151,7 +162,7 @@ impl Hub {
         if let Some(sequence) = self.sequencer.get() {
             match envelope.event {
                 Event::Message { .. } => return sequence(&envelope),
-                Event::Resync => sequence(&envelope),
+                Event::Resync | Event::Joined { .. } => sequence(&envelope),
                 _ => {}
             }
         }
@@ -168,14 +179,18 @@ impl Hub {
     /// Hands an event to every subscription it is for; whether there was one.
     fn hand_over(&self, envelope: &Arc<Envelope>) -> bool {
         let mut reached = false;
-        let Some(topic) = envelope.event.topic() else {
-            for topic in TOPICS {
-                for inbox in self.read(topic).values().flatten() {
-                    inbox.push(envelope, self.capacity);
-                    reached = true;
+        let topic = match envelope.event.audience() {
+            Audience::Topic(topic) => topic,
+            Audience::All => {
+                for topic in TOPICS {
+                    for inbox in self.read(topic).values().flatten() {
+                        inbox.push(envelope, self.capacity);
+                        reached = true;
+                    }
                 }
+                return reached;
             }
-            return reached;
+            Audience::Nobody => return false,
         };
         let subscribers = self.read(topic);
         // Walk whichever side is smaller: the recipients, or the users subscribed here.
@@ -212,6 +227,7 @@ impl Hub {
             topic,
             user_id,
             inbox,
+            _following: None,
         }
     }
 
@@ -228,9 +244,17 @@ pub struct Receiver {
     topic: Topic,
     user_id: i64,
     inbox: Arc<Inbox>,
+    /// What the subscription follows on the bus, let go with the receiver.
+    _following: Option<super::Following>,
 }
 
 impl Receiver {
+    /// Keeps `following` for as long as this receiver lives.
+    pub fn holding(mut self, following: super::Following) -> Self {
+        self._following = Some(following);
+        self
+    }
+
     /// The next event, or [`Lagged`] once if events were dropped since the last call.
     pub async fn recv(&mut self) -> Result<Arc<Envelope>, Lagged> {
         poll_fn(|cx| {
