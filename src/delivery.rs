@@ -51,7 +51,7 @@ use crate::{
 pub const POLL: Duration = Duration::from_secs(1);
 
 /// How soon the reader looks again while a change announced to this instance is not yet settled
-/// (doubling each time, up to [`POLL`]). With Redis an instance hears only of the conversations
+/// (doubling each time nothing settled, up to [`POLL`]). With Redis an instance hears only of the conversations
 /// its subscribers follow, so the commit of the transaction that holds the change back, in a
 /// conversation nobody here follows, wakes nobody here: without this the change would wait for
 /// the next [`POLL`].
@@ -205,8 +205,14 @@ async fn read(delivery: Weak<Delivery>, wake: Arc<Notify>, shutdown: Cancellatio
             let Some(delivery) = delivery.upgrade() else {
                 return;
             };
+            let from = delivery.position();
             if let Err(err) = delivery.catch_up().await {
                 tracing::warn!(error = %err, "reading the change log failed; retrying");
+            }
+            // The back-off grows only while nothing settles: a read that moved on starts it
+            // again, so that a steady stream of announced changes is read as soon as it settles.
+            if delivery.position() != from {
+                retry = SETTLE_RETRY;
             }
             delivery.waiting()
         };
