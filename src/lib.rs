@@ -174,7 +174,6 @@ impl Application {
             .await
             .context("opening the database")?;
         let store = store::Store::new(db.clone(), writer);
-        let store_for_routing = store.clone();
         let delivery = delivery::Delivery::start(
             store.reading_from(log_reader),
             bus.clone(),
@@ -198,11 +197,13 @@ impl Application {
             }
         });
         // With Redis, a subscription to all of a user's conversations follows each one's channel.
+        // The lister holds the pool alone, not the store: the store's writer holds the bus, and a
+        // bus holding the store would keep both (and the pool's connections) alive for ever.
         bus.list_memberships({
-            let store = store_for_routing.clone();
+            let db = db.clone();
             move |user_id| {
-                let store = store.clone();
-                async move { Ok(chat::conversations::ids_of_member(&store, user_id).await?) }
+                let db = db.clone();
+                async move { Ok(chat::conversations::ids_of_member(&db, user_id).await?) }
             }
         });
         let limits = limits::Limiter::new(shared.clone());
