@@ -295,3 +295,54 @@ async fn a_first_direct_message_sent_on_another_instance_opens_a_followed_conver
     let typing = bob_ws.expect_next_event("t", "true").await;
     assert_eq!(typing["typing"]["conversationId"], opened);
 }
+
+#[tokio::test]
+async fn after_redis_comes_back_an_instance_follows_again_what_its_subscribers_need() {
+    let mut own = OwnRedis::start_or_fail();
+    let mut config = test_config().await;
+    config.redis_url = Some(own.url());
+    let base = config.redis_channel.clone();
+    let app = spawn_app_with(config).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let mut bob_ws = app.ws(Some(&bob.token)).await;
+    bob_ws
+        .subscribe(
+            "t",
+            "subscription($c: ID) { typing(conversationId: $c) { isTyping } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            app.probe_typing(&alice, &conversation, n).await
+        })
+        .await;
+
+    // A new Redis knows no subscriptions: the instance subscribes again by itself to the
+    // broadcast channel and to what bob's subscription needs (asked of the new Redis: nothing
+    // announces it).
+    own.restart();
+    let redis = redis::Client::open(own.url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{base}:c:{}", number(&conversation));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(format!("{base}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if channels.contains(&channel) && channels.contains(&base) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "channels after the restart: {channels:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(bob_ws);
+}
