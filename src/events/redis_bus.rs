@@ -3,8 +3,10 @@
 //! need, feeds what arrives to the local hub, and reconnects by itself.
 //!
 //! Publishing never makes the caller wait for Redis: events join a bounded queue that one task
-//! per instance sends in order, so what this instance publishes reaches every instance in the
-//! order it was published. Whatever cannot go through Redis is made up for with
+//! per instance sends in order on one connection, and each instance listens on one connection,
+//! so what this instance publishes reaches every instance that follows it in the order it was
+//! published, across channels too (Redis delivers to a connection in the order it ran the
+//! PUBLISHes). Whatever cannot go through Redis is made up for with
 //! [`Event::Resync`]: durable streams (messages, notifications, read receipts) then catch up from
 //! the database, and ephemeral events (typing, presence) are skipped, as for a subscriber that
 //! fell behind.
