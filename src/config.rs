@@ -29,7 +29,9 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Redis pub/sub channel for events. Instances that serve the same users share it.
+    /// Redis pub/sub channel for events that every instance hears, and the prefix of the
+    /// per-conversation and per-user channels (`<channel>:c:<id>`, `<channel>:u:<id>`).
+    /// Instances that serve the same users share it.
     #[arg(long, env = "PALAVER_REDIS_CHANNEL", default_value = "palaver:events")]
     pub redis_channel: String,
 

@@ -2,8 +2,10 @@
 //!
 //! Message events reach an instance from writers on it and, through Redis, on the others. Their
 //! arrival order is not the log's: two transactions publish after their commits in either order,
-//! an instance may die between its commit and its publish, Redis may drop a message. So the bus
-//! is only a hint here. Each instance keeps one position, the last change it handed to its
+//! an instance may die between its commit and its publish, Redis may drop a message, and with
+//! Redis an instance hears only of the conversations its subscribers follow, from the moment Redis
+//! confirmed it follows them (`events::routing`). So the bus is only a hint here, and the log is
+//! read whole, whatever this instance follows. Each instance keeps one position, the last change it handed to its
 //! subscriptions, and hands them changes strictly in log order ([`Position`]):
 //!
 //! - an event that is exactly the next position is handed on at once (SQLite: change-log ids have
@@ -11,8 +13,9 @@
 //! - anything else (on PostgreSQL, every event: transaction ids have holes) wakes a reader that
 //!   reads the settled log after the position from the database (`messages::log_after`: only
 //!   rows no running transaction can precede) and hands those on in order;
-//! - the reader also looks every [`POLL`] and on every resync, so a change whose announcement was
-//!   lost still arrives.
+//! - the reader also looks every [`POLL`], on every resync, and when this instance starts
+//!   following a conversation a user of its joined, so a change whose announcement was lost or
+//!   never came here still arrives.
 //!
 //! What is handed on for a change read from the log is its announcement when one arrived (kept
 //! until the reader passes it): it carries the message as the change left it and the members at
@@ -46,6 +49,13 @@ use crate::{
 /// announcement was lost (its instance died after the commit, Redis dropped it) waits, when no
 /// later change wakes the reader first.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// How soon the reader looks again while a change announced to this instance is not yet settled
+/// (doubling each time nothing settled, up to [`POLL`]). With Redis an instance hears only of the conversations
+/// its subscribers follow, so the commit of the transaction that holds the change back, in a
+/// conversation nobody here follows, wakes nobody here: without this the change would wait for
+/// the next [`POLL`].
+const SETTLE_RETRY: Duration = Duration::from_millis(2);
 
 /// How many changes one read takes.
 const BATCH: u64 = 500;
@@ -141,6 +151,12 @@ impl Delivery {
         self.wake.notify_one();
     }
 
+    /// Whether changes were announced that the reader has not handed on yet (not settled when it
+    /// last read).
+    fn waiting(&self) -> bool {
+        !crate::lock(&self.announced).is_empty()
+    }
+
     /// Hands on every settled change after the position, in order.
     async fn catch_up(&self) -> AppResult<()> {
         loop {
@@ -180,21 +196,37 @@ impl Delivery {
     }
 }
 
-/// The reader: reads the log when woken, every [`POLL`] otherwise, until `shutdown` or until the
-/// instance is gone.
+/// The reader: reads the log when woken, every [`POLL`] otherwise (sooner while an announced
+/// change waits to settle: see [`SETTLE_RETRY`]), until `shutdown` or until the instance is gone.
 async fn read(delivery: Weak<Delivery>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut retry = SETTLE_RETRY;
     loop {
-        {
+        let waiting = {
             let Some(delivery) = delivery.upgrade() else {
                 return;
             };
+            let from = delivery.position();
             if let Err(err) = delivery.catch_up().await {
                 tracing::warn!(error = %err, "reading the change log failed; retrying");
             }
-        }
+            // The back-off grows only while nothing settles: a read that moved on starts it
+            // again, so that a steady stream of announced changes is read as soon as it settles.
+            if delivery.position() != from {
+                retry = SETTLE_RETRY;
+            }
+            delivery.waiting()
+        };
+        let pause = if waiting {
+            let pause = retry;
+            retry = (retry * 2).min(POLL);
+            pause
+        } else {
+            retry = SETTLE_RETRY;
+            POLL
+        };
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -123,6 +123,10 @@ impl Application {
             config.redis_url.as_deref(),
             &config.redis_channel,
             breaker.clone(),
+            events::Counters {
+                received: metrics.bus_received.clone(),
+                delivered: metrics.bus_delivered.clone(),
+            },
             &tasks,
             shutdown.clone(),
         )
@@ -190,6 +194,16 @@ impl Application {
                 // The bus may have lost an end while Redis was away.
                 events::Event::Resync => tokens.clear(),
                 _ => {}
+            }
+        });
+        // With Redis, a subscription to all of a user's conversations follows each one's channel.
+        // The lister holds the pool alone, not the store: the store's writer holds the bus, and a
+        // bus holding the store would keep both (and the pool's connections) alive for ever.
+        bus.list_memberships({
+            let db = db.clone();
+            move |user_id| {
+                let db = db.clone();
+                async move { Ok(chat::conversations::ids_of_member(&db, user_id).await?) }
             }
         });
         let limits = limits::Limiter::new(shared.clone());

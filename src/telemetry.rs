@@ -26,6 +26,10 @@ pub struct Metrics {
     pub shared_renders: Counter,
     /// `messageEvents` subscriptions served plainly, beside the schema (see `graphql::plain`).
     pub plain_subscriptions: Counter,
+    /// Events this instance took from Redis, on every channel it listens to.
+    pub bus_received: Counter,
+    /// Events handed to at least one of this instance's subscriptions (each event once).
+    pub bus_delivered: Counter,
     handle: PrometheusHandle,
 }
 
@@ -54,6 +58,16 @@ impl Metrics {
                 "palaver_subscriptions_plain_total",
                 "messageEvents subscriptions served from their selection's shape, without \
                  executing the document per event.",
+            ),
+            bus_received: counter(
+                "palaver_bus_events_received_total",
+                "Events this instance received from Redis pub/sub, whether or not any of its \
+                 subscriptions wanted them.",
+            ),
+            bus_delivered: counter(
+                "palaver_bus_events_delivered_total",
+                "Events handed to at least one subscription on this instance (each event counted \
+                 once, however many subscriptions it reached).",
             ),
             handle: recorder.handle(),
         }
@@ -92,6 +106,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE palaver_subscription_shared_renders_total counter"));
+        for bus in [
+            "palaver_bus_events_received_total 0",
+            "palaver_bus_events_delivered_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == bus), "{text}");
+        }
         assert!(other.render().contains("palaver_db_statements_total 1\n"));
     }
 }

@@ -16,6 +16,8 @@ pub struct Target {
     pub graphql_url: String,
     /// `ws://…/graphql/ws`, for subscriptions.
     pub ws_url: String,
+    /// `…/metrics`, the server's counters in Prometheus' text format.
+    pub metrics_url: String,
     /// The resolved loopback address of the server.
     pub addr: SocketAddr,
 }
@@ -56,6 +58,7 @@ impl Target {
             base: base.to_string(),
             graphql_url: format!("http://{authority}{prefix}/graphql"),
             ws_url: format!("ws://{authority}{prefix}/graphql/ws"),
+            metrics_url: format!("http://{authority}{prefix}/metrics"),
             addr,
         })
     }
@@ -183,6 +186,7 @@ pub const PASSWORD: &str = "bench-Pass-123";
 pub struct Api {
     http: reqwest::Client,
     endpoint: String,
+    metrics_url: String,
 }
 
 impl Api {
@@ -199,7 +203,22 @@ impl Api {
         Ok(Self {
             http,
             endpoint: target.graphql_url.clone(),
+            metrics_url: target.metrics_url.clone(),
         })
+    }
+
+    /// The server's `/metrics` page.
+    pub async fn metrics(&self) -> Result<String> {
+        let resp = self
+            .http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .with_context(|| format!("GET {}", self.metrics_url))?;
+        if !resp.status().is_success() {
+            bail!("GET {}: HTTP {}", self.metrics_url, resp.status());
+        }
+        Ok(resp.text().await?)
     }
 
     /// Runs one operation; GraphQL errors come back in `Partial::errors` beside any data.

@@ -6,6 +6,7 @@
 //! connect anywhere but loopback.
 
 mod api;
+mod bus;
 mod load;
 mod report;
 mod workloads;
@@ -21,7 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::api::{Api, Target};
-use crate::workloads::{Ctx, direct, fanout, history, idle};
+use crate::workloads::{Ctx, Instance, direct, fanout, history, idle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +43,11 @@ struct Common {
     /// Base URL of the server; /graphql and ws://…/graphql/ws are derived from it. Loopback only.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8000")]
     url: String,
+    /// Further instances of the same deployment (same database and Redis), comma-separated.
+    /// `direct` spreads its receivers and senders over all instances; every step reports each
+    /// instance's bus counters from its /metrics. Loopback only.
+    #[arg(long, global = true, value_delimiter = ',')]
+    also_url: Vec<String>,
     /// Write the JSON report to PATH, or print it as the last line of stdout with `-`.
     #[arg(long, global = true, value_name = "PATH")]
     json: Option<String>,
@@ -104,8 +110,20 @@ async fn run(cli: Cli) -> Result<()> {
     let timeout = Duration::from_secs(common.timeout_secs.max(1));
     let run_id = common.run_id.clone().unwrap_or_else(random_run_id);
     let max_runtime = Duration::from_secs(common.max_runtime_secs.max(1));
+    let mut instances = vec![Instance {
+        target: target.clone(),
+        api: Api::new(&target, timeout)?,
+    }];
+    for url in &common.also_url {
+        let target = Arc::new(Target::resolve(url).await?);
+        instances.push(Instance {
+            api: Api::new(&target, timeout)?,
+            target,
+        });
+    }
     let ctx = Ctx {
         api: Api::new(&target, timeout)?,
+        instances,
         target: target.clone(),
         run_id: run_id.clone(),
         timeout,

@@ -34,6 +34,11 @@ pub async fn member_ids(db: &impl Reads, conversation_id: i64) -> AppResult<Vec<
     store::conversations::member_ids(db, conversation_id).await
 }
 
+/// The ids of the conversations a user belongs to: what a subscription to all of them follows.
+pub async fn ids_of_member(db: &impl Reads, user_id: i64) -> AppResult<Vec<i64>> {
+    store::conversations::ids_of_member(db, user_id).await
+}
+
 fn direct_key(a: i64, b: i64) -> String {
     format!("{}:{}", Ord::min(a, b), Ord::max(a, b))
 }
@@ -76,7 +81,15 @@ pub async fn get_or_create_direct(chat: &Chat, a: i64, b: i64) -> AppResult<conv
                 let direct = store::conversations::direct_by_key(txn, &key)
                     .await?
                     .ok_or_else(|| AppError::Internal("direct conversation vanished".into()))?;
-                Ok((direct, Vec::new()))
+                // Instances where either follows all their conversations start following this
+                // one (told twice after a lost race: following is idempotent).
+                let joined = Envelope::new(
+                    vec![a, b],
+                    Event::Joined {
+                        conversation_id: direct.id,
+                    },
+                );
+                Ok((direct, vec![joined]))
             })
         })
         .await

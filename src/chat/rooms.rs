@@ -16,7 +16,7 @@ use super::{
 use crate::{
     auth::Viewer,
     error::{AppError, AppResult},
-    events::MessageChange,
+    events::{Envelope, Event, MessageChange},
     ids,
     store::{self, Made, Txn, TxnFuture, changes},
     text,
@@ -423,7 +423,22 @@ async fn create_in(txn: &Txn, viewer: Viewer, new: NewRoom) -> Made<Outcome> {
         let text = format!("{creator} added you to “{}”", new.name.as_str());
         op.notify(*id, NotificationKind::RoomAdded, text).await?;
     }
-    op.finish(&[]).await
+    let room_id = op.room.id;
+    joined(op.finish(&[]).await, room_id, everyone)
+}
+
+/// Puts [`Event::Joined`] for `users` before an operation's other events: with Redis, the
+/// instances where they follow all their conversations start following the room first (and
+/// read what they missed of it from the change log).
+fn joined(made: Made<Outcome>, room_id: i64, users: Vec<i64>) -> Made<Outcome> {
+    let (outcome, mut events) = made?;
+    if matches!(outcome, Outcome::Changed(_)) {
+        let event = Event::Joined {
+            conversation_id: room_id,
+        };
+        events.insert(0, Envelope::new(users, event));
+    }
+    Ok((outcome, events))
 }
 
 /// Changes a room's name or topic (owners and admins).
@@ -544,7 +559,7 @@ async fn add_member_in(
     );
     op.notify(user_id, NotificationKind::RoomAdded, text)
         .await?;
-    op.finish(&[]).await
+    joined(op.finish(&[]).await, room_id, vec![user_id])
 }
 
 /// Removes a member (by someone who outranks them). The removed member is told, then nothing more.

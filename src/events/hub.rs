@@ -31,18 +31,27 @@ const TOPICS: [Topic; 6] = [
     Topic::Sessions,
 ];
 
+/// Which subscriptions an event is handed to.
+enum Audience {
+    /// Those following a topic, for the event's recipients.
+    Topic(Topic),
+    /// Every subscription ([`Event::Resync`]).
+    All,
+    /// None: the event only steers the bus ([`Event::Joined`]).
+    Nobody,
+}
+
 impl Event {
-    /// Which subscriptions follow this event; None for an event every subscription gets
-    /// ([`Event::Resync`]).
-    fn topic(&self) -> Option<Topic> {
+    fn audience(&self) -> Audience {
         match self {
-            Event::Message { .. } => Some(Topic::Messages),
-            Event::Typing { .. } => Some(Topic::Typing),
-            Event::ReadReceipt { .. } => Some(Topic::Receipts),
-            Event::Notifications { .. } => Some(Topic::Notifications),
-            Event::Presence { .. } => Some(Topic::Presence),
-            Event::SessionsEnded { .. } => Some(Topic::Sessions),
-            Event::Resync => None,
+            Event::Message { .. } => Audience::Topic(Topic::Messages),
+            Event::Typing { .. } => Audience::Topic(Topic::Typing),
+            Event::ReadReceipt { .. } => Audience::Topic(Topic::Receipts),
+            Event::Notifications { .. } => Audience::Topic(Topic::Notifications),
+            Event::Presence { .. } => Audience::Topic(Topic::Presence),
+            Event::SessionsEnded { .. } => Audience::Topic(Topic::Sessions),
+            Event::Resync => Audience::All,
+            Event::Joined { .. } => Audience::Nobody,
         }
     }
 }
@@ -100,16 +109,20 @@ pub type Sequencer = Box<dyn Fn(&Arc<Envelope>) + Send + Sync>;
 /// The registry of this instance's subscriptions, one map per topic.
 pub struct Hub {
     capacity: usize,
+    /// Counts events handed to at least one subscription.
+    delivered: metrics::Counter,
     topics: [RwLock<Subscribers>; TOPICS.len()],
     observer: OnceLock<Observer>,
     sequencer: OnceLock<Sequencer>,
 }
 
 impl Hub {
-    /// A hub whose receivers may each fall `capacity` events behind.
-    pub fn new(capacity: usize) -> Arc<Self> {
+    /// A hub whose receivers may each fall `capacity` events behind; `delivered` counts the
+    /// events that reached at least one of them.
+    pub fn new(capacity: usize, delivered: metrics::Counter) -> Arc<Self> {
         Arc::new(Self {
             capacity,
+            delivered,
             topics: Default::default(),
             observer: OnceLock::new(),
             sequencer: OnceLock::new(),
@@ -139,7 +152,9 @@ impl Hub {
     }
 
     /// Hands an event to every subscription it is for, message events through the sequencer
-    /// when there is one.
+    /// when there is one. The sequencer also sees [`Event::Resync`] and [`Event::Joined`] (with
+    /// Redis, this instance now follows a conversation whose earlier changes may not have reached
+    /// it): each is its cue to read the change log.
     pub fn publish(&self, envelope: Arc<Envelope>) {
         if let Some(observe) = self.observer.get() {
             observe(&envelope.event);
@@ -147,7 +162,7 @@ impl Hub {
         if let Some(sequence) = self.sequencer.get() {
             match envelope.event {
                 Event::Message { .. } => return sequence(&envelope),
-                Event::Resync => sequence(&envelope),
+                Event::Resync | Event::Joined { .. } => sequence(&envelope),
                 _ => {}
             }
         }
@@ -156,13 +171,26 @@ impl Hub {
 
     /// Hands an event to every subscription it is for.
     pub fn route(&self, envelope: &Arc<Envelope>) {
-        let Some(topic) = envelope.event.topic() else {
-            for topic in TOPICS {
-                for inbox in self.read(topic).values().flatten() {
-                    inbox.push(envelope, self.capacity);
+        if self.hand_over(envelope) {
+            self.delivered.increment(1);
+        }
+    }
+
+    /// Hands an event to every subscription it is for; whether there was one.
+    fn hand_over(&self, envelope: &Arc<Envelope>) -> bool {
+        let mut reached = false;
+        let topic = match envelope.event.audience() {
+            Audience::Topic(topic) => topic,
+            Audience::All => {
+                for topic in TOPICS {
+                    for inbox in self.read(topic).values().flatten() {
+                        inbox.push(envelope, self.capacity);
+                        reached = true;
+                    }
                 }
+                return reached;
             }
-            return;
+            Audience::Nobody => return false,
         };
         let subscribers = self.read(topic);
         // Walk whichever side is smaller: the recipients, or the users subscribed here.
@@ -171,6 +199,7 @@ impl Hub {
                 if envelope.is_for(*user_id) {
                     for inbox in inboxes {
                         inbox.push(envelope, self.capacity);
+                        reached = true;
                     }
                 }
             }
@@ -178,9 +207,11 @@ impl Hub {
             for user_id in &envelope.recipients {
                 for inbox in subscribers.get(user_id).into_iter().flatten() {
                     inbox.push(envelope, self.capacity);
+                    reached = true;
                 }
             }
         }
+        reached
     }
 
     /// A receiver of the events on `topic` for `user_id` published from now on (and of every
@@ -196,6 +227,7 @@ impl Hub {
             topic,
             user_id,
             inbox,
+            _following: None,
         }
     }
 
@@ -212,9 +244,17 @@ pub struct Receiver {
     topic: Topic,
     user_id: i64,
     inbox: Arc<Inbox>,
+    /// What the subscription follows on the bus, let go with the receiver.
+    _following: Option<super::Following>,
 }
 
 impl Receiver {
+    /// Keeps `following` for as long as this receiver lives.
+    pub fn holding(mut self, following: super::Following) -> Self {
+        self._following = Some(following);
+        self
+    }
+
     /// The next event, or [`Lagged`] once if events were dropped since the last call.
     pub async fn recv(&mut self) -> Result<Arc<Envelope>, Lagged> {
         poll_fn(|cx| {
@@ -289,7 +329,7 @@ mod tests {
 
     #[test]
     fn events_reach_only_their_recipients_on_their_topic() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, metrics::Counter::noop());
         let mut alice = hub.subscribe(Topic::Typing, 1);
         let mut bob = hub.subscribe(Topic::Typing, 2);
         let mut bob_presence = hub.subscribe(Topic::Presence, 2);
@@ -308,7 +348,7 @@ mod tests {
 
     #[test]
     fn resync_reaches_every_subscription() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, metrics::Counter::noop());
         let mut receivers: Vec<_> = TOPICS
             .iter()
             .enumerate()
@@ -323,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_reports_lagged_once_then_resumes() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, metrics::Counter::noop());
         let mut rx = hub.subscribe(Topic::Typing, 7);
         for _ in 0..5 {
             hub.publish(typing(vec![7]));
@@ -336,7 +376,7 @@ mod tests {
 
     #[test]
     fn dropping_a_receiver_unregisters_it() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, metrics::Counter::noop());
         let first = hub.subscribe(Topic::Messages, 3);
         let second = hub.subscribe(Topic::Messages, 3);
         assert_eq!(hub.count(Topic::Messages), 2);
@@ -349,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, metrics::Counter::noop());
         let mut rx = hub.subscribe(Topic::Typing, 9);
         let waiting = tokio::spawn(async move { rx.recv().await.is_ok() });
         tokio::task::yield_now().await;

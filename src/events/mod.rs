@@ -1,11 +1,13 @@
 //! What subscribers are told, and the bus that carries it: an in-process hub that hands each
 //! event to its recipients' subscriptions, fed either directly or, with `REDIS_URL`, through Redis
-//! pub/sub so every instance sees every event.
+//! pub/sub, where each instance listens only to the channels its subscriptions need (`routing`).
 pub mod breaker;
 mod hub;
 mod redis_bus;
+mod routing;
 
 pub use hub::{Lagged, Receiver, Topic};
+pub use routing::Scope;
 
 use std::sync::Arc;
 
@@ -108,6 +110,10 @@ pub enum Event {
     },
     /// Some of a user's sessions were revoked: their tokens must be refused everywhere.
     SessionsEnded { user_id: i64, ended: Ended },
+    /// The recipients became members of a conversation. With Redis, an instance where one of
+    /// them follows all of their conversations starts following this one's channel (see
+    /// `routing`); never handed to subscriptions, and without Redis not published at all.
+    Joined { conversation_id: i64 },
 }
 
 /// Which of a user's sessions ended.
@@ -151,11 +157,44 @@ impl Envelope {
     }
 }
 
+/// What the bus counts, for `/metrics`: together they say how much of what an instance is sent
+/// it had any use for.
+#[derive(Clone)]
+pub struct Counters {
+    /// Events taken from Redis (none without it).
+    pub received: metrics::Counter,
+    /// Events handed to at least one local subscription, each counted once.
+    pub delivered: metrics::Counter,
+}
+
+impl Default for Counters {
+    /// Counters that count nowhere, for a bus no `/metrics` reads.
+    fn default() -> Self {
+        Self {
+            received: metrics::Counter::noop(),
+            delivered: metrics::Counter::noop(),
+        }
+    }
+}
+
 /// Publishes events (after their transaction commits) and hands out receivers.
 #[derive(Clone)]
 pub struct EventBus {
     local: Arc<hub::Hub>,
-    redis: Option<redis_bus::Outbox>,
+    redis: Option<Redis>,
+}
+
+/// The Redis side of the bus: the queue to it, and the channels this instance listens to.
+#[derive(Clone)]
+struct Redis {
+    outbox: redis_bus::Outbox,
+    router: Arc<routing::Router>,
+}
+
+/// What a subscription holds on the bus so that its events reach this instance: Redis channels
+/// (see `routing`), or nothing without Redis. Dropping it lets go.
+pub struct Following {
+    _held: Option<routing::Following>,
 }
 
 impl EventBus {
@@ -165,26 +204,39 @@ impl EventBus {
             redis_url,
             channel,
             breaker::Breaker::default(),
+            Counters::default(),
             &tokio_util::task::TaskTracker::new(),
             tokio_util::sync::CancellationToken::new(),
         )
         .await
     }
 
-    /// Starts the bus with the Redis circuit breaker shared with the rest of the instance; its
-    /// Redis tasks run on `tasks` and stop on `shutdown` (the publisher once it has sent what was
-    /// queued before).
+    /// Starts the bus with the Redis circuit breaker shared with the rest of the instance and
+    /// the instance's counters; its Redis tasks run on `tasks` and stop on `shutdown` (the
+    /// publisher once it has sent what was queued before).
     pub async fn start_with(
         redis_url: Option<&str>,
         channel: &str,
         breaker: breaker::Breaker,
+        counters: Counters,
         tasks: &tokio_util::task::TaskTracker,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Self> {
-        let local = hub::Hub::new(LOCAL_CAPACITY);
+        let local = hub::Hub::new(LOCAL_CAPACITY, counters.delivered);
         let redis = match redis_url {
             Some(url) => {
-                Some(redis_bus::start(url, channel, local.clone(), breaker, tasks, shutdown).await?)
+                let router = routing::Router::new(Arc::from(channel));
+                let outbox = redis_bus::start(
+                    url,
+                    router.clone(),
+                    local.clone(),
+                    breaker,
+                    counters.received,
+                    tasks,
+                    shutdown,
+                )
+                .await?;
+                Some(Redis { outbox, router })
             }
             None => None,
         };
@@ -196,10 +248,38 @@ impl EventBus {
     /// order by one task (see `redis_bus::Outbox`).
     pub async fn publish(&self, envelope: Envelope) {
         match &self.redis {
-            Some(redis) => redis.enqueue(envelope),
+            Some(redis) => redis.outbox.enqueue(envelope),
+            // Every subscription here hears every event already.
+            None if matches!(envelope.event, Event::Joined { .. }) => {}
             None => {
                 self.local.publish(Arc::new(envelope));
             }
+        }
+    }
+
+    /// Has this instance hear what `scope` needs for `user_id` until the returned value is
+    /// dropped. Returns once Redis confirmed its channels, so that every event published after
+    /// that reaches this instance (at once without Redis; see `routing` for when Redis is away).
+    pub async fn follow(&self, user_id: i64, scope: Scope) -> Following {
+        match &self.redis {
+            Some(redis) => Following {
+                _held: Some(redis.router.follow(user_id, scope).await),
+            },
+            None => Following { _held: None },
+        }
+    }
+
+    /// Sets how a user's conversations are listed, for subscriptions that follow all of them
+    /// ([`Scope::Member`]). One per bus; unused without Redis.
+    pub fn list_memberships<F, Fut>(&self, list: F)
+    where
+        F: Fn(i64) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<Vec<i64>>> + Send + 'static,
+    {
+        if let Some(redis) = &self.redis {
+            redis
+                .router
+                .set_memberships(Box::new(move |user_id| Box::pin(list(user_id))));
         }
     }
 
@@ -222,7 +302,10 @@ impl EventBus {
         self.local.route(&envelope);
     }
 
-    /// A receiver of the events on `topic` meant for `user_id`, from now on.
+    /// A receiver of the events on `topic` meant for `user_id` that reach this instance, from now
+    /// on: with Redis, only those on the channels someone here follows (see [`EventBus::follow`],
+    /// and [`Receiver::holding`] to tie what is followed to the receiver), and those on the
+    /// broadcast channel ([`Event::SessionsEnded`], [`Event::Resync`]).
     pub fn subscribe(&self, topic: Topic, user_id: i64) -> Receiver {
         self.local.subscribe(topic, user_id)
     }

@@ -1,20 +1,29 @@
-//! The Redis bridge: events are PUBLISHed as JSON on one channel; a background task on every
-//! instance SUBSCRIBEs to it and feeds the local hub, reconnecting by itself.
+//! The Redis bridge: events are PUBLISHed as JSON on the channels their audience follows (see
+//! `routing`); a background task on every instance SUBSCRIBEs to the channels its subscriptions
+//! need, feeds what arrives to the local hub, and reconnects by itself.
 //!
 //! Publishing never makes the caller wait for Redis: events join a bounded queue that one task
-//! per instance sends in order, so what this instance publishes reaches every instance in the
-//! order it was published. Whatever cannot go through Redis is made up for with
+//! per instance sends in order on one connection, and each instance listens on one connection,
+//! so what this instance publishes reaches every instance that follows it in the order it was
+//! published, across channels too (Redis delivers to a connection in the order it ran the
+//! PUBLISHes). Whatever cannot go through Redis is made up for with
 //! [`Event::Resync`]: durable streams (messages, notifications, read receipts) then catch up from
 //! the database, and ephemeral events (typing, presence) are skipped, as for a subscriber that
 //! fell behind.
 use std::{
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use super::{Envelope, Event, breaker::Breaker, hub::Hub};
+use super::{
+    Envelope, Event,
+    breaker::Breaker,
+    hub::Hub,
+    routing::{Applied, Channel, Router},
+};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -73,7 +82,7 @@ impl Outbox {
 /// One connection's worth of publishing.
 struct Publisher {
     conn: ConnectionManager,
-    channel: Arc<str>,
+    router: Arc<Router>,
     breaker: Breaker,
 }
 
@@ -84,15 +93,13 @@ impl Publisher {
             anyhow::bail!("redis unavailable (circuit open)");
         }
         let payload = serde_json::to_string(envelope)?;
+        // One round trip however many channels: a user-directed event goes to each recipient's.
+        let mut pipe = redis::pipe();
+        for channel in self.router.channels_of(envelope) {
+            pipe.cmd("PUBLISH").arg(channel).arg(&payload).ignore();
+        }
         let mut conn = self.conn.clone();
-        let sent = tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            redis::cmd("PUBLISH")
-                .arg(&*self.channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn),
-        )
-        .await;
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
         match sent {
             Ok(Ok(_)) => {
                 self.breaker.succeeded();
@@ -163,33 +170,36 @@ async fn publish_queued(
     }
 }
 
-/// Connects to Redis and starts the publisher and subscriber tasks on `tasks`.
+/// Connects to Redis and starts the publisher and listener tasks on `tasks`.
 pub async fn start(
     url: &str,
-    channel: &str,
+    router: Arc<Router>,
     local: Arc<Hub>,
     breaker: Breaker,
+    received: metrics::Counter,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Outbox> {
     let client = redis::Client::open(url)?;
     let conn = ConnectionManager::new(client.clone()).await?;
-    let channel: Arc<str> = Arc::from(channel);
     // Subscribe before returning, so that nothing published after start-up is missed.
-    let pubsub = subscribe(&client, &channel).await?;
-    tasks.spawn(forward(
-        client,
-        channel.clone(),
-        pubsub,
-        local.clone(),
-        shutdown.clone(),
-    ));
+    let connection = connect(&client, &router).await?;
+    tasks.spawn(
+        Listener {
+            client,
+            router: router.clone(),
+            local: local.clone(),
+            received,
+            shutdown: shutdown.clone(),
+        }
+        .run(connection),
+    );
     let (queue, queued) = mpsc::channel(OUTBOX_CAPACITY);
     let overflowed = Arc::new(Mutex::new(false));
     tasks.spawn(publish_queued(
         Publisher {
             conn,
-            channel,
+            router,
             breaker,
         },
         queued,
@@ -204,65 +214,157 @@ pub async fn start(
     })
 }
 
-async fn subscribe(
-    client: &redis::Client,
-    channel: &str,
-) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
+/// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
+const CHANNELS_PER_COMMAND: usize = 1000;
+
+/// A new pub/sub connection, subscribed to the broadcast channel and to every channel wanted now
+/// (and marked so: see [`Applied`]).
+async fn connect(client: &redis::Client, router: &Router) -> redis::RedisResult<Connection> {
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    sink.subscribe(router.broadcast()).await?;
+    let (channels, ticket) = router.all();
+    let subscribed: HashSet<Channel> = channels.into_iter().collect();
+    let names: Vec<String> = subscribed.iter().map(|c| router.name(*c)).collect();
+    for chunk in names.chunks(CHANNELS_PER_COMMAND) {
+        sink.subscribe(chunk).await?;
+    }
+    router.set_applied(Applied {
+        ticket,
+        connected: true,
+    });
+    Ok(Connection {
+        sink,
+        stream,
+        subscribed,
+    })
 }
 
-async fn forward(
-    client: redis::Client,
-    channel: Arc<str>,
-    mut pubsub: redis::aio::PubSub,
-    local: Arc<Hub>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        {
-            let mut messages = pubsub.on_message();
-            loop {
-                let msg = tokio::select! {
-                    msg = messages.next() => match msg {
-                        Some(msg) => msg,
-                        None => break,
-                    },
-                    () = shutdown.cancelled() => return,
-                };
-                let Ok(payload) = msg.get_payload::<String>() else {
-                    continue;
-                };
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(envelope) => {
-                        // Another instance's event: rebuilt through `Envelope::new`, so that
-                        // its recipients are sorted however it was sent.
-                        let envelope = Envelope::new(envelope.recipients, envelope.event);
-                        local.publish(Arc::new(envelope));
-                    }
-                    Err(err) => tracing::warn!(error = %err, "undecodable event on redis"),
-                }
+/// A working pub/sub connection and the channels (besides the broadcast one) it listens to.
+struct Connection {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    subscribed: HashSet<Channel>,
+}
+
+impl Connection {
+    /// Brings the connection's subscriptions in line with what the router wants; the caller
+    /// treats an error as a lost connection.
+    async fn apply(&mut self, router: &Router) -> redis::RedisResult<()> {
+        let changes = router.changes();
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        for (channel, held) in changes.channels {
+            match (held, self.subscribed.contains(&channel)) {
+                (true, false) => add.push(channel),
+                (false, true) => remove.push(channel),
+                // Held again, or let go again, before it was ever applied: nothing to do.
+                _ => {}
             }
         }
-        // Logged once per outage: the retries below are routine until Redis is back.
-        tracing::warn!("redis subscription lost; reconnecting");
-        let mut delay = Duration::from_millis(100);
-        pubsub = loop {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown.cancelled() => return,
+        for chunk in add.chunks(CHANNELS_PER_COMMAND) {
+            let names: Vec<String> = chunk.iter().map(|c| router.name(*c)).collect();
+            self.sink.subscribe(names).await?;
+            self.subscribed.extend(chunk);
+        }
+        for chunk in remove.chunks(CHANNELS_PER_COMMAND) {
+            let names: Vec<String> = chunk.iter().map(|c| router.name(*c)).collect();
+            self.sink.unsubscribe(names).await?;
+            for channel in chunk {
+                self.subscribed.remove(channel);
             }
-            match subscribe(&client, &channel).await {
-                Ok(p) => break p,
+        }
+        router.set_applied(Applied {
+            ticket: changes.ticket,
+            connected: true,
+        });
+        Ok(())
+    }
+}
+
+/// The task that listens: takes events from Redis to the hub, and keeps the connection's
+/// subscriptions to what the router wants.
+struct Listener {
+    client: redis::Client,
+    router: Arc<Router>,
+    local: Arc<Hub>,
+    received: metrics::Counter,
+    shutdown: CancellationToken,
+}
+
+impl Listener {
+    async fn run(self, mut connection: Connection) {
+        loop {
+            if self.listen(&mut connection).await.is_none() {
+                return;
+            }
+            // Nobody waits for subscriptions on a connection that is gone.
+            self.router.set_applied(Applied {
+                ticket: 0,
+                connected: false,
+            });
+            // Logged once per outage: the retries below are routine until Redis is back.
+            tracing::warn!("redis subscription lost; reconnecting");
+            let mut delay = Duration::from_millis(100);
+            connection = loop {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+                match connect(&self.client, &self.router).await {
+                    Ok(c) => break c,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "redis reconnect failed");
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            };
+            tracing::info!("redis subscription restored");
+            // Whatever was published while we were away never reached us: let durable streams
+            // replay.
+            self.local.publish(Arc::new(resync()));
+        }
+    }
+
+    /// Serves one connection until it fails (`Some`) or the server stops (`None`).
+    async fn listen(&self, connection: &mut Connection) -> Option<()> {
+        loop {
+            let msg = tokio::select! {
+                msg = connection.stream.next() => match msg {
+                    Some(msg) => msg,
+                    None => return Some(()),
+                },
+                () = self.router.changed() => {
+                    if connection.apply(&self.router).await.is_err() {
+                        return Some(());
+                    }
+                    continue;
+                }
+                () = self.shutdown.cancelled() => return None,
+            };
+            self.received.increment(1);
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            let envelope = match serde_json::from_str::<Envelope>(&payload) {
+                // Another instance's event: rebuilt through `Envelope::new`, so that its
+                // recipients are sorted however it was sent.
+                Ok(envelope) => Envelope::new(envelope.recipients, envelope.event),
                 Err(err) => {
-                    tracing::debug!(error = %err, "redis reconnect failed");
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tracing::warn!(error = %err, "undecodable event on redis");
+                    continue;
+                }
+            };
+            if let Event::Joined { conversation_id } = envelope.event {
+                if !self.router.joined(&envelope.recipients, conversation_id) {
+                    continue;
+                }
+                // Followed now; the conversation's changes published before that are read
+                // from the log by the delivery, which the hub wakes with this event.
+                if connection.apply(&self.router).await.is_err() {
+                    return Some(());
                 }
             }
-        };
-        tracing::info!("redis subscription restored");
-        // Whatever was published while we were away never reached us: let durable streams replay.
-        local.publish(Arc::new(resync()));
+            self.local.publish(Arc::new(envelope));
+        }
     }
 }

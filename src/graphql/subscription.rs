@@ -22,7 +22,7 @@ use crate::{
     auth::Viewer,
     chat::{blocks, conversations, messages, notifications, presence, threads, users},
     error::AppError,
-    events::{Envelope, Event, Lagged, MessageChange, Position, Receiver, Topic},
+    events::{Envelope, Event, Lagged, MessageChange, Position, Receiver, Scope, Topic},
     ids::{self, CursorKind, Kind},
     limits::{SlotGuard, SubscriptionSlots},
 };
@@ -116,10 +116,15 @@ impl Subscription {
         let user_id = viewer.user_id;
         // Taken when the subscription starts: a block or unblock applies to the next one.
         let blocked = Box::pin(blocks::blocked_set(&state.chat.store, user_id)).await?;
+        let following =
+            Box::pin(state.bus.follow(user_id, conversations_scope(conversation))).await;
         Ok(hold(
             slot,
             live(
-                state.bus.subscribe(Topic::Typing, user_id),
+                state
+                    .bus
+                    .subscribe(Topic::Typing, user_id)
+                    .holding(following),
                 move |envelope| match envelope.event {
                     Event::Typing {
                         conversation_id,
@@ -179,7 +184,16 @@ impl Subscription {
             ))
             .await?;
         }
-        let live = state.bus.subscribe(Topic::Receipts, viewer.user_id);
+        let following = Box::pin(
+            state
+                .bus
+                .follow(viewer.user_id, conversations_scope(conversation)),
+        )
+        .await;
+        let live = state
+            .bus
+            .subscribe(Topic::Receipts, viewer.user_id)
+            .holding(following);
         let start = (chrono::Utc::now().timestamp_micros(), 0, 0);
         let user_id = viewer.user_id;
         let db = state.chat.store.clone();
@@ -261,7 +275,11 @@ impl Subscription {
                 return Err(from_the_future().into());
             }
         }
-        let live = state.bus.subscribe(Topic::Notifications, viewer.user_id);
+        let following = Box::pin(state.bus.follow(viewer.user_id, Scope::User)).await;
+        let live = state
+            .bus
+            .subscribe(Topic::Notifications, viewer.user_id)
+            .holding(following);
         let start = (chrono::Utc::now().timestamp_micros(), 0);
         let user_id = viewer.user_id;
         let db = state.chat.store.clone();
@@ -320,7 +338,11 @@ impl Subscription {
             ),
             None => None,
         };
-        let rx = state.bus.subscribe(Topic::Presence, viewer.user_id);
+        let following = Box::pin(state.bus.follow(viewer.user_id, Scope::User)).await;
+        let rx = state
+            .bus
+            .subscribe(Topic::Presence, viewer.user_id)
+            .holding(following);
         // Taken when the subscription starts: a block or unblock applies to the next one.
         let blocked = Box::pin(blocks::blocked_set(&state.chat.store, viewer.user_id)).await?;
         let mut snapshot = Vec::new();
@@ -384,6 +406,11 @@ impl Subscription {
             futures_util::stream::iter(snapshot).chain(updates),
         ))
     }
+}
+
+/// What a subscription to one conversation, or (None) to all of the viewer's, follows on the bus.
+fn conversations_scope(conversation: Option<i64>) -> Scope {
+    conversation.map_or(Scope::Member, Scope::Conversation)
 }
 
 /// Decodes a subscription's `since`: this deployment's epoch followed by `parts` numbers, which
@@ -511,6 +538,14 @@ pub(super) async fn message_events(
         }
         conversation = Some(root.conversation_id);
     }
+    // Followed before anything else: from here on, every change of these conversations reaches
+    // this instance, and the positions read below are taken after that.
+    let following = Box::pin(
+        state
+            .bus
+            .follow(viewer.user_id, conversations_scope(conversation)),
+    )
+    .await;
     // What this instance has not handed on yet but had committed before the subscription began
     // precedes it: read before registering, and skipped when it comes.
     let handed_on = state.delivery.position();
@@ -528,7 +563,10 @@ pub(super) async fn message_events(
     };
     // Registered before asking for the delivery's position, so nothing falls between the two
     // (see `delivery`).
-    let live = state.bus.subscribe(Topic::Messages, viewer.user_id);
+    let live = state
+        .bus
+        .subscribe(Topic::Messages, viewer.user_id)
+        .holding(following);
     let start = state.delivery.position();
     let since = match since {
         None => None,

@@ -152,6 +152,16 @@ pub async fn members_of(
     Ok(out)
 }
 
+/// The ids of the conversations a user belongs to.
+pub async fn ids_of_member(db: &impl Reads, user_id: i64) -> AppResult<Vec<i64>> {
+    ids(
+        db.conn(),
+        "SELECT conversation_id AS id FROM members WHERE user_id = $1",
+        vec![user_id.into()],
+    )
+    .await
+}
+
 /// The ids of a conversation's members: who may receive its events.
 pub async fn member_ids(db: &impl Reads, conversation_id: i64) -> AppResult<Vec<i64>> {
     ids(

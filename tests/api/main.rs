@@ -31,6 +31,7 @@ mod rate_limits;
 mod reactions;
 mod resilience;
 mod rooms;
+mod routing;
 mod scale_out;
 mod schema;
 mod security_headers;

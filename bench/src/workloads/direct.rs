@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::Ctx;
 use crate::api::BenchUser;
+use crate::bus::{self, InstanceBus};
 use crate::load::{self, Clock, Schedule, SendStats};
 use crate::report::{self, CpuMark, CpuUse, Errors, Latency, Outcome};
 use crate::ws::{self, MessageEvent};
@@ -102,6 +103,8 @@ struct Step {
     held: bool,
     /// CPU spent from the step's first send until its last delivery (or the drain deadline).
     cpu: CpuUse,
+    /// Each instance's bus counters over the step (from the first send to the end of the drain).
+    bus: Vec<InstanceBus>,
 }
 
 #[derive(Serialize)]
@@ -195,12 +198,15 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
         warm: (0..args.pairs).map(|_| AtomicBool::new(false)).collect(),
     });
 
-    // Receivers: connect, subscribe to their conversation, pump until told to stop.
-    let connector = ctx.connector();
+    // Receivers: connect, subscribe to their conversation, pump until told to stop. With several
+    // instances, pair i's receiver is on instance i and its sender sends through the next one,
+    // round-robin: every instance serves subscribers and takes sends, none of its own receivers'.
+    let instances = ctx.instances.len();
+    let connectors: Vec<_> = (0..instances).map(|i| ctx.connector_to(i)).collect();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let connected: Vec<Result<ws::Ws>> = stream::iter(receivers.iter().zip(&pairs))
-        .map(|(r, p)| {
-            let connector = connector.clone();
+    let connected: Vec<Result<ws::Ws>> = stream::iter(receivers.iter().zip(&pairs).enumerate())
+        .map(|(i, (r, p))| {
+            let connector = connectors[i % instances].clone();
             async move {
                 let mut socket = connector.connect(&r.token).await?;
                 ws::subscribe(
@@ -248,23 +254,26 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             hard_stop: ctx.hard_stop,
         };
         let cpu = CpuMark::now(args.server_pid)?;
-        let api = ctx.api.clone();
+        let bus_mark = bus::Mark::now(&ctx.instances).await;
+        let apis: Arc<Vec<_>> = Arc::new(ctx.instances.iter().map(|i| i.api.clone()).collect());
         let run_id = ctx.run_id.clone();
         let pairs_for_send = pairs.clone();
         let sends = load::open_loop(shared.clock, starts[i], &schedule, move |seq, nanos| {
-            let api = api.clone();
+            let apis = apis.clone();
             let pairs = pairs_for_send.clone();
             let client_id = format!("{run_id}-{seq}");
             async move {
-                let pair = &pairs[(seq % pairs.len() as u64) as usize];
-                api.send(
-                    &pair.sender.token,
-                    &pair.conversation,
-                    &load::stamp(seq, nanos),
-                    &client_id,
-                )
-                .await
-                .map(|_| ())
+                let index = (seq % pairs.len() as u64) as usize;
+                let pair = &pairs[index];
+                apis[(index + 1) % apis.len()]
+                    .send(
+                        &pair.sender.token,
+                        &pair.conversation,
+                        &load::stamp(seq, nanos),
+                        &client_id,
+                    )
+                    .await
+                    .map(|_| ())
             }
         })
         .await;
@@ -274,6 +283,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let cpu = cpu.used()?;
+        let bus = bus_mark.since(&ctx.instances).await;
         let delivered = shared.delivered[i].load(Ordering::Relaxed);
         let delivery_latency = shared.latency[i]
             .lock()
@@ -292,6 +302,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             delivery_latency,
             held,
             cpu,
+            bus,
         });
         if Instant::now() >= ctx.hard_stop {
             break;
@@ -333,7 +344,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
     );
     for s in &results.steps {
         summary.push_str(&format!(
-            "  rate {}/s: sent ok {} of {} (achieved {:.0}/s), errors: {}, delivered {}, missing {}\n    delivery {}\n    ack      {}\n    schedule lag p99 {:.2}ms max {:.2}ms{}\n    CPU: {}\n",
+            "  rate {}/s: sent ok {} of {} (achieved {:.0}/s), errors: {}, delivered {}, missing {}\n    delivery {}\n    ack      {}\n    schedule lag p99 {:.2}ms max {:.2}ms{}\n    CPU: {}\n{}",
             s.target_rate,
             s.sends.ok,
             s.sends.issued,
@@ -347,6 +358,7 @@ pub async fn run(ctx: &Ctx, args: &DirectArgs) -> Result<Outcome> {
             s.sends.schedule_lag.max_ms,
             if s.held { "  [held]" } else { "" },
             CpuMark::line(&s.cpu, s.sends.ok, "send"),
+            bus::lines(&s.bus),
         ));
     }
     summary.push_str(&format!(

@@ -13,10 +13,18 @@ use std::time::{Duration, Instant};
 use crate::api::{Api, Target};
 use crate::ws::Connector;
 
+/// One server instance of the deployment under test.
+pub struct Instance {
+    pub target: Arc<Target>,
+    pub api: Api,
+}
+
 /// What every workload needs from the command line and the environment.
 pub struct Ctx {
     pub target: Arc<Target>,
     pub api: Api,
+    /// Every instance: `--url` first, then each `--also-url`.
+    pub instances: Vec<Instance>,
     pub run_id: String,
     pub timeout: Duration,
     /// Nothing may be started after this instant.
@@ -31,8 +39,13 @@ pub struct Ctx {
 impl Ctx {
     /// A WebSocket connector for this target and these source addresses.
     pub fn connector(&self) -> Arc<Connector> {
+        self.connector_to(0)
+    }
+
+    /// A WebSocket connector for instance `i` (0 is `--url`) and these source addresses.
+    pub fn connector_to(&self, i: usize) -> Arc<Connector> {
         Arc::new(Connector::new(
-            self.target.clone(),
+            self.instances[i].target.clone(),
             self.sources.clone(),
             self.timeout,
         ))
