@@ -35,7 +35,7 @@ const TOPICS: [Topic; 6] = [
 enum Audience {
     /// Those following a topic, for the event's recipients.
     Topic(Topic),
-    /// Every subscription ([`Event::Resync`]).
+    /// Every subscription ([`Event::Resync`]), or only its recipients' when it names some.
     All,
     /// None: the event only steers the bus ([`Event::Joined`]).
     Nobody,
@@ -182,10 +182,15 @@ impl Hub {
         let topic = match envelope.event.audience() {
             Audience::Topic(topic) => topic,
             Audience::All => {
+                let everyone = envelope.recipients.is_empty();
                 for topic in TOPICS {
-                    for inbox in self.read(topic).values().flatten() {
-                        inbox.push(envelope, self.capacity);
-                        reached = true;
+                    for (user_id, inboxes) in self.read(topic).iter() {
+                        if everyone || envelope.is_for(*user_id) {
+                            for inbox in inboxes {
+                                inbox.push(envelope, self.capacity);
+                                reached = true;
+                            }
+                        }
                     }
                 }
                 return reached;
@@ -359,6 +364,19 @@ mod tests {
             let envelope = try_recv(rx).unwrap().unwrap();
             assert!(matches!(envelope.event, Event::Resync));
         }
+    }
+
+    #[test]
+    fn a_resync_naming_users_reaches_only_theirs() {
+        let hub = Hub::new(8, metrics::Counter::noop());
+        let mut named = hub.subscribe(Topic::Receipts, 1);
+        let mut other = hub.subscribe(Topic::Receipts, 2);
+        hub.publish(Arc::new(Envelope::new(vec![1], Event::Resync)));
+        assert!(matches!(
+            try_recv(&mut named).unwrap().unwrap().event,
+            Event::Resync
+        ));
+        assert!(try_recv(&mut other).is_none());
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub enum Event {
     Notifications { rows: Vec<notification::Model> },
     /// The bus may have lost events (Redis was unreachable, or this instance's queue to it was
     /// full): durable streams should catch up from the database. Raised locally, and sent
-    /// through Redis when the instances that missed events are the others.
+    /// through Redis when the instances that missed events are the others. Empty recipients
+    /// mean every subscription; a local resync may name users (those whose instance has just
+    /// begun to follow a conversation they joined), and then reaches only theirs.
     Resync,
     /// A user came online or went offline.
     Presence {

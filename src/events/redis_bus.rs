@@ -152,6 +152,13 @@ async fn publish_queued(
         }
         if others_missed || publisher.publish(&envelope).await.is_err() {
             others_missed = true;
+            // Redis never brings this join back to the listener: follow it from here. The other
+            // instances relist their members' conversations on the resync that follows.
+            if let Event::Joined { conversation_id } = envelope.event {
+                publisher
+                    .router
+                    .joined_here(&envelope.recipients, conversation_id);
+            }
             local.publish(Arc::new(envelope));
         }
         // Events were dropped and nothing more is queued: nobody else will queue the resync.
@@ -319,8 +326,11 @@ impl Listener {
                 }
             };
             tracing::info!("redis subscription restored");
-            // Whatever was published while we were away never reached us: let durable streams
-            // replay.
+            // A join announced while we were away never reached us: follow what the members
+            // belong to now, then let durable streams replay what was published meanwhile.
+            if self.router.relist().await && connection.apply(&self.router).await.is_err() {
+                continue;
+            }
             self.local.publish(Arc::new(resync()));
         }
     }
@@ -358,11 +368,27 @@ impl Listener {
                 if !self.router.joined(&envelope.recipients, conversation_id) {
                     continue;
                 }
-                // Followed now; the conversation's changes published before that are read
-                // from the log by the delivery, which the hub wakes with this event.
+                // Followed now; the conversation's changes published before that are read from
+                // the log by the delivery, which the hub wakes with this event.
                 if connection.apply(&self.router).await.is_err() {
                     return Some(());
                 }
+                let joined = envelope.recipients.clone();
+                self.local.publish(Arc::new(envelope));
+                // Read receipts and notifications published between the join and the
+                // confirmation above passed this instance by: the joined users' durable streams
+                // replay them from the database.
+                self.local
+                    .publish(Arc::new(Envelope::new(joined, Event::Resync)));
+                continue;
+            }
+            // Another instance lost events, perhaps a join: follow what the members belong to now
+            // before durable streams replay.
+            if matches!(envelope.event, Event::Resync)
+                && self.router.relist().await
+                && connection.apply(&self.router).await.is_err()
+            {
+                return Some(());
             }
             self.local.publish(Arc::new(envelope));
         }

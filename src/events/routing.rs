@@ -278,6 +278,42 @@ impl Router {
         wanted.ticket != before
     }
 
+    /// Follows `conversation_id` for `users` as [`Router::joined`] does and wakes the listener to
+    /// apply it: for a join this instance could not send through Redis, which therefore never
+    /// comes back to it.
+    pub fn joined_here(&self, users: &[i64], conversation_id: i64) {
+        if self.joined(users, conversation_id) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Lists again the conversations of every user followed here as a member and follows those
+    /// not followed yet; true if a channel was added. The repair for an [`Event::Joined`] that
+    /// never arrived (Redis was away, a queue overflowed, its instance died after the commit):
+    /// the listener calls it after every reconnection and every resync, which is what follows
+    /// such a loss, before durable streams replay.
+    pub async fn relist(&self) -> bool {
+        let Some(list) = self.memberships.get() else {
+            return false;
+        };
+        let users: Vec<i64> = self.lock().members.keys().copied().collect();
+        let mut added = false;
+        for user_id in users {
+            match list(user_id).await {
+                Ok(conversations) => {
+                    let mut wanted = self.lock();
+                    let before = wanted.ticket;
+                    wanted.add_conversations(user_id, &conversations);
+                    added |= wanted.ticket != before;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, user_id, "listing a user's conversations failed")
+                }
+            }
+        }
+        added
+    }
+
     /// Waits until Redis confirmed the channels of `ticket`, the listener lost its connection,
     /// or [`CONFIRM_WAIT`] passed.
     async fn confirmed(&self, ticket: u64) {

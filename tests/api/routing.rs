@@ -346,3 +346,52 @@ async fn after_redis_comes_back_an_instance_follows_again_what_its_subscribers_n
     }
     drop(bob_ws);
 }
+
+#[tokio::test]
+async fn a_join_announced_while_redis_was_away_is_followed_once_it_is_back() {
+    let mut own = OwnRedis::start_or_fail();
+    let mut config = test_config().await;
+    config.redis_url = Some(own.url());
+    let a = spawn_app_with(config.clone()).await;
+    let b = spawn_app_with(config).await;
+    let alice = b.user("alice").await;
+    let bob = b.user("bob").await;
+    let carol = b.user("carol").await;
+    let room = b.room(&alice, "Ops", &[&carol]).await;
+    let with_alice = b.direct(&alice, &bob).await;
+    let mut bob_ws = a.ws(Some(&bob.token)).await;
+    bob_ws.subscribe("t", TYPING, json!({})).await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            b.probe_typing(&alice, &with_alice, n).await
+        })
+        .await;
+
+    // Bob joins while Redis is down: the announcement that would make a follow the room is
+    // lost, on every instance.
+    own.stop();
+    b.data(
+        &alice.token,
+        "mutation($r: ID!, $u: ID!) { addMember(roomId: $r, userId: $u) { id } }",
+        json!({ "r": room, "u": bob.id }),
+    )
+    .await;
+    own.restart();
+
+    // Typing is carried by the room's channel alone, never read back from the database: it
+    // reaches bob only once a follows the room again (bounded: the probes would go on forever).
+    tokio::time::timeout(
+        WAIT * 3,
+        bob_ws.until_live(&["t"], 2, async |n| b.probe_typing(&carol, &room, n).await),
+    )
+    .await
+    .expect("a follows the room bob joined while Redis was away");
+    b.data(
+        &carol.token,
+        "mutation($c: ID!) { setTyping(conversationId: $c, isTyping: true) }",
+        json!({ "c": room }),
+    )
+    .await;
+    let typing = bob_ws.expect_next_event("t", "true").await;
+    assert_eq!(typing["typing"]["conversationId"], room);
+}
