@@ -230,7 +230,15 @@ async fn insert_message(
                 // meanwhile) is refused by the unique index on (sender, client message id), and
                 // answered below with the message the first attempt made.
                 let sent = match store::messages::insert(txn, &draft, now()).await {
-                    Ok(sent) => sent,
+                    Ok(Some(sent)) => sent,
+                    // Refused under the conversation's lock: the root went (say how), or the
+                    // sender left, answered as for a conversation they are not in.
+                    Ok(None) => {
+                        if let Some(root) = draft.thread_root_id {
+                            check_thread_root(txn, root, draft.conversation_id).await?;
+                        }
+                        return Err(AppError::not_found("conversation"));
+                    }
                     Err(AppError::Database(err)) if idempotent && is_unique_violation(&err) => {
                         return Err(AppError::Conflict(DUPLICATE_SEND.into()));
                     }
@@ -238,7 +246,9 @@ async fn insert_message(
                 };
                 // Checked again under the conversation's lock, which a delete takes too: a root
                 // deleted since the check before the write refuses the reply (rolling it back).
-                if let Some(root) = draft.thread_root_id {
+                if let Some(root) = draft.thread_root_id
+                    && !sent.root_checked
+                {
                     check_thread_root(txn, root, draft.conversation_id).await?;
                 }
                 // A reply in a thread notifies the thread's participants (and whom it mentions

@@ -129,4 +129,7 @@ pub struct Sent {
     pub message: message::Model,
     pub recipients: Vec<i64>,
     pub logged: Logged,
+    /// Whether the write itself found the thread root still standing, under the conversation's
+    /// lock (PostgreSQL's does, in the insert); if not, the domain checks it in the transaction.
+    pub root_checked: bool,
 }
