@@ -34,6 +34,22 @@ pub struct Draft {
     pub thread_root_id: Option<i64>,
     pub client_message_id: Option<String>,
     pub attachment: Option<DraftFile>,
+    /// The notifications, when the message is directed at no one and the store may make them in
+    /// the send's own write (see `chat::notifications::undirected`).
+    pub collapsed: Option<Collapsed>,
+}
+
+/// The collapsed notifications of a message directed at no one: each member's (but the
+/// sender's and muted members') unread MESSAGE/FILE row of the conversation counts it, or one is
+/// started; in a conversation of more than `inline_members` the message goes to the backlog
+/// instead.
+#[derive(Debug, Clone)]
+pub struct Collapsed {
+    /// MESSAGE or FILE.
+    pub kind: &'static str,
+    /// What the rows show.
+    pub text: String,
+    pub inline_members: usize,
 }
 
 /// A stored file a new message names.
@@ -46,7 +62,7 @@ pub struct DraftFile {
     pub sha256: String,
 }
 
-pub use super::changes::Sent;
+pub use super::changes::{Notified, Sent};
 
 /// The message columns a send sets, in the order of its statement's parameters after `$1` (the
 /// time); the last is the conversation. Both backends' send statements are spelled from it.
@@ -130,7 +146,9 @@ pub async fn insert(txn: &Txn, draft: &Draft, at: DateTime<Utc>) -> AppResult<Op
     };
     // The conversation's `last_message_id` follows by trigger (migration 000009).
     match txn.get_database_backend() {
-        DbBackend::Postgres => postgres::send(txn, row, draft.conversation_id).await,
+        DbBackend::Postgres => {
+            postgres::send(txn, row, draft.conversation_id, draft.collapsed.as_ref()).await
+        }
         _ => sqlite::send(txn, row, at).await.map(Some),
     }
 }

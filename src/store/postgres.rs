@@ -14,9 +14,9 @@ use sea_orm::{
 };
 
 use super::{
-    changes::{Logged, Sent, next_seq},
+    changes::{Logged, Notified, Sent, next_seq},
     id_list,
-    messages::{send_columns, send_param, send_values},
+    messages::{Collapsed, send_columns, send_param, send_values},
     notifications::Bump,
     sql,
 };
@@ -30,8 +30,14 @@ use crate::{
 /// if any, is still a standing root of the conversation), then the message, its change-log entry
 /// and the members, as one data-modifying statement. Its snapshot is taken after the lock was
 /// granted, so it sees every change the lock's earlier holders committed (a removal, a deleted
-/// root, the previous member list). A failed check inserts nothing and returns no row. `$14` is
-/// the sequence number the bump took.
+/// root, the previous member list). A failed check inserts nothing and returns no row.
+///
+/// `$14` is the sequence number the bump took. With `$15` (the collapsed rows' kind; `$16` their
+/// text, `$17` the most members notified inline) the statement also makes the notifications of a
+/// message directed at no one (see [`super::messages::Collapsed`]), as
+/// [`super::notifications::Bump`] would, and returns them as JSON: the UPDATE of the audience's
+/// unread collapsed rows, then an INSERT for those it did not reach (going by what the UPDATE did,
+/// as [`bump_and_read_back`] does), or in a bigger conversation the backlog row.
 static SEND: LazyLock<String> = LazyLock::new(|| {
     use message::Column as C;
     let (names, params) = send_columns();
@@ -46,10 +52,33 @@ static SEND: LazyLock<String> = LazyLock::new(|| {
            SELECT $14, $1, {params} FROM admitted RETURNING *), \
          logged AS (\
            INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at) \
-           SELECT conversation_id, seq, '{kind}', id, $1 FROM sent RETURNING id, tx) \
+           SELECT conversation_id, seq, '{kind}', id, $1 FROM sent RETURNING id, tx), \
+         present AS (SELECT user_id, muted FROM members WHERE conversation_id = {c}), \
+         inline AS (SELECT count(*) <= $17 AS yes FROM present), \
+         audience AS (\
+           SELECT p.user_id FROM present p CROSS JOIN sent WHERE $15 IS NOT NULL \
+           AND (SELECT yes FROM inline) AND p.muted = FALSE AND p.user_id <> {sender}), \
+         bumped AS (\
+           UPDATE notifications SET kind = $15, text = $16, message_id = (SELECT id FROM sent), \
+           actor_id = {sender}, updated_at = $1, count = count + 1 \
+           WHERE id IN (SELECT n.id FROM notifications n WHERE n.conversation_id = {c} \
+             AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE') \
+             AND n.user_id IN (SELECT user_id FROM audience)) \
+           RETURNING *), \
+         made AS (\
+           INSERT INTO notifications (user_id, actor_id, kind, text, conversation_id, message_id, \
+             count, is_read, created_at, updated_at) \
+           SELECT a.user_id, {sender}, $15, $16, {c}, (SELECT id FROM sent), 1, FALSE, $1, $1 \
+           FROM audience a WHERE a.user_id NOT IN (SELECT user_id FROM bumped) RETURNING *), \
+         backlog AS (\
+           INSERT INTO notification_backlog (conversation_id, seq) \
+           SELECT conversation_id, seq FROM sent \
+           WHERE $15 IS NOT NULL AND NOT (SELECT yes FROM inline) RETURNING seq) \
          SELECT sent.*, logged.id AS event_id, logged.tx AS event_tx, \
-           (SELECT string_agg(user_id::text, ',') FROM members WHERE conversation_id = {c}) \
-           AS members \
+           (SELECT string_agg(user_id::text, ',') FROM present) AS members, \
+           (SELECT yes FROM inline) AS inline, \
+           (SELECT json_agg(n)::text FROM (SELECT * FROM bumped UNION ALL SELECT * FROM made) n) \
+           AS notes \
          FROM sent CROSS JOIN logged",
         c = send_param(C::ConversationId),
         sender = send_param(C::SenderId),
@@ -59,18 +88,26 @@ static SEND: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The writes of a send, in two statements (a statement is a round trip): the sequence bump,
-/// which takes the conversation's lock, and then [`SEND`]. They cannot be one: a statement's
-/// snapshot is taken when it starts, so reads in the statement that waited for the lock would miss
-/// what the lock's previous holder committed. None if the checks under the lock refused the send
-/// (the caller rolls back the bump).
+/// which takes the conversation's lock, and then [`SEND`], which with `collapsed` also makes the
+/// notifications. They cannot be one: a statement's snapshot is taken when it starts, so reads in
+/// the statement that waited for the lock would miss what the lock's previous holder committed.
+/// None if the checks under the lock refused the send (the caller rolls back the bump).
 pub async fn send(
     txn: &DatabaseTransaction,
     row: message::ActiveModel,
     conversation_id: i64,
+    collapsed: Option<&Collapsed>,
 ) -> AppResult<Option<Sent>> {
     let (seq, at) = next_seq(txn, conversation_id).await?;
     let mut values = send_values(&row, at)?;
     values.push(seq.into());
+    values.push(collapsed.map(|c| c.kind.to_owned()).into());
+    values.push(collapsed.map(|c| c.text.clone()).into());
+    values.push(
+        i64::try_from(collapsed.map_or(0, |c| c.inline_members))
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
     let Some(row) = txn.query_one_raw(sql(txn, &SEND, values)).await? else {
         return Ok(None);
     };
@@ -84,11 +121,27 @@ pub async fn send(
         change: MessageChange::Created,
         message: message.clone(),
     };
+    let notified = match collapsed {
+        Some(_) => {
+            let notes: Option<String> = row.try_get("", "notes")?;
+            let rows = match notes {
+                Some(json) => serde_json::from_str(&json)
+                    .map_err(|e| AppError::Internal(format!("notifications as JSON: {e}")))?,
+                None => Vec::new(),
+            };
+            Some(Notified {
+                rows,
+                inline: row.try_get("", "inline")?,
+            })
+        }
+        None => None,
+    };
     Ok(Some(Sent {
         message,
         recipients: id_list(members.as_deref())?,
         logged,
         root_checked: true,
+        notified,
     }))
 }
 

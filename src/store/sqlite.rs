@@ -148,6 +148,7 @@ pub async fn send(
         recipients: id_list(members.as_deref())?,
         logged,
         root_checked: false,
+        notified: None,
     })
 }
 
