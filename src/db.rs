@@ -14,6 +14,9 @@ const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 /// SQLite's page size, which we never change: `max_page_count` is counted in these.
 const SQLITE_PAGE_BYTES: u64 = 4096;
 
+/// How long a PostgreSQL connection may lie idle in the pool before it is pinged on its way out.
+const PG_PING_AFTER_IDLE: Duration = Duration::from_secs(10);
+
 /// Connects and runs pending migrations. A SQLite file's folder is created if missing.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     connect_capped(url, None).await
@@ -65,6 +68,13 @@ pub async fn connect_log_reader(url: &str) -> Result<DatabaseConnection, DbErr> 
 
 fn options(url: &str, max_bytes: Option<u64>) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
+    if url.starts_with("postgres") {
+        // sqlx pings a connection each time it leaves the pool, to find one the server hung up;
+        // on PostgreSQL the ping is a network round trip, one more for every read and every
+        // write transaction. A connection in steady use is pinged only after lying idle this
+        // long, which is when a server's or a proxy's idle timeout may have closed it.
+        options.test_before_acquire_if_idle_for(PG_PING_AFTER_IDLE);
+    }
     options
         .sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10))

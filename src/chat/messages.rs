@@ -198,7 +198,7 @@ async fn insert_message(
     sender_name: String,
 ) -> AppResult<message::Model> {
     let client_id = new.client_message_id;
-    let draft = Draft {
+    let mut draft = Draft {
         conversation_id,
         sender_id: viewer.user_id,
         kind: file.map_or("TEXT", |f| f.kind.as_str()).into(),
@@ -213,11 +213,14 @@ async fn insert_message(
             size: f.size,
             sha256: f.sha256.clone(),
         }),
+        collapsed: None,
     };
     let idempotent = client_id.is_some();
     // Members beyond this many: their collapsed notifications follow the commit (see
     // `notifications::for_new_message`), so the message reaches them without waiting on it.
     let inline_members = chat.settings.notify_inline_members;
+    draft.collapsed =
+        notifications::undirected(&draft, &sender_name, reply_to_sender, inline_members);
     let written = chat
         .store
         .write(move |txn| {
@@ -229,8 +232,16 @@ async fn insert_message(
                 // A retry queued beside its first attempt (in the same batch, or committing
                 // meanwhile) is refused by the unique index on (sender, client message id), and
                 // answered below with the message the first attempt made.
-                let sent = match store::messages::insert(txn, &draft, now()).await {
-                    Ok(sent) => sent,
+                let mut sent = match store::messages::insert(txn, &draft, now()).await {
+                    Ok(Some(sent)) => sent,
+                    // Refused under the conversation's lock: the root went (say how), or the
+                    // sender left, answered as for a conversation they are not in.
+                    Ok(None) => {
+                        if let Some(root) = draft.thread_root_id {
+                            check_thread_root(txn, root, draft.conversation_id).await?;
+                        }
+                        return Err(AppError::not_found("conversation"));
+                    }
                     Err(AppError::Database(err)) if idempotent && is_unique_violation(&err) => {
                         return Err(AppError::Conflict(DUPLICATE_SEND.into()));
                     }
@@ -238,21 +249,31 @@ async fn insert_message(
                 };
                 // Checked again under the conversation's lock, which a delete takes too: a root
                 // deleted since the check before the write refuses the reply (rolling it back).
-                if let Some(root) = draft.thread_root_id {
+                if let Some(root) = draft.thread_root_id
+                    && !sent.root_checked
+                {
                     check_thread_root(txn, root, draft.conversation_id).await?;
                 }
-                // A reply in a thread notifies the thread's participants (and whom it mentions
-                // or answers), not every member: it makes no collapsed rows, now or later.
-                let in_thread = sent.message.thread_root_id.is_some();
-                let collapse_now = in_thread || sent.recipients.len() <= inline_members;
-                let notes = notifications::for_new_message(
-                    txn,
-                    &sent.message,
-                    &sender_name,
-                    reply_to_sender,
-                    collapse_now,
-                )
-                .await?;
+                let (notes, collapse_now) = match sent.notified.take() {
+                    // The write made them (a message directed at no one).
+                    Some(notified) => (notified.rows, notified.inline),
+                    None => {
+                        // A reply in a thread notifies the thread's participants (and whom it
+                        // mentions or answers), not every member: it makes no collapsed rows,
+                        // now or later.
+                        let in_thread = sent.message.thread_root_id.is_some();
+                        let collapse_now = in_thread || sent.recipients.len() <= inline_members;
+                        let notes = notifications::for_new_message(
+                            txn,
+                            &sent.message,
+                            &sender_name,
+                            reply_to_sender,
+                            collapse_now,
+                        )
+                        .await?;
+                        (notes, collapse_now)
+                    }
+                };
                 let message = sent.message;
                 let mut events = envelopes(vec![sent.logged], sent.recipients);
                 events.extend(notifications::envelope(notes));

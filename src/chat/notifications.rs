@@ -18,6 +18,7 @@ use crate::{
     lock,
     store::{
         self, Txn,
+        messages::{Collapsed, Draft},
         notifications::{Audience, Bump},
     },
 };
@@ -74,7 +75,11 @@ pub fn mentions(body: &str) -> Vec<String> {
 }
 
 fn preview(sender: &str, message: &message::Model) -> String {
-    let body = message.body.as_deref().unwrap_or("sent a file");
+    preview_of(sender, message.body.as_deref())
+}
+
+fn preview_of(sender: &str, body: Option<&str>) -> String {
+    let body = body.unwrap_or("sent a file");
     let mut text: String = body.chars().take(120).collect();
     if body.chars().count() > 120 {
         text.push('…');
@@ -84,11 +89,37 @@ fn preview(sender: &str, message: &message::Model) -> String {
 
 /// The collapsed row's kind for a message: MESSAGE for text, FILE for anything with a file.
 fn collapsed_kind(message: &message::Model) -> NotificationKind {
-    if message.kind == "TEXT" {
+    kind_collapsed_as(&message.kind)
+}
+
+fn kind_collapsed_as(message_kind: &str) -> NotificationKind {
+    if message_kind == "TEXT" {
         NotificationKind::Message
     } else {
         NotificationKind::File
     }
+}
+
+/// The notifications of a new message directed at no one: it mentions no one, answers no one but
+/// its sender, and is in no thread. Every other member's collapsed row counts it, or, in a room
+/// of more than `inline_members`, the backlog takes it; [`for_new_message`] would make exactly
+/// these, and the store may make them in the send's own statement (PostgreSQL does). None for a
+/// directed message, whose rules need the written message.
+pub fn undirected(
+    draft: &Draft,
+    sender_name: &str,
+    reply_to_sender: Option<i64>,
+    inline_members: usize,
+) -> Option<Collapsed> {
+    let body = draft.body.as_deref();
+    let directed = draft.thread_root_id.is_some()
+        || reply_to_sender.is_some_and(|author| author != draft.sender_id)
+        || !mentions(body.unwrap_or_default()).is_empty();
+    (!directed).then(|| Collapsed {
+        kind: kind_collapsed_as(&draft.kind).as_str(),
+        text: preview_of(sender_name, body),
+        inline_members,
+    })
 }
 
 /// Makes the notifications for a new message inside its transaction and returns them, to be

@@ -3,7 +3,7 @@
 //! after a cursor, and each instance's delivery reads it in position order.
 use std::sync::Arc;
 
-use entity::{conversation_event, message};
+use entity::{conversation_event, message, notification};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, Set};
 
 use super::conversations;
@@ -129,4 +129,18 @@ pub struct Sent {
     pub message: message::Model,
     pub recipients: Vec<i64>,
     pub logged: Logged,
+    /// Whether the write itself found the thread root still standing, under the conversation's
+    /// lock (PostgreSQL's does, in the insert); if not, the domain checks it in the transaction.
+    pub root_checked: bool,
+    /// The notifications the write made itself (PostgreSQL's, for a draft with
+    /// [`super::messages::Collapsed`]); None leaves them to the domain.
+    pub notified: Option<Notified>,
+}
+
+/// The collapsed notifications a send's own write made.
+pub struct Notified {
+    /// The rows made or updated, to publish after the commit.
+    pub rows: Vec<notification::Model>,
+    /// False when the conversation was too big: the message went to the backlog.
+    pub inline: bool,
 }

@@ -123,6 +123,22 @@ pub async fn ids(
         .collect::<Result<_, _>>()?)
 }
 
+/// Parses a comma-separated list of ids, as SQLite's `group_concat(id, ',')` and PostgreSQL's
+/// `string_agg(id::text, ',')` make them (None when they aggregated no rows): one text value in
+/// place of a row per id.
+pub fn id_list(listed: Option<&str>) -> AppResult<Vec<i64>> {
+    listed
+        .unwrap_or_default()
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            id.parse().map_err(|_| {
+                crate::error::AppError::Internal(format!("not an id in a listing: {id:?}"))
+            })
+        })
+        .collect()
+}
+
 /// Begins a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
 /// IMMEDIATE`), so a writer waits on the busy timeout instead of failing to upgrade a read lock.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {

@@ -153,13 +153,19 @@ pub enum Audience<'a> {
 /// INSERT … SELECT over the same numbered parameters (`$3` is the latest message's id), each
 /// with subqueries on members and notifications that the builder would spell at twice the length.
 pub struct Bump {
-    update: String,
-    insert: String,
-    values: Vec<Value>,
-    latest_id: i64,
+    /// The members the bump reaches, as a SELECT of `user_id`.
+    audience: String,
+    pub(super) values: Vec<Value>,
 }
 
+/// A member's unread collapsed row of the conversation (`$6`), as `n`.
+const UNREAD_ROW: &str =
+    "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
+
 impl Bump {
+    /// The placeholder of the latest message's id.
+    pub(super) const LATEST_PARAM: &'static str = "$3";
+
     /// `kind` is the collapsed row's kind (MESSAGE or FILE), `text` what it shows.
     pub fn new(
         latest: &message::Model,
@@ -190,56 +196,65 @@ impl Bump {
                 "m.user_id = $8".to_owned()
             }
         };
-        let audience = format!(
-            "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 AND m.muted = FALSE \
-             AND {who}"
-        );
-        let unread_row =
-            "n.conversation_id = $6 AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE')";
         Self {
-            update: format!(
-                "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
-                 updated_at = $5, count = count + $7 \
-                 WHERE id IN (SELECT n.id FROM notifications n WHERE {unread_row} \
-                 AND n.user_id IN ({audience}))"
-            ),
-            insert: format!(
-                "INSERT INTO notifications \
-                 (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
-                 SELECT a.user_id, $4, $1, $2, $6, $3, $7, FALSE, $5, $5 FROM ({audience}) a \
-                 WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {unread_row})"
+            audience: format!(
+                "SELECT m.user_id FROM members m WHERE m.conversation_id = $6 \
+                 AND m.muted = FALSE AND {who}"
             ),
             values,
-            latest_id: latest.id,
         }
+    }
+
+    /// The UPDATE of the audience's unread collapsed rows.
+    pub(super) fn update(&self) -> String {
+        format!(
+            "UPDATE notifications SET kind = $1, text = $2, message_id = $3, actor_id = $4, \
+             updated_at = $5, count = count + $7 \
+             WHERE id IN (SELECT n.id FROM notifications n WHERE {UNREAD_ROW} \
+             AND n.user_id IN ({audience}))",
+            audience = self.audience
+        )
+    }
+
+    /// The INSERT of a new row for each of the audience, as `a`, open to a WHERE that says who
+    /// needs one.
+    pub(super) fn insert_from_audience(&self) -> String {
+        format!(
+            "INSERT INTO notifications \
+             (user_id, actor_id, kind, text, conversation_id, message_id, count, is_read, created_at, updated_at) \
+             SELECT a.user_id, $4, $1, $2, $6, $3, $7, FALSE, $5, $5 FROM ({audience}) a",
+            audience = self.audience
+        )
+    }
+
+    /// The INSERT for those of the audience with no unread collapsed row (after the UPDATE).
+    fn insert(&self) -> String {
+        format!(
+            "{} WHERE a.user_id NOT IN (SELECT n.user_id FROM notifications n WHERE {UNREAD_ROW})",
+            self.insert_from_audience()
+        )
     }
 
     /// Runs the bump, then reads back every notification made for its latest message (its own
     /// rows and the mentions and reply made before it). Sends are the hot path: on SQLite all
-    /// three go as one hand-over.
+    /// three go as one hand-over, on PostgreSQL as one statement.
     pub async fn run_and_read_back(self, txn: &Txn) -> AppResult<Vec<notification::Model>> {
         match txn.get_database_backend() {
             DbBackend::Sqlite => {
-                sqlite::bump_and_read_back(txn, &self.update, &self.insert, self.values, "$3").await
+                let (update, insert) = (self.update(), self.insert());
+                sqlite::bump_and_read_back(txn, &update, &insert, self.values, Self::LATEST_PARAM)
+                    .await
             }
-            _ => {
-                postgres::bump_and_read_back(
-                    txn,
-                    &self.update,
-                    &self.insert,
-                    self.values,
-                    self.latest_id,
-                )
-                .await
-            }
+            _ => postgres::bump_and_read_back(txn, self).await,
         }
     }
 
     /// Runs the two statements one after the other.
     pub async fn run(self, txn: &Txn) -> AppResult<()> {
-        txn.execute_raw(sql(txn, &self.update, self.values.clone()))
+        txn.execute_raw(sql(txn, &self.update(), self.values.clone()))
             .await?;
-        txn.execute_raw(sql(txn, &self.insert, self.values)).await?;
+        txn.execute_raw(sql(txn, &self.insert(), self.values))
+            .await?;
         Ok(())
     }
 }

@@ -10,13 +10,15 @@ use std::sync::LazyLock;
 
 use entity::{message, notification};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ColumnType, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, IdenStatic, Iterable, QueryResult, QueryTrait, Select, Statement, Value,
+    ColumnTrait, ColumnType, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    IdenStatic, Iterable, QueryResult, QueryTrait, Select, Statement, Value,
 };
 use serde::de::DeserializeOwned;
 
 use super::{
     changes::{Logged, Sent},
+    id_list,
+    messages::{send_columns, send_param, send_values},
     sql,
 };
 use crate::{
@@ -97,51 +99,10 @@ pub async fn ids(
     id_list(ids.as_deref())
 }
 
-/// Parses what `group_concat(id, ',')` made (None when it aggregated no rows).
-pub fn id_list(listed: Option<&str>) -> AppResult<Vec<i64>> {
-    listed
-        .unwrap_or_default()
-        .split(',')
-        .filter(|id| !id.is_empty())
-        .map(|id| {
-            id.parse()
-                .map_err(|_| AppError::Internal(format!("not an id in a listing: {id:?}")))
-        })
-        .collect()
-}
-
-/// The message columns a send sets, in the order of [`SEND`]'s parameters after `$1` (the time);
-/// the last is the conversation.
-const SEND_COLUMNS: [message::Column; 12] = {
-    use message::Column as C;
-    [
-        C::SenderId,
-        C::Kind,
-        C::Body,
-        C::ReplyToId,
-        C::ThreadRootId,
-        C::ClientMessageId,
-        C::AttachmentKey,
-        C::AttachmentFilename,
-        C::AttachmentContentType,
-        C::AttachmentSize,
-        C::AttachmentSha256,
-        C::ConversationId,
-    ]
-};
-
 /// The script [`send`] runs, spelled once: the sequence bump (listing the members), the message,
 /// its change-log entry.
 static SEND: LazyLock<String> = LazyLock::new(|| {
-    let names = SEND_COLUMNS
-        .iter()
-        .map(|column| format!("\"{}\"", column.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let params = (2..=SEND_COLUMNS.len() + 1)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (names, params) = send_columns();
     format!(
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $1 WHERE id = {c} \
          RETURNING (SELECT group_concat(user_id, ',') FROM members WHERE conversation_id = {c}) \
@@ -151,7 +112,7 @@ static SEND: LazyLock<String> = LazyLock::new(|| {
          INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at) \
          SELECT conversation_id, seq, '{kind}', id, $1 FROM messages WHERE conversation_id = {c} \
          AND seq = (SELECT last_seq FROM conversations WHERE id = {c}) RETURNING id AS event_id",
-        c = format_args!("${}", SEND_COLUMNS.len() + 1),
+        c = send_param(message::Column::ConversationId),
         kind = MessageChange::Created.as_str(),
     )
 });
@@ -166,14 +127,7 @@ pub async fn send(
     row: message::ActiveModel,
     at: chrono::DateTime<chrono::Utc>,
 ) -> AppResult<Sent> {
-    let mut values: Vec<Value> = vec![at.into()];
-    for column in SEND_COLUMNS {
-        let value = row
-            .get(column)
-            .into_value()
-            .ok_or_else(|| AppError::Internal(format!("a send left {} unset", column.as_str())))?;
-        values.push(value);
-    }
+    let values = send_values(&row, at)?;
     let rows = txn.query_all_raw(sql(txn, &SEND, values)).await?;
     let [bumped, inserted, logged] = rows.as_slice() else {
         return Err(AppError::not_found("conversation"));
@@ -193,6 +147,8 @@ pub async fn send(
         message,
         recipients: id_list(members.as_deref())?,
         logged,
+        root_checked: false,
+        notified: None,
     })
 }
 
