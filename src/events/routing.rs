@@ -22,7 +22,9 @@
 //! unreachable, at once): events published after that reach this instance. What was published
 //! before, or while Redis was away, is made up for as before the routing: message events by the
 //! delivery's reads of the change log (see `delivery`), durable streams by a resync after an
-//! outage; typing and presence are live only.
+//! outage; typing and presence are live only. A lost [`Event::Joined`] would leave a joined
+//! conversation unfollowed for good, so every reconnection and every resync (what follows any
+//! loss) lists the followed members' conversations again ([`Router::relist`]).
 //!
 //! Plain SUBSCRIBE/PUBLISH, not sharded pub/sub (SSUBSCRIBE/SPUBLISH): this targets one Redis
 //! server (or a primary with replicas), where both behave alike, and the redis crate's pub/sub
