@@ -133,7 +133,7 @@ pub struct Sent {
     /// lock (PostgreSQL's does, in the insert); if not, the domain checks it in the transaction.
     pub root_checked: bool,
     /// The notifications the write made itself (PostgreSQL's, for a draft with
-    /// [`super::messages::Collapsed`]); None leaves them to the domain.
+    /// [`super::send_row::Collapsed`]); None leaves them to the domain.
     pub notified: Option<Notified>,
 }
 

@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod presence;
 pub mod reactions;
 pub mod rooms;
+pub mod send_row;
 pub mod sqlite;
 pub mod threads;
 pub mod users;

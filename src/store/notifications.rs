@@ -245,7 +245,11 @@ impl Bump {
                 sqlite::bump_and_read_back(txn, &update, &insert, self.values, Self::LATEST_PARAM)
                     .await
             }
-            _ => postgres::bump_and_read_back(txn, self).await,
+            _ => {
+                let (update, insert) = (self.update(), self.insert_from_audience());
+                postgres::bump_and_read_back(txn, &update, &insert, self.values, Self::LATEST_PARAM)
+                    .await
+            }
         }
     }
 

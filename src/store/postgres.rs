@@ -10,14 +10,13 @@ use std::sync::LazyLock;
 
 use entity::{message, notification};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, FromQueryResult, QueryResult, sea_query::Expr,
+    ConnectionTrait, DatabaseTransaction, FromQueryResult, QueryResult, Value, sea_query::Expr,
 };
 
 use super::{
     changes::{Logged, Notified, Sent, next_seq},
     id_list,
-    messages::{Collapsed, send_columns, send_param, send_values},
-    notifications::Bump,
+    send_row::{Collapsed, send_columns, send_param, send_values},
     sql,
 };
 use crate::{
@@ -34,8 +33,8 @@ use crate::{
 ///
 /// `$14` is the sequence number the bump took. With `$15` (the collapsed rows' kind; `$16` their
 /// text, `$17` the most members notified inline) the statement also makes the notifications of a
-/// message directed at no one (see [`super::messages::Collapsed`]), as
-/// [`super::notifications::Bump`] would, and returns them as JSON: the UPDATE of the audience's
+/// message directed at no one (see [`super::send_row::Collapsed`]), as
+/// `notifications::Bump` would, and returns them as JSON: the UPDATE of the audience's
 /// unread collapsed rows, then an INSERT for those it did not reach (going by what the UPDATE did,
 /// as [`bump_and_read_back`] does), or in a bigger conversation the backlog row.
 static SEND: LazyLock<String> = LazyLock::new(|| {
@@ -185,7 +184,10 @@ pub async fn positions_from_elsewhere(db: &impl ConnectionTrait) -> AppResult<Op
 /// own rows are not in.
 pub async fn bump_and_read_back(
     txn: &impl ConnectionTrait,
-    bump: Bump,
+    update: &str,
+    insert: &str,
+    values: Vec<Value>,
+    latest: &str,
 ) -> AppResult<Vec<notification::Model>> {
     let text = format!(
         "WITH bumped AS ({update} RETURNING *), \
@@ -193,11 +195,8 @@ pub async fn bump_and_read_back(
          SELECT * FROM bumped UNION ALL SELECT * FROM made \
          UNION ALL SELECT * FROM notifications \
          WHERE message_id = {latest} AND id NOT IN (SELECT id FROM bumped)",
-        update = bump.update(),
-        insert = bump.insert_from_audience(),
-        latest = Bump::LATEST_PARAM,
     );
-    let rows: Vec<QueryResult> = txn.query_all_raw(sql(txn, &text, bump.values)).await?;
+    let rows: Vec<QueryResult> = txn.query_all_raw(sql(txn, &text, values)).await?;
     Ok(rows
         .iter()
         .map(|row| notification::Model::from_query_result(row, ""))

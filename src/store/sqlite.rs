@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::{
     changes::{Logged, Sent},
     id_list,
-    messages::{send_columns, send_param, send_values},
+    send_row::{send_columns, send_param, send_values},
     sql,
 };
 use crate::{
