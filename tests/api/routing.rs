@@ -91,22 +91,6 @@ impl Cluster {
     }
 }
 
-/// An instance's counter from `/metrics`.
-async fn counter(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} on /metrics:\n{text}"))
-}
-
 #[tokio::test]
 async fn an_instance_receives_only_the_conversations_its_subscribers_follow() {
     let cluster = cluster().await;
@@ -143,7 +127,7 @@ async fn an_instance_receives_only_the_conversations_its_subscribers_follow() {
     assert_eq!(listeners[&on_b], 1, "{listeners:?}");
 
     let received = "palaver_bus_events_received_total";
-    let before = counter(a, received).await;
+    let before = a.metric(received).await;
     for i in 0..20 {
         b.send(&carol, &followed_on_b, &format!("elsewhere {i}"))
             .await;
@@ -159,7 +143,7 @@ async fn an_instance_receives_only_the_conversations_its_subscribers_follow() {
     bob_ws.expect_next_event("m", "\"here\"").await;
     // Of the 21 sends (and their notifications, for users nobody follows on a), a received the
     // one its subscriber follows.
-    assert_eq!(counter(a, received).await - before, 1);
+    assert_eq!(a.metric(received).await - before, 1);
 }
 
 #[tokio::test]
