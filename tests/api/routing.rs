@@ -91,6 +91,27 @@ impl Cluster {
     }
 }
 
+/// Bob on instance `a`, following all his conversations' messages (`m`) and typing (`t`), both
+/// live (probed through a direct conversation with alice, made on `b`).
+async fn listening_on_a(cluster: &Cluster, alice: &TestUser, bob: &TestUser) -> WsClient {
+    let (a, b) = (&cluster.a, &cluster.b);
+    let with_alice = b.direct(alice, bob).await;
+    let mut bob_ws = a.ws(Some(&bob.token)).await;
+    bob_ws.subscribe("m", EVENTS, json!({})).await;
+    bob_ws.subscribe("t", TYPING, json!({})).await;
+    bob_ws
+        .until_live(&["m"], 1, async |_| {
+            b.probe_message(alice, &with_alice).await
+        })
+        .await;
+    bob_ws
+        .until_live(&["t"], 2, async |n| {
+            b.probe_typing(alice, &with_alice, n).await
+        })
+        .await;
+    bob_ws
+}
+
 #[tokio::test]
 async fn an_instance_receives_only_the_conversations_its_subscribers_follow() {
     let cluster = cluster().await;
@@ -193,25 +214,12 @@ async fn no_channel_is_left_once_the_subscribers_disconnect() {
 #[tokio::test]
 async fn a_member_added_on_another_instance_hears_the_room_live() {
     let cluster = cluster().await;
-    let (a, b) = (&cluster.a, &cluster.b);
+    let b = &cluster.b;
     let alice = b.user("alice").await;
     let bob = b.user("bob").await;
     let carol = b.user("carol").await;
     let room = b.room(&alice, "Ops", &[&carol]).await;
-    let with_alice = b.direct(&alice, &bob).await;
-    let mut bob_ws = a.ws(Some(&bob.token)).await;
-    bob_ws.subscribe("m", EVENTS, json!({})).await;
-    bob_ws.subscribe("t", TYPING, json!({})).await;
-    bob_ws
-        .until_live(&["m"], 1, async |_| {
-            b.probe_message(&alice, &with_alice).await
-        })
-        .await;
-    bob_ws
-        .until_live(&["t"], 2, async |n| {
-            b.probe_typing(&alice, &with_alice, n).await
-        })
-        .await;
+    let mut bob_ws = listening_on_a(&cluster, &alice, &bob).await;
     let room_channel = cluster.conversation_channel(&room);
     assert!(!cluster.channels().await.contains(&room_channel));
 
@@ -244,24 +252,11 @@ async fn a_member_added_on_another_instance_hears_the_room_live() {
 #[tokio::test]
 async fn a_first_direct_message_sent_on_another_instance_opens_a_followed_conversation() {
     let cluster = cluster().await;
-    let (a, b) = (&cluster.a, &cluster.b);
+    let b = &cluster.b;
     let alice = b.user("alice").await;
     let bob = b.user("bob").await;
     let carol = b.user("carol").await;
-    let with_alice = b.direct(&alice, &bob).await;
-    let mut bob_ws = a.ws(Some(&bob.token)).await;
-    bob_ws.subscribe("m", EVENTS, json!({})).await;
-    bob_ws.subscribe("t", TYPING, json!({})).await;
-    bob_ws
-        .until_live(&["m"], 1, async |_| {
-            b.probe_message(&alice, &with_alice).await
-        })
-        .await;
-    bob_ws
-        .until_live(&["t"], 2, async |n| {
-            b.probe_typing(&alice, &with_alice, n).await
-        })
-        .await;
+    let mut bob_ws = listening_on_a(&cluster, &alice, &bob).await;
 
     // Carol writes to bob for the first time, through b.
     let opened = b.direct(&carol, &bob).await;
