@@ -13,6 +13,7 @@ mod m20261125_000010_notification_backlog;
 mod m20261207_000011_event_positions;
 mod m20261207_000012_reactions_and_pins;
 mod m20261207_000013_threads;
+mod m20261207_000014_send_function;
 
 /// Every migration, in order; the server runs the pending ones at start.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000011_event_positions::Migration),
             Box::new(m20261207_000012_reactions_and_pins::Migration),
             Box::new(m20261207_000013_threads::Migration),
+            Box::new(m20261207_000014_send_function::Migration),
         ]
     }
 }

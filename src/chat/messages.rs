@@ -2,11 +2,7 @@
 //! durable change log that subscriptions replay from.
 use entity::message;
 
-use super::{
-    Chat, conversations,
-    model::{DIRECT, now},
-    notifications,
-};
+use super::{Chat, conversations, model::DIRECT, notifications};
 pub use crate::store::messages::{
     Listed, LogBatch, by_ids, events_after, latest_event_id, latest_position, log_after, page,
     positions_after, positions_from_elsewhere,
@@ -18,7 +14,7 @@ use crate::{
     files::{StoredFile, ValidFile},
     ids,
     store::{
-        self, Reads,
+        self, Reads, Txn,
         changes::{envelopes, log_change, next_seq, recipients},
         messages::{Draft, DraftFile},
     },
@@ -185,6 +181,13 @@ pub async fn send(chat: &Chat, viewer: Viewer, mut new: NewMessage) -> AppResult
     result
 }
 
+/// The transaction a send's further writes go in: there is one unless the store wrote the send
+/// whole in one statement, which it does only when nothing more is left to write (see
+/// `store::messages::write_send`).
+fn in_transaction(txn: Option<&Txn>) -> AppResult<&Txn> {
+    txn.ok_or_else(|| AppError::Internal("a send written whole had more to write".into()))
+}
+
 /// The transactional half of [`send`]: the row, the conversation's pointer, notifications and the
 /// change log, written in one write (on SQLite, in the single writer's next batch: group commit).
 /// Events are published after the commit.
@@ -221,66 +224,64 @@ async fn insert_message(
     let inline_members = chat.settings.notify_inline_members;
     draft.collapsed =
         notifications::undirected(&draft, &sender_name, reply_to_sender, inline_members);
-    let written = chat
-        .store
-        .write(move |txn| {
-            // The work may run more than once (see `Store::write`): each attempt takes its own
-            // copies.
-            let draft = draft.clone();
-            let sender_name = sender_name.clone();
-            Box::pin(async move {
-                // A retry queued beside its first attempt (in the same batch, or committing
-                // meanwhile) is refused by the unique index on (sender, client message id), and
-                // answered below with the message the first attempt made.
-                let mut sent = match store::messages::insert(txn, &draft, now()).await {
-                    Ok(Some(sent)) => sent,
-                    // Refused under the conversation's lock: the root went (say how), or the
-                    // sender left, answered as for a conversation they are not in.
-                    Ok(None) => {
-                        if let Some(root) = draft.thread_root_id {
-                            check_thread_root(txn, root, draft.conversation_id).await?;
-                        }
-                        return Err(AppError::not_found("conversation"));
+    let store = chat.store.clone();
+    let (conversation, root) = (draft.conversation_id, draft.thread_root_id);
+    let written = store::messages::write_send(&chat.store, draft, move |txn, sent| {
+        let sender_name = sender_name.clone();
+        let store = store.clone();
+        Box::pin(async move {
+            // A retry queued beside its first attempt (in the same batch, or committing
+            // meanwhile) is refused by the unique index on (sender, client message id), and
+            // answered below with the message the first attempt made.
+            let mut sent = match sent {
+                Ok(Some(sent)) => sent,
+                // Refused under the conversation's lock, having written nothing: the root went
+                // (say how), or the sender left, answered as for a conversation they are not in.
+                Ok(None) => {
+                    if let Some(root) = root {
+                        check_thread_root(&store, root, conversation).await?;
                     }
-                    Err(AppError::Database(err)) if idempotent && is_unique_violation(&err) => {
-                        return Err(AppError::Conflict(DUPLICATE_SEND.into()));
-                    }
-                    Err(err) => return Err(err),
-                };
-                // Checked again under the conversation's lock, which a delete takes too: a root
-                // deleted since the check before the write refuses the reply (rolling it back).
-                if let Some(root) = draft.thread_root_id
-                    && !sent.root_checked
-                {
-                    check_thread_root(txn, root, draft.conversation_id).await?;
+                    return Err(AppError::not_found("conversation"));
                 }
-                let (notes, collapse_now) = match sent.notified.take() {
-                    // The write made them (a message directed at no one).
-                    Some(notified) => (notified.rows, notified.inline),
-                    None => {
-                        // A reply in a thread notifies the thread's participants (and whom it
-                        // mentions or answers), not every member: it makes no collapsed rows,
-                        // now or later.
-                        let in_thread = sent.message.thread_root_id.is_some();
-                        let collapse_now = in_thread || sent.recipients.len() <= inline_members;
-                        let notes = notifications::for_new_message(
-                            txn,
-                            &sent.message,
-                            &sender_name,
-                            reply_to_sender,
-                            collapse_now,
-                        )
-                        .await?;
-                        (notes, collapse_now)
-                    }
-                };
-                let message = sent.message;
-                let mut events = envelopes(vec![sent.logged], sent.recipients);
-                events.extend(notifications::envelope(notes));
-                Ok(((message, collapse_now), events))
-            })
+                Err(AppError::Database(err)) if idempotent && is_unique_violation(&err) => {
+                    return Err(AppError::Conflict(DUPLICATE_SEND.into()));
+                }
+                Err(err) => return Err(err),
+            };
+            // Checked again under the conversation's lock, which a delete takes too: a root
+            // deleted since the check before the write refuses the reply (rolling it back).
+            if let Some(root) = root
+                && !sent.root_checked
+            {
+                check_thread_root(in_transaction(txn)?, root, conversation).await?;
+            }
+            let (notes, collapse_now) = match sent.notified.take() {
+                // The write made them (a message directed at no one).
+                Some(notified) => (notified.rows, notified.inline),
+                None => {
+                    // A reply in a thread notifies the thread's participants (and whom it
+                    // mentions or answers), not every member: it makes no collapsed rows, now
+                    // or later.
+                    let in_thread = sent.message.thread_root_id.is_some();
+                    let collapse_now = in_thread || sent.recipients.len() <= inline_members;
+                    let notes = notifications::for_new_message(
+                        in_transaction(txn)?,
+                        &sent.message,
+                        &sender_name,
+                        reply_to_sender,
+                        collapse_now,
+                    )
+                    .await?;
+                    (notes, collapse_now)
+                }
+            };
+            let message = sent.message;
+            let mut events = envelopes(vec![sent.logged], sent.recipients);
+            events.extend(notifications::envelope(notes));
+            Ok(((message, collapse_now), events))
         })
-        .await;
+    })
+    .await;
     match written {
         Ok((message, collapse_now)) => {
             if !collapse_now {

@@ -11,12 +11,12 @@ use sea_orm::{
 };
 
 use super::{
-    Reads, Txn, all_rows,
+    Made, Reads, Store, Txn, TxnFuture, all_rows,
     pagination::{Direction, Page, PageRequest},
     postgres, sql, sqlite,
 };
 use crate::{
-    chat::model::SystemKind,
+    chat::model::{SystemKind, now},
     error::AppResult,
     events::{Envelope, Event, MessageChange, Position},
 };
@@ -58,8 +58,60 @@ pub use super::send_row::Collapsed;
 /// conversation's lock (PostgreSQL checks there that the sender is still a member and the thread
 /// root still stands): nothing is written.
 pub async fn insert(txn: &Txn, draft: &Draft, at: DateTime<Utc>) -> AppResult<Option<Sent>> {
+    let row = new_row(draft);
+    // The conversation's `last_message_id` follows by trigger (migration 000009).
+    match txn.get_database_backend() {
+        DbBackend::Postgres => postgres::send(txn, row, at, draft.collapsed.as_ref()).await,
+        _ => sqlite::send(txn, row, at).await.map(Some),
+    }
+}
+
+/// Writes a send, [`insert`], and finishes it with `finish`, as one write (see `Store::write`):
+/// the value `finish` makes is returned, and its events published, once the write has committed.
+/// `finish` is given what the insert came to and the transaction to write anything more in.
+///
+/// On PostgreSQL a draft with collapsed notifications is written whole by one statement (see
+/// [`postgres::send`]: the message, its log entry and its notifications, with every check under
+/// the conversation's lock), so it runs on its own, committed as it answers, with no `BEGIN` or
+/// `COMMIT` round trip; `finish` is then given no transaction, and what it is given is complete
+/// (`Sent::notified` is set, `Sent::root_checked` holds).
+pub async fn write_send<T, F>(store: &Store, draft: Draft, finish: F) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: for<'t> Fn(Option<&'t Txn>, AppResult<Option<Sent>>) -> TxnFuture<'t, Made<T>>
+        + Send
+        + Sync
+        + 'static,
+{
+    if draft.collapsed.is_some()
+        && let Some((db, bus)) = store.autocommit()
+    {
+        let sent = postgres::send(db, new_row(&draft), now(), draft.collapsed.as_ref()).await;
+        let (value, events) = finish(None, sent).await?;
+        for envelope in events {
+            bus.publish(envelope).await;
+        }
+        return Ok(value);
+    }
+    let finish = Arc::new(finish);
+    store
+        .write(move |txn| {
+            // The work may run more than once (see `Store::write`): each attempt takes its own
+            // copies.
+            let draft = draft.clone();
+            let finish = finish.clone();
+            Box::pin(async move {
+                let sent = insert(txn, &draft, now()).await;
+                finish(Some(txn), sent).await
+            })
+        })
+        .await
+}
+
+/// The row a draft becomes (its sequence number and time are the write's).
+fn new_row(draft: &Draft) -> message::ActiveModel {
     let file = draft.attachment.as_ref();
-    let row = message::ActiveModel {
+    message::ActiveModel {
         conversation_id: Set(draft.conversation_id),
         sender_id: Set(Some(draft.sender_id)),
         kind: Set(draft.kind.clone()),
@@ -75,13 +127,6 @@ pub async fn insert(txn: &Txn, draft: &Draft, at: DateTime<Utc>) -> AppResult<Op
         attachment_size: Set(file.map(|f| f.size)),
         attachment_sha256: Set(file.map(|f| f.sha256.clone())),
         ..Default::default()
-    };
-    // The conversation's `last_message_id` follows by trigger (migration 000009).
-    match txn.get_database_backend() {
-        DbBackend::Postgres => {
-            postgres::send(txn, row, draft.conversation_id, draft.collapsed.as_ref()).await
-        }
-        _ => sqlite::send(txn, row, at).await.map(Some),
     }
 }
 
@@ -280,14 +325,13 @@ pub async fn latest_event_id(db: &impl Reads) -> AppResult<i64> {
         .unwrap_or(0))
 }
 
-/// Change-log rows after `after` in log order: `(tx, id) > (after.tx, after.id)`.
-fn after_position(after: Position) -> Condition {
-    use conversation_event::Column as C;
-    Condition::any().add(C::Tx.gt(after.tx)).add(
-        Condition::all()
-            .add(C::Tx.eq(after.tx))
-            .add(C::Id.gt(after.id)),
-    )
+/// Change-log rows after `after` in log order: `(tx, id) > (after.tx, after.id)`, spelled as a
+/// row comparison so that both backends read it as one range of the `(tx, id)` index, in order
+/// (an `OR` of the two cases is two ranges, merged and then sorted).
+fn after_position(after: Position) -> Expr {
+    use conversation_event::{Column as C, Entity as Log};
+    Expr::tuple([Expr::col((Log, C::Tx)), Expr::col((Log, C::Id))])
+        .gt(Expr::tuple([Expr::val(after.tx), Expr::val(after.id)]))
 }
 
 /// The positions of up to `limit` committed changes after `after`, settled or not, in log order.
@@ -436,13 +480,23 @@ pub async fn events_after(
         );
     }
     // Each row with its message in one statement (rows whose message is gone are left out).
-    Ok(query
-        .find_also_related(message::Entity)
-        .all(db)
+    Ok(with_messages(db, query)
         .await?
         .into_iter()
         .filter_map(|(event, message)| Some((event, message?)))
         .collect())
+}
+
+/// The change-log rows `select` finds, in its order, each with its message as it is now (None
+/// when the message is gone), in one statement.
+async fn with_messages(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<conversation_event::Entity>,
+) -> AppResult<Vec<(conversation_event::Model, Option<message::Model>)>> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres::with_messages(db, select).await,
+        _ => Ok(select.find_also_related(message::Entity).all(db).await?),
+    }
 }
 
 /// What one read of the settled log gave: the events, and how far it read (rows whose message
@@ -462,11 +516,7 @@ pub struct LogBatch {
 /// the batch been read sooner. Two statements for the whole batch.
 pub async fn log_after(db: &impl Reads, after: Position, limit: u64) -> AppResult<LogBatch> {
     let db = db.conn();
-    let rows = settled_after(db, after)
-        .limit(limit)
-        .find_also_related(message::Entity)
-        .all(db)
-        .await?;
+    let rows = with_messages(db, settled_after(db, after).limit(limit)).await?;
     let read = rows.len() as u64;
     let last = rows.last().map(|(event, _)| Position {
         tx: event.tx,

@@ -219,6 +219,14 @@ impl Store {
         &self.db
     }
 
+    /// Where a write that is one statement may run on its own, and the bus its events go to once
+    /// it has answered: on PostgreSQL the pool, where such a statement is its own transaction,
+    /// committed before it answers. None on SQLite, where every write joins the single writer's
+    /// batch.
+    pub(crate) fn autocommit(&self) -> Option<(&DatabaseConnection, &crate::events::EventBus)> {
+        self.writer.autocommit()
+    }
+
     /// Runs `work` in a write transaction: on SQLite in the single writer's next batch, on
     /// PostgreSQL in a transaction of its own. See [`Writer::write`].
     pub(crate) async fn write<T, F>(&self, work: F) -> AppResult<T>

@@ -3,20 +3,21 @@
 //! Writes run concurrently, each in its own transaction (see `writer`), so ordering comes from
 //! locks and transaction ids rather than from one writer: a conversation's advisory lock orders
 //! its changes (see `changes::next_seq`), and the change log's position starts with the writing
-//! transaction's id. A statement is a network round trip: a send's writes are folded into as few
-//! statements as its ordering allows (see [`send`]); there are no per-row hand-overs to save, so
-//! rows are read as they come.
+//! transaction's id. A statement is a network round trip: a send's writes are one statement, a
+//! function call, that is its own transaction when it runs alone (see [`send`]); there are no
+//! per-row hand-overs to save, so rows are read as they come.
 use std::sync::LazyLock;
 
-use entity::{message, notification};
+use entity::{conversation_event, message, notification};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, FromQueryResult, QueryResult, Value, sea_query::Expr,
+    ConnectionTrait, FromQueryResult, IdenStatic, Iterable, QueryResult, QueryTrait, Value,
+    sea_query::{Alias, Asterisk, Expr, ExprTrait, JoinType, Query},
 };
 
 use super::{
-    changes::{Logged, Notified, Sent, next_seq},
+    changes::{Logged, Notified, Sent},
     id_list,
-    send_row::{Collapsed, send_columns, send_param, send_values},
+    send_row::{Collapsed, send_value_count, send_values},
     sql,
 };
 use crate::{
@@ -24,82 +25,38 @@ use crate::{
     events::{MessageChange, Position},
 };
 
-/// The statement [`send`] runs once the sequence bump holds the conversation's lock, spelled once:
-/// the checks the write repeats under that lock (the sender is still a member; the thread root,
-/// if any, is still a standing root of the conversation), then the message, its change-log entry
-/// and the members, as one data-modifying statement. Its snapshot is taken after the lock was
-/// granted, so it sees every change the lock's earlier holders committed (a removal, a deleted
-/// root, the previous member list). A failed check inserts nothing and returns no row.
+/// A send's writes as one statement: the function `palaver_send` of migration 000014 takes the
+/// conversation's lock, checks under it that the sender is still a member and the thread root (if
+/// any) still a standing root, takes the next sequence number and writes the message, its
+/// change-log entry and, for a message directed at no one, its collapsed notifications (see
+/// [`super::send_row::Collapsed`]). The function, not one plain statement: a statement reads from
+/// the snapshot taken as it starts, before it waited for the lock, while each statement of a
+/// function takes a snapshot of its own, after the lock was granted, and so sees what the lock's
+/// previous holder committed (a removal, a deleted root, the member list). A refused check writes
+/// nothing and returns no row.
 ///
-/// `$14` is the sequence number the bump took. With `$15` (the collapsed rows' kind; `$16` their
-/// text, `$17` the most members notified inline) the statement also makes the notifications of a
-/// message directed at no one (see [`super::send_row::Collapsed`]), as
-/// `notifications::Bump` would, and returns them as JSON: the UPDATE of the audience's
-/// unread collapsed rows, then an INSERT for those it did not reach (going by what the UPDATE did,
-/// as [`bump_and_read_back`] does), or in a bigger conversation the backlog row.
+/// Its parameters: the time, the message columns (see [`super::send_row`]), then the collapsed
+/// rows' kind and text (both null for none) and the most members notified inline.
 static SEND: LazyLock<String> = LazyLock::new(|| {
-    use message::Column as C;
-    let (names, params) = send_columns();
     format!(
-        "WITH admitted AS (\
-           SELECT 1 FROM members WHERE conversation_id = {c} AND user_id = {sender} \
-           AND ({root} IS NULL OR EXISTS (SELECT 1 FROM messages r WHERE r.id = {root} \
-             AND r.conversation_id = {c} AND r.thread_root_id IS NULL \
-             AND r.sender_id IS NOT NULL AND r.deleted_at IS NULL))), \
-         sent AS (\
-           INSERT INTO messages (seq, created_at, {names}) \
-           SELECT $14, $1, {params} FROM admitted RETURNING *), \
-         logged AS (\
-           INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at) \
-           SELECT conversation_id, seq, '{kind}', id, $1 FROM sent RETURNING id, tx), \
-         present AS (SELECT user_id, muted FROM members WHERE conversation_id = {c}), \
-         inline AS (SELECT count(*) <= $17 AS yes FROM present), \
-         audience AS (\
-           SELECT p.user_id FROM present p CROSS JOIN sent WHERE $15 IS NOT NULL \
-           AND (SELECT yes FROM inline) AND p.muted = FALSE AND p.user_id <> {sender}), \
-         bumped AS (\
-           UPDATE notifications SET kind = $15, text = $16, message_id = (SELECT id FROM sent), \
-           actor_id = {sender}, updated_at = $1, count = count + 1 \
-           WHERE id IN (SELECT n.id FROM notifications n WHERE n.conversation_id = {c} \
-             AND n.is_read = FALSE AND n.kind IN ('MESSAGE', 'FILE') \
-             AND n.user_id IN (SELECT user_id FROM audience)) \
-           RETURNING *), \
-         made AS (\
-           INSERT INTO notifications (user_id, actor_id, kind, text, conversation_id, message_id, \
-             count, is_read, created_at, updated_at) \
-           SELECT a.user_id, {sender}, $15, $16, {c}, (SELECT id FROM sent), 1, FALSE, $1, $1 \
-           FROM audience a WHERE a.user_id NOT IN (SELECT user_id FROM bumped) RETURNING *), \
-         backlog AS (\
-           INSERT INTO notification_backlog (conversation_id, seq) \
-           SELECT conversation_id, seq FROM sent \
-           WHERE $15 IS NOT NULL AND NOT (SELECT yes FROM inline) RETURNING seq) \
-         SELECT sent.*, logged.id AS event_id, logged.tx AS event_tx, \
-           (SELECT string_agg(user_id::text, ',') FROM present) AS members, \
-           (SELECT yes FROM inline) AS inline, \
-           (SELECT json_agg(n)::text FROM (SELECT * FROM bumped UNION ALL SELECT * FROM made) n) \
-           AS notes \
-         FROM sent CROSS JOIN logged",
-        c = send_param(C::ConversationId),
-        sender = send_param(C::SenderId),
-        root = send_param(C::ThreadRootId),
-        kind = MessageChange::Created.as_str(),
+        "SELECT (s.sent_message).*, s.sent_event_id AS event_id, s.sent_event_tx AS event_tx, \
+         s.sent_members AS members, s.sent_inline AS inline, s.sent_notes AS notes \
+         FROM palaver_send({}) s",
+        super::placeholders(1, send_value_count() + 3),
     )
 });
 
-/// The writes of a send, in two statements (a statement is a round trip): the sequence bump,
-/// which takes the conversation's lock, and then [`SEND`], which with `collapsed` also makes the
-/// notifications. They cannot be one: a statement's snapshot is taken when it starts, so reads in
-/// the statement that waited for the lock would miss what the lock's previous holder committed.
-/// None if the checks under the lock refused the send (the caller rolls back the bump).
+/// The writes of a send in one statement, [`SEND`]. Run on its own, outside a transaction, the
+/// statement is its transaction, committed before it answers: one round trip for the whole write.
+/// With `collapsed` it also makes the notifications. None if the checks under the lock refused
+/// the send (nothing was written).
 pub async fn send(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     row: message::ActiveModel,
-    conversation_id: i64,
+    at: chrono::DateTime<chrono::Utc>,
     collapsed: Option<&Collapsed>,
 ) -> AppResult<Option<Sent>> {
-    let (seq, at) = next_seq(txn, conversation_id).await?;
     let mut values = send_values(&row, at)?;
-    values.push(seq.into());
     values.push(collapsed.map(|c| c.kind.to_owned()).into());
     values.push(collapsed.map(|c| c.text.clone()).into());
     values.push(
@@ -107,7 +64,7 @@ pub async fn send(
             .unwrap_or(i64::MAX)
             .into(),
     );
-    let Some(row) = txn.query_one_raw(sql(txn, &SEND, values)).await? else {
+    let Some(row) = db.query_one_raw(sql(db, &SEND, values)).await? else {
         return Ok(None);
     };
     let message = message::Model::from_query_result(&row, "")?;
@@ -152,6 +109,54 @@ pub fn settled() -> sea_orm::sea_query::SimpleExpr {
         "\"conversation_events\".\"tx\" < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
     )
 }
+
+/// The change-log rows `select` finds, in its order, each with its message (None when it is
+/// gone), looked up by key one row at a time. A plain join would not do: the planner cannot tell
+/// how many rows [`settled`] leaves (the watermark is known only as the statement runs), guesses a
+/// share of the whole log, and then joins by hashing the whole `messages` table, so that every
+/// read of a few new changes cost a scan of every message. A lateral subquery with a limit is
+/// never merged into a join: it runs once per log row, as a primary-key lookup.
+pub async fn with_messages(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<conversation_event::Entity>,
+) -> AppResult<Vec<(conversation_event::Model, Option<message::Model>)>> {
+    let mut query = QueryTrait::into_query(select);
+    let found = Alias::new("found");
+    let lookup = Query::select()
+        .column(Asterisk)
+        .from(message::Entity)
+        .and_where(Expr::col((message::Entity, message::Column::Id)).equals((
+            conversation_event::Entity,
+            conversation_event::Column::MessageId,
+        )))
+        .limit(1)
+        .to_owned();
+    query.join_lateral(
+        JoinType::LeftJoin,
+        lookup,
+        found.clone(),
+        Expr::cust("TRUE"),
+    );
+    for column in message::Column::iter() {
+        query.expr_as(
+            Expr::col((found.clone(), column)),
+            Alias::new(format!("{MESSAGE_PREFIX}{}", column.as_str())),
+        );
+    }
+    let rows = db.query_all(&query).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                conversation_event::Model::from_query_result(row, "")?,
+                Option::<message::Model>::from_query_result(row, MESSAGE_PREFIX)?,
+            ))
+        })
+        .collect()
+}
+
+/// The prefix of the message's columns in [`with_messages`]'s rows (no column of the log starts
+/// with it).
+const MESSAGE_PREFIX: &str = "found_";
 
 /// The largest transaction id in the change log and the next one this cluster gives out, when
 /// the first is not below the second: the log was written by another cluster (a dump restored

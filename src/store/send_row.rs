@@ -21,7 +21,8 @@ pub struct Collapsed {
 }
 
 /// The message columns a send sets, in the order of its statement's parameters after `$1` (the
-/// time); the last is the conversation. Both backends' send statements are spelled from it.
+/// time); the last is the conversation. SQLite's send statement is spelled from it; PostgreSQL's
+/// function `palaver_send` (migration 000014) takes its parameters in this order.
 const SEND_COLUMNS: [message::Column; 12] = {
     use message::Column as C;
     [
@@ -52,6 +53,11 @@ pub fn send_columns() -> (String, String) {
         .collect::<Vec<_>>()
         .join(", ");
     (names, params)
+}
+
+/// How many values [`send_values`] gives: the time and the columns.
+pub const fn send_value_count() -> usize {
+    SEND_COLUMNS.len() + 1
 }
 
 /// The placeholder a send statement binds `column` to (one of [`SEND_COLUMNS`]).

@@ -27,7 +27,8 @@
 //! the pool allows, and is answered by its own commit. There a statement is a network round trip,
 //! so concurrent transactions beat one task running jobs in turn; and a batch spanning several
 //! conversations would take row locks in an order that other transactions do not, inviting
-//! deadlocks.
+//! deadlocks. A write that is one statement need not open a transaction at all: see
+//! [`Writer::autocommit`], which saves its `BEGIN` and `COMMIT` round trips.
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait};
@@ -188,6 +189,15 @@ impl Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
         tokio::spawn(run(open, bus, queue));
         Self(Mode::Batched(jobs))
+    }
+
+    /// PostgreSQL's pool and the bus, for a write of one statement run outside any transaction
+    /// (see `Store::autocommit`); None on SQLite.
+    pub fn autocommit(&self) -> Option<(&DatabaseConnection, &EventBus)> {
+        match &self.0 {
+            Mode::Direct(db, bus) => Some((db, bus)),
+            Mode::Batched(_) => None,
+        }
     }
 
     /// Runs `work` inside a transaction. Its value is returned once that transaction has

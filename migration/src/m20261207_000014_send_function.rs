@@ -1,0 +1,128 @@
+//! PostgreSQL only: a send's writes as one function, `palaver_send`, so that a send is one
+//! statement. Called on its own (autocommitted) it is the whole transaction, one network round
+//! trip where `BEGIN`, the sequence bump, the insert and `COMMIT` were four.
+//!
+//! Why a function and not one plain statement: a statement reads from the snapshot taken when it
+//! starts, so a statement that waited for the conversation's lock would still read the member list
+//! and thread root as they were before the lock's previous holder committed. In a VOLATILE
+//! PL/pgSQL function each statement takes a fresh snapshot, so the checks after
+//! `pg_advisory_xact_lock` see everything that holder committed.
+//!
+//! What it does, in order:
+//! 1. takes the conversation's advisory lock, before any write, so before the transaction has an
+//!    id: within a conversation, transaction ids (the first part of a change's position) follow
+//!    sequence numbers (see `store::changes::next_seq`, which takes the same lock for other
+//!    changes);
+//! 2. checks, under the lock, that the sender is a member and that the thread root, if any, is a
+//!    standing root of the conversation; if not it returns no row, having written nothing;
+//! 3. takes the conversation's next sequence number;
+//! 4. inserts the message, its change-log entry and, when `note_kind` is given (a message directed
+//!    at no one), the collapsed notifications of the members not muted (or the backlog row in a
+//!    conversation of more than `inline_max` members), and returns the message, its log position,
+//!    the members (comma-separated), whether notifications were made inline and the rows made, as
+//!    JSON.
+//!
+//! Its parameters after `at` are the message columns in the order of `store::send_row`'s
+//! `SEND_COLUMNS`.
+use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const CREATE: &str = r#"
+CREATE FUNCTION palaver_send(
+    p_at timestamptz,
+    p_sender_id bigint, p_kind text, p_body text, p_reply_to_id bigint, p_thread_root_id bigint,
+    p_client_message_id text, p_attachment_key text, p_attachment_filename text,
+    p_attachment_content_type text, p_attachment_size bigint, p_attachment_sha256 text,
+    p_conversation_id bigint,
+    p_note_kind text, p_note_text text, p_inline_max bigint)
+RETURNS TABLE (sent_message messages, sent_event_id bigint, sent_event_tx bigint,
+               sent_members text, sent_inline boolean, sent_notes text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_seq bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_conversation_id);
+    IF NOT EXISTS (SELECT 1 FROM members m
+                   WHERE m.conversation_id = p_conversation_id AND m.user_id = p_sender_id)
+       OR (p_thread_root_id IS NOT NULL AND NOT EXISTS (
+             SELECT 1 FROM messages r WHERE r.id = p_thread_root_id
+             AND r.conversation_id = p_conversation_id AND r.thread_root_id IS NULL
+             AND r.sender_id IS NOT NULL AND r.deleted_at IS NULL)) THEN
+        RETURN;
+    END IF;
+    UPDATE conversations c SET last_seq = c.last_seq + 1, last_activity_at = p_at
+        WHERE c.id = p_conversation_id RETURNING c.last_seq INTO v_seq;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH sent AS (
+        INSERT INTO messages (seq, created_at, sender_id, kind, body, reply_to_id, thread_root_id,
+            client_message_id, attachment_key, attachment_filename, attachment_content_type,
+            attachment_size, attachment_sha256, conversation_id)
+        VALUES (v_seq, p_at, p_sender_id, p_kind, p_body, p_reply_to_id, p_thread_root_id,
+            p_client_message_id, p_attachment_key, p_attachment_filename,
+            p_attachment_content_type, p_attachment_size, p_attachment_sha256, p_conversation_id)
+        RETURNING *),
+    logged AS (
+        INSERT INTO conversation_events (conversation_id, seq, kind, message_id, created_at)
+        SELECT s.conversation_id, s.seq, 'CREATED', s.id, p_at FROM sent s
+        RETURNING id, tx),
+    present AS (SELECT m.user_id, m.muted FROM members m WHERE m.conversation_id = p_conversation_id),
+    inline AS (SELECT count(*) <= p_inline_max AS yes FROM present),
+    audience AS (
+        SELECT p.user_id FROM present p
+        WHERE p_note_kind IS NOT NULL AND (SELECT yes FROM inline)
+        AND p.muted = FALSE AND p.user_id <> p_sender_id),
+    bumped AS (
+        UPDATE notifications n SET kind = p_note_kind, text = p_note_text,
+            message_id = (SELECT s.id FROM sent s), actor_id = p_sender_id, updated_at = p_at,
+            count = n.count + 1
+        WHERE n.id IN (SELECT o.id FROM notifications o WHERE o.conversation_id = p_conversation_id
+            AND o.is_read = FALSE AND o.kind IN ('MESSAGE', 'FILE')
+            AND o.user_id IN (SELECT a.user_id FROM audience a))
+        RETURNING n.*),
+    made AS (
+        INSERT INTO notifications (user_id, actor_id, kind, text, conversation_id, message_id,
+            count, is_read, created_at, updated_at)
+        SELECT a.user_id, p_sender_id, p_note_kind, p_note_text, p_conversation_id,
+            (SELECT s.id FROM sent s), 1, FALSE, p_at, p_at
+        FROM audience a WHERE a.user_id NOT IN (SELECT b.user_id FROM bumped b)
+        RETURNING *),
+    backlog AS (
+        INSERT INTO notification_backlog (conversation_id, seq)
+        SELECT s.conversation_id, s.seq FROM sent s
+        WHERE p_note_kind IS NOT NULL AND NOT (SELECT yes FROM inline)
+        RETURNING 1)
+    SELECT ROW(s.*)::messages, l.id, l.tx,
+        (SELECT string_agg(p.user_id::text, ',') FROM present p),
+        (SELECT yes FROM inline),
+        (SELECT json_agg(x)::text FROM (SELECT * FROM bumped UNION ALL SELECT * FROM made) x)
+    FROM sent s CROSS JOIN logged l;
+END
+$fn$
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        manager.get_connection().execute_unprepared(CREATE).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        manager
+            .get_connection()
+            .execute_unprepared("DROP FUNCTION palaver_send")
+            .await?;
+        Ok(())
+    }
+}
