@@ -499,6 +499,21 @@ async fn with_messages(
     }
 }
 
+/// The statement [`log_after`] reads the settled log with (its first statement), for tests of
+/// its plan.
+pub fn log_read_statement(
+    db: &impl ConnectionTrait,
+    after: Position,
+    limit: u64,
+) -> sea_orm::Statement {
+    let backend = db.get_database_backend();
+    let select = settled_after(db, after).limit(limit);
+    match backend {
+        DbBackend::Postgres => backend.build(&postgres::with_messages_query(select)),
+        _ => select.find_also_related(message::Entity).build(backend),
+    }
+}
+
 /// What one read of the settled log gave: the events, and how far it read (rows whose message
 /// is gone or whose kind is unknown give no event, but are read past all the same).
 pub struct LogBatch {

@@ -120,6 +120,22 @@ pub async fn with_messages(
     db: &impl ConnectionTrait,
     select: sea_orm::Select<conversation_event::Entity>,
 ) -> AppResult<Vec<(conversation_event::Model, Option<message::Model>)>> {
+    let query = with_messages_query(select);
+    let rows = db.query_all(&query).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                conversation_event::Model::from_query_result(row, "")?,
+                Option::<message::Model>::from_query_result(row, MESSAGE_PREFIX)?,
+            ))
+        })
+        .collect()
+}
+
+/// [`with_messages`]'s statement.
+pub fn with_messages_query(
+    select: sea_orm::Select<conversation_event::Entity>,
+) -> sea_orm::sea_query::SelectStatement {
     let mut query = QueryTrait::into_query(select);
     let found = Alias::new("found");
     let lookup = Query::select()
@@ -143,15 +159,7 @@ pub async fn with_messages(
             Alias::new(format!("{MESSAGE_PREFIX}{}", column.as_str())),
         );
     }
-    let rows = db.query_all(&query).await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                conversation_event::Model::from_query_result(row, "")?,
-                Option::<message::Model>::from_query_result(row, MESSAGE_PREFIX)?,
-            ))
-        })
-        .collect()
+    query
 }
 
 /// The prefix of the message's columns in [`with_messages`]'s rows (no column of the log starts
