@@ -115,6 +115,44 @@ END
 $fn$
 "#;
 
+/// Several sends in one call, one transaction: `p_sends` is a JSON array of objects with
+/// `palaver_send`'s parameters as keys (without the `p_`). The conversations' locks are all taken
+/// first, in the order of their ids, so that two batches never wait for each other in a circle and
+/// the transaction has no id until every lock is held. Each row returned names the send it answers
+/// by its place in the array (`item`, from 1); a send the checks refused has no row.
+const CREATE_BATCH: &str = r#"
+CREATE FUNCTION palaver_send_batch(p_sends jsonb)
+RETURNS TABLE (item bigint, sent_message messages, sent_event_id bigint, sent_event_tx bigint,
+               sent_members text, sent_inline boolean, sent_notes text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_conversation bigint;
+    v_send record;
+BEGIN
+    FOR v_conversation IN
+        SELECT DISTINCT (e.value->>'conversation_id')::bigint AS c
+        FROM jsonb_array_elements(p_sends) AS e ORDER BY c
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_conversation);
+    END LOOP;
+    FOR v_send IN
+        SELECT e.value AS v, e.ordinality AS n
+        FROM jsonb_array_elements(p_sends) WITH ORDINALITY AS e ORDER BY e.ordinality
+    LOOP
+        RETURN QUERY SELECT v_send.n, s.* FROM palaver_send(
+            (v_send.v->>'at')::timestamptz,
+            (v_send.v->>'sender_id')::bigint, v_send.v->>'kind', v_send.v->>'body',
+            (v_send.v->>'reply_to_id')::bigint, (v_send.v->>'thread_root_id')::bigint,
+            v_send.v->>'client_message_id', v_send.v->>'attachment_key',
+            v_send.v->>'attachment_filename', v_send.v->>'attachment_content_type',
+            (v_send.v->>'attachment_size')::bigint, v_send.v->>'attachment_sha256',
+            (v_send.v->>'conversation_id')::bigint,
+            v_send.v->>'note_kind', v_send.v->>'note_text', (v_send.v->>'inline_max')::bigint) s;
+    END LOOP;
+END
+$fn$
+"#;
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -122,6 +160,10 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         manager.get_connection().execute_unprepared(CREATE).await?;
+        manager
+            .get_connection()
+            .execute_unprepared(CREATE_BATCH)
+            .await?;
         Ok(())
     }
 
@@ -131,7 +173,7 @@ impl MigrationTrait for Migration {
         }
         manager
             .get_connection()
-            .execute_unprepared("DROP FUNCTION palaver_send")
+            .execute_unprepared("DROP FUNCTION palaver_send_batch; DROP FUNCTION palaver_send")
             .await?;
         Ok(())
     }

@@ -72,9 +72,10 @@ pub async fn insert(txn: &Txn, draft: &Draft, at: DateTime<Utc>) -> AppResult<Op
 ///
 /// On PostgreSQL a draft with collapsed notifications is written whole by one statement (see
 /// [`postgres::send`]: the message, its log entry and its notifications, with every check under
-/// the conversation's lock), so it runs on its own, committed as it answers, with no `BEGIN` or
-/// `COMMIT` round trip; `finish` is then given no transaction, and what it is given is complete
-/// (`Sent::notified` is set, `Sent::root_checked` holds).
+/// the conversation's lock), so it needs no transaction of the writer's: it goes to the store's
+/// send queue (see [`super::send_queue`]), which commits it alone or with the sends queued beside
+/// it, with no `BEGIN` or `COMMIT` round trip; `finish` is then given no transaction, and what it
+/// is given is complete (`Sent::notified` is set, `Sent::root_checked` holds).
 pub async fn write_send<T, F>(store: &Store, draft: Draft, finish: F) -> AppResult<T>
 where
     T: Send + 'static,
@@ -84,9 +85,16 @@ where
         + 'static,
 {
     if draft.collapsed.is_some()
-        && let Some((db, bus)) = store.autocommit()
+        && let Some((queue, bus)) = store.send_queue()
     {
-        let sent = postgres::send(db, new_row(&draft), now(), draft.collapsed.as_ref()).await;
+        let sent = queue
+            .send(postgres::Queued {
+                conversation_id: draft.conversation_id,
+                row: new_row(&draft),
+                at: now(),
+                collapsed: draft.collapsed.clone(),
+            })
+            .await;
         let (value, events) = finish(None, sent).await?;
         for envelope in events {
             bus.publish(envelope).await;

@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod presence;
 pub mod reactions;
 pub mod rooms;
+pub mod send_queue;
 pub mod send_row;
 pub mod sqlite;
 pub mod threads;
@@ -185,6 +186,8 @@ pub struct Store {
     db: DatabaseConnection,
     writer: Writer,
     backend: Backend,
+    /// PostgreSQL's group commit for sends written whole by one call.
+    sends: Option<send_queue::SendQueue>,
 }
 
 impl Store {
@@ -193,10 +196,13 @@ impl Store {
             DbBackend::Postgres => Backend::Postgres,
             _ => Backend::Sqlite,
         };
+        let sends =
+            (backend == Backend::Postgres).then(|| send_queue::SendQueue::start(db.clone()));
         Self {
             db,
             writer,
             backend,
+            sends,
         }
     }
 
@@ -207,6 +213,7 @@ impl Store {
             db,
             writer: self.writer.clone(),
             backend: self.backend,
+            sends: self.sends.clone(),
         }
     }
 
@@ -219,12 +226,11 @@ impl Store {
         &self.db
     }
 
-    /// Where a write that is one statement may run on its own, and the bus its events go to once
-    /// it has answered: on PostgreSQL the pool, where such a statement is its own transaction,
-    /// committed before it answers. None on SQLite, where every write joins the single writer's
-    /// batch.
-    pub(crate) fn autocommit(&self) -> Option<(&DatabaseConnection, &crate::events::EventBus)> {
-        self.writer.autocommit()
+    /// Where a send written whole by one call goes (PostgreSQL's group commit, see
+    /// [`send_queue`]), and the bus its events go to once it has committed. None on SQLite, where
+    /// every write joins the single writer's batch.
+    pub(crate) fn send_queue(&self) -> Option<(&send_queue::SendQueue, &crate::events::EventBus)> {
+        Some((self.sends.as_ref()?, self.writer.direct_bus()?))
     }
 
     /// Runs `work` in a write transaction: on SQLite in the single writer's next batch, on

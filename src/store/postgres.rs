@@ -17,7 +17,7 @@ use sea_orm::{
 use super::{
     changes::{Logged, Notified, Sent},
     id_list,
-    send_row::{Collapsed, send_value_count, send_values},
+    send_row::{Collapsed, send_column_names, send_value_count, send_values},
     sql,
 };
 use crate::{
@@ -67,7 +67,80 @@ pub async fn send(
     let Some(row) = db.query_one_raw(sql(db, &SEND, values)).await? else {
         return Ok(None);
     };
-    let message = message::Model::from_query_result(&row, "")?;
+    sent_from_row(&row, collapsed.is_some()).map(Some)
+}
+
+/// A send queued for [`send_batch`]: what [`send`] takes.
+pub struct Queued {
+    pub conversation_id: i64,
+    pub row: message::ActiveModel,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub collapsed: Option<Collapsed>,
+}
+
+/// Several sends in one statement, one transaction: the function `palaver_send_batch` of migration
+/// 000014 takes every conversation's lock first, in the order of their ids, then runs
+/// `palaver_send` for each send in turn. The answers come in the order of `sends`, None for a send
+/// the checks refused. Any failure (a duplicate client message id, a deadlock with another
+/// transaction) undoes the whole batch; the caller then runs the sends alone.
+pub async fn send_batch(
+    db: &impl ConnectionTrait,
+    sends: &[&Queued],
+) -> AppResult<Vec<Option<Sent>>> {
+    let mut items = Vec::with_capacity(sends.len());
+    for send in sends {
+        let mut item = serde_json::Map::new();
+        let values = send_values(&send.row, send.at)?;
+        for (name, value) in std::iter::once("at").chain(send_column_names()).zip(values) {
+            item.insert(name.to_owned(), json_of(value)?);
+        }
+        let collapsed = send.collapsed.as_ref();
+        item.insert("note_kind".into(), collapsed.map(|c| c.kind).into());
+        item.insert("note_text".into(), collapsed.map(|c| c.text.clone()).into());
+        item.insert(
+            "inline_max".into(),
+            collapsed.map_or(0, |c| c.inline_members).into(),
+        );
+        items.push(serde_json::Value::Object(item));
+    }
+    let rows = db
+        .query_all_raw(sql(
+            db,
+            "SELECT b.item, (b.sent_message).*, b.sent_event_id AS event_id, \
+             b.sent_event_tx AS event_tx, b.sent_members AS members, b.sent_inline AS inline, \
+             b.sent_notes AS notes FROM palaver_send_batch($1) b",
+            vec![serde_json::Value::Array(items).into()],
+        ))
+        .await?;
+    let mut answers: Vec<Option<Sent>> = sends.iter().map(|_| None).collect();
+    for row in rows {
+        let item: i64 = row.try_get("", "item")?;
+        let index = usize::try_from(item - 1)
+            .ok()
+            .filter(|i| *i < sends.len())
+            .ok_or_else(|| AppError::Internal(format!("a batch answered item {item}")))?;
+        answers[index] = Some(sent_from_row(&row, sends[index].collapsed.is_some())?);
+    }
+    Ok(answers)
+}
+
+/// A send's value as JSON for [`send_batch`] (the column types [`send_values`] gives).
+fn json_of(value: Value) -> AppResult<serde_json::Value> {
+    Ok(match value {
+        Value::BigInt(v) => v.into(),
+        Value::String(v) => v.into(),
+        Value::ChronoDateTimeUtc(v) => v.map(|at| at.to_rfc3339()).into(),
+        other => {
+            return Err(AppError::Internal(format!(
+                "no JSON for a send's value {other:?}"
+            )));
+        }
+    })
+}
+
+/// What [`send`] and [`send_batch`] read from a row `palaver_send` returned.
+fn sent_from_row(row: &QueryResult, collapsed: bool) -> AppResult<Sent> {
+    let message = message::Model::from_query_result(row, "")?;
     let members: Option<String> = row.try_get("", "members")?;
     let logged = Logged {
         position: Position {
@@ -77,28 +150,27 @@ pub async fn send(
         change: MessageChange::Created,
         message: message.clone(),
     };
-    let notified = match collapsed {
-        Some(_) => {
-            let notes: Option<String> = row.try_get("", "notes")?;
-            let rows = match notes {
-                Some(json) => serde_json::from_str(&json)
-                    .map_err(|e| AppError::Internal(format!("notifications as JSON: {e}")))?,
-                None => Vec::new(),
-            };
-            Some(Notified {
-                rows,
-                inline: row.try_get("", "inline")?,
-            })
-        }
-        None => None,
+    let notified = if collapsed {
+        let notes: Option<String> = row.try_get("", "notes")?;
+        let rows = match notes {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| AppError::Internal(format!("notifications as JSON: {e}")))?,
+            None => Vec::new(),
+        };
+        Some(Notified {
+            rows,
+            inline: row.try_get("", "inline")?,
+        })
+    } else {
+        None
     };
-    Ok(Some(Sent {
+    Ok(Sent {
         message,
         recipients: id_list(members.as_deref())?,
         logged,
         root_checked: true,
         notified,
-    }))
+    })
 }
 
 /// Change-log rows written by transactions older than the oldest one still running

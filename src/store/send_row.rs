@@ -55,6 +55,11 @@ pub fn send_columns() -> (String, String) {
     (names, params)
 }
 
+/// The names of [`SEND_COLUMNS`], in order.
+pub fn send_column_names() -> impl Iterator<Item = &'static str> {
+    SEND_COLUMNS.iter().map(|column| column.as_str())
+}
+
 /// How many values [`send_values`] gives: the time and the columns.
 pub const fn send_value_count() -> usize {
     SEND_COLUMNS.len() + 1

@@ -27,8 +27,8 @@
 //! the pool allows, and is answered by its own commit. There a statement is a network round trip,
 //! so concurrent transactions beat one task running jobs in turn; and a batch spanning several
 //! conversations would take row locks in an order that other transactions do not, inviting
-//! deadlocks. A write that is one statement need not open a transaction at all: see
-//! [`Writer::autocommit`], which saves its `BEGIN` and `COMMIT` round trips.
+//! deadlocks. A send that is one statement needs no transaction of the writer's: see
+//! `send_queue`, which commits sends in groups without a `BEGIN` or `COMMIT` round trip.
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait};
@@ -191,11 +191,12 @@ impl Writer {
         Self(Mode::Batched(jobs))
     }
 
-    /// PostgreSQL's pool and the bus, for a write of one statement run outside any transaction
-    /// (see `Store::autocommit`); None on SQLite.
-    pub fn autocommit(&self) -> Option<(&DatabaseConnection, &EventBus)> {
+    /// On PostgreSQL, the bus a write made outside the writer (one statement that is its own
+    /// transaction, see `Store::send_queue`) publishes its events to once it has committed; None on
+    /// SQLite, where every write goes through the writer.
+    pub fn direct_bus(&self) -> Option<&EventBus> {
         match &self.0 {
-            Mode::Direct(db, bus) => Some((db, bus)),
+            Mode::Direct(_, bus) => Some(bus),
             Mode::Batched(_) => None,
         }
     }
