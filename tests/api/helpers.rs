@@ -39,7 +39,7 @@ fn unique(prefix: &str) -> String {
 
 /// A database of the test's own: a fresh PostgreSQL database when `PALAVER_TEST_DATABASE_URL` is
 /// set, otherwise a fresh SQLite file.
-async fn fresh_database_url() -> String {
+pub async fn fresh_database_url() -> String {
     match std::env::var("PALAVER_TEST_DATABASE_URL") {
         Ok(base) if base.starts_with("postgres") => {
             use sea_orm::ConnectionTrait;

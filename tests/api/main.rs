@@ -26,6 +26,7 @@ mod notifications;
 mod ordering;
 mod pagination;
 mod persisted_documents;
+mod plans;
 mod presence;
 mod rate_limits;
 mod reactions;

@@ -1,5 +1,6 @@
-//! The plans of statements whose cost must follow what they return, not the size of the tables.
-//! Run on SQLite, or on PostgreSQL when `PALAVER_TEST_DATABASE_URL` is set (as the API tests).
+//! The plans of statements whose cost must follow what they return, not the size of the tables:
+//! the one place these tests look inside, at the statements the store sends, on the database the
+//! other tests use.
 use palaver::{events::Position, store::messages::log_read_statement};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
@@ -7,29 +8,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 const ROWS: i64 = 20_000;
 
 async fn fresh_database() -> DatabaseConnection {
-    let name = format!(
-        "palaver_plans_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let url = match std::env::var("PALAVER_TEST_DATABASE_URL") {
-        Ok(base) if base.starts_with("postgres") => {
-            let admin = sea_orm::Database::connect(&base)
-                .await
-                .expect("connect to the test PostgreSQL server");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create a test database");
-            admin.close().await.ok();
-            let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
-            format!("{prefix}/{name}")
-        }
-        _ => format!(
-            "sqlite://{}?mode=rwc",
-            std::env::temp_dir().join(format!("{name}.db")).display()
-        ),
-    };
-    palaver::db::connect(&url).await.expect("migrate")
+    palaver::db::connect(&crate::helpers::fresh_database_url().await)
+        .await
+        .expect("migrate")
 }
 
 /// One conversation with `ROWS` messages, each with its change-log row. Statistics are gathered
