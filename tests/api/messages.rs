@@ -140,6 +140,68 @@ async fn the_sender_can_edit_and_soft_delete_a_message() {
     );
 }
 
+/// On PostgreSQL, sends arriving together are committed together (see `store::send_queue`), and a
+/// group with one retry too many fails as a whole: the other sends beside it must still each be
+/// written once and answered, and the retries must get the one message.
+#[tokio::test]
+async fn retries_sent_beside_other_sends_leave_every_send_written_once() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = app.direct(&alice, &bob).await;
+    let send = "mutation($c: ID!, $b: String!, $k: String!) { sendMessage(input: {conversationId: $c, body: $b, clientMessageId: $k}) { id body } }";
+    let mut vars: Vec<_> = (0..8)
+        .map(|i| json!({ "c": conversation, "b": format!("other {i}"), "k": format!("other-{i}") }))
+        .collect();
+    for _ in 0..3 {
+        vars.insert(
+            2,
+            json!({ "c": conversation, "b": "retried", "k": "retry-2" }),
+        );
+    }
+    let answers =
+        futures_util::future::join_all(vars.into_iter().map(|v| app.data(&alice.token, send, v)))
+            .await;
+    let retried: Vec<_> = answers
+        .iter()
+        .filter(|a| a["sendMessage"]["body"] == "retried")
+        .map(|a| a["sendMessage"]["id"].clone())
+        .collect();
+    assert_eq!(retried.len(), 3, "{answers:?}");
+    assert!(retried.iter().all(|id| *id == retried[0]), "{retried:?}");
+    let mut ids: Vec<_> = answers
+        .iter()
+        .map(|a| a["sendMessage"]["id"].as_str().expect("an id").to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        9,
+        "eight sends and one retried message: {answers:?}"
+    );
+
+    let page = app
+        .data(&bob.token, PAGE, json!({ "c": conversation }))
+        .await;
+    let mut bodies: Vec<_> = page["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    bodies.sort();
+    let mut expected: Vec<String> = (0..8).map(|i| format!("other {i}")).collect();
+    expected.push("retried".into());
+    // The greeting `direct` sends.
+    expected.push("hello".into());
+    expected.sort();
+    assert_eq!(
+        bodies, expected,
+        "the greeting, eight sends and one retried message"
+    );
+}
+
 #[tokio::test]
 async fn a_retried_send_with_the_same_client_message_id_returns_the_first_message() {
     let app = spawn_app().await;
