@@ -238,15 +238,7 @@ async fn a_member_added_on_another_instance_hears_the_room_live() {
         .await;
     b.send(&carol, &room, "welcome").await;
     bob_ws.expect_next_event("m", "\"welcome\"").await;
-    // Typing is never read back from the database: only the room's channel carries it to a.
-    b.data(
-        &carol.token,
-        "mutation($c: ID!) { setTyping(conversationId: $c, isTyping: true) }",
-        json!({ "c": room }),
-    )
-    .await;
-    let typing = bob_ws.expect_next_event("t", "true").await;
-    assert_eq!(typing["typing"]["conversationId"], room);
+    typing_reaches(b, &carol, &room, &mut bob_ws).await;
 }
 
 #[tokio::test]
@@ -265,14 +257,7 @@ async fn a_first_direct_message_sent_on_another_instance_opens_a_followed_conver
     cluster
         .until_channels("after carol wrote", |channels| channels.contains(&channel))
         .await;
-    b.data(
-        &carol.token,
-        "mutation($c: ID!) { setTyping(conversationId: $c, isTyping: true) }",
-        json!({ "c": opened }),
-    )
-    .await;
-    let typing = bob_ws.expect_next_event("t", "true").await;
-    assert_eq!(typing["typing"]["conversationId"], opened);
+    typing_reaches(b, &carol, &opened, &mut bob_ws).await;
 }
 
 #[tokio::test]
@@ -365,12 +350,19 @@ async fn a_join_announced_while_redis_was_away_is_followed_once_it_is_back() {
     )
     .await
     .expect("a follows the room bob joined while Redis was away");
-    b.data(
-        &carol.token,
+    typing_reaches(&b, &carol, &room, &mut bob_ws).await;
+}
+
+/// `typist` starts typing in `conversation` through `via`, and `ws` (subscribed as "t" to typing
+/// on another instance) hears it. Typing is never read back from the database, so only the
+/// conversation's Redis channel can carry it there.
+async fn typing_reaches(via: &TestApp, typist: &TestUser, conversation: &str, ws: &mut WsClient) {
+    via.data(
+        &typist.token,
         "mutation($c: ID!) { setTyping(conversationId: $c, isTyping: true) }",
-        json!({ "c": room }),
+        json!({ "c": conversation }),
     )
     .await;
-    let typing = bob_ws.expect_next_event("t", "true").await;
-    assert_eq!(typing["typing"]["conversationId"], room);
+    let typing = ws.expect_next_event("t", "true").await;
+    assert_eq!(typing["typing"]["conversationId"], conversation);
 }
